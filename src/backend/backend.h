@@ -1,0 +1,99 @@
+// The backend-op interface. The model math (src/model/) is written once against these ops; each backend
+// (cpu/, cuda/) implements them. The CPU backend is the numerical reference for the others.
+//
+// Conventions: activations are fp32 tensors [rows = tokens, cols = features], row-major. Weight matrices
+// are WeightMatrix values returned by prepare_weight(). Ops write their outputs fully; in-place ops say so.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "backend/tensor.h"
+#include "backend/weight.h"
+
+namespace mtplx {
+
+// Arguments of the gated delta rule over T tokens (one sequence), per value head hv using key head
+// hv / (Hv / Hk). All tensors fp32.
+struct GdnArgs {
+  const Tensor* q = nullptr;      // [T, Hk * Dk], already l2-normalised and scaled by Dk^-0.5
+  const Tensor* k = nullptr;      // [T, Hk * Dk], already l2-normalised
+  const Tensor* v = nullptr;      // [T, Hv * Dv]
+  const Tensor* g = nullptr;      // [T, Hv] log-decay (<= 0)
+  const Tensor* beta = nullptr;   // [T, Hv]
+  Tensor* state = nullptr;        // [Hv, Dk * Dv] recurrent state S[d, v], updated in place
+  Tensor* out = nullptr;          // [T, Hv * Dv]
+  Tensor* row_states = nullptr;   // optional [T, Hv * Dk * Dv]: the state after each row (speculative verify)
+  int key_heads = 0;
+  int value_heads = 0;
+  int key_dim = 0;    // Dk
+  int value_dim = 0;  // Dv
+};
+
+// Causal softmax attention of T query rows at positions pos0..pos0+T-1 over the cache rows [0, pos0 + t].
+struct AttentionArgs {
+  const Tensor* q = nullptr;        // [T, Hq * D]
+  const Tensor* k_cache = nullptr;  // [capacity, Hkv * D]
+  const Tensor* v_cache = nullptr;  // [capacity, Hkv * D]
+  Tensor* out = nullptr;            // [T, Hq * D]
+  int64_t pos0 = 0;
+  int heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  float scale = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  // --- memory
+  virtual Tensor alloc(int64_t rows, int64_t cols) = 0;  // contents undefined
+  virtual Tensor upload(std::span<const float> host, int64_t rows, int64_t cols) = 0;
+  virtual void download(const Tensor& src, std::span<float> host) = 0;
+  virtual void fill(Tensor& dst, float value) = 0;
+  // dst rows [dst_row, dst_row + src.rows) = src (same cols).
+  virtual void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) = 0;
+  // For every row r and i < count: dst[r, dst_col + i*dst_stride + j] = src[r, src_col + i*src_stride + j],
+  // j < width. Splits and concatenations of column blocks (q/gate per head, q|k|v, [emb | hidden]).
+  virtual void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
+                            int64_t dst_stride, int64_t width, int64_t count) = 0;
+  // A weight in this backend's memory (CPU: the same mmapped bytes; CUDA: an uploaded copy).
+  virtual WeightMatrix prepare_weight(const WeightMatrix& host) = 0;
+
+  // --- dense ops
+  virtual void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) = 0;
+  virtual void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) = 0;  // y = x W^T
+  // y = x * rsqrt(mean(x^2) + eps) * gain over each group of gain.numel() consecutive values.
+  virtual void rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) = 0;
+  virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(gate) * up
+
+  // --- gated full attention
+  // NeoX rotation of the first rot_dim dims of each head, row t at position pos0 + t. In place.
+  virtual void rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) = 0;
+  virtual void attention(const AttentionArgs& args) = 0;
+  virtual void sigmoid_mul(Tensor& x, const Tensor& gate) = 0;  // x *= sigmoid(gate), in place
+
+  // --- gated DeltaNet
+  // out = silu(causal depthwise conv over time), weight [C, K] (tap K-1 = current row), state [K-1, C] holds
+  // the previous K-1 input rows and is updated. row_states (optional, [T, (K-1) * C]) receives the state
+  // after each row.
+  virtual void conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
+                           Tensor* row_states) = 0;
+  // g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b); a, b [T, Hv].
+  virtual void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias, Tensor& g,
+                         Tensor& beta) = 0;
+  // x = x * rsqrt(sum(x^2) + 1e-6) * scale over each group of `group` values. In place.
+  virtual void l2_norm(Tensor& x, int64_t group, float scale) = 0;
+  // Token-by-token recurrence (decode, verify widths).
+  virtual void gdn_recurrent(const GdnArgs& args) = 0;
+  // Chunked form (prefill): the same function computed with matrix products over chunks of 64 tokens.
+  virtual void gdn_chunked(const GdnArgs& args) = 0;
+  // out = (gain * x * rsqrt(mean(x^2) + eps)) * silu(z) over each group of gain.numel() values.
+  virtual void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) = 0;
+};
+
+}  // namespace mtplx

@@ -1,0 +1,252 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+#include "base/error.h"
+
+namespace mtplx {
+namespace {
+
+void expect(bool ok, const char* what) {
+  if (!ok) fail(str("internal error: cpu backend: ", what));
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+
+// torch.nn.functional.softplus with its default threshold of 20.
+float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+// Rows are independent: split the rows over the pool when there is enough work.
+template <class Body>
+void for_rows(ThreadPool& pool, int64_t rows, int64_t cost_per_row, Body&& body) {
+  if (rows * cost_per_row < (1 << 15)) {
+    for (int64_t r = 0; r < rows; ++r) body(r);
+    return;
+  }
+  pool.parallel_for(rows, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) body(r);
+  });
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int threads) : pool_(threads) {}
+
+Tensor CpuBackend::alloc(int64_t rows, int64_t cols) {
+  expect(rows >= 0 && cols >= 0, "negative tensor size");
+  const size_t count = static_cast<size_t>(std::max<int64_t>(1, rows * cols));
+  std::shared_ptr<float[]> storage(new float[count]);
+  float* data = storage.get();
+  return Tensor{std::shared_ptr<void>(storage, data), data, rows, cols};
+}
+
+Tensor CpuBackend::upload(std::span<const float> host, int64_t rows, int64_t cols) {
+  expect(static_cast<int64_t>(host.size()) == rows * cols, "upload size mismatch");
+  Tensor t = alloc(rows, cols);
+  std::copy(host.begin(), host.end(), t.data);
+  return t;
+}
+
+void CpuBackend::download(const Tensor& src, std::span<float> host) {
+  expect(static_cast<int64_t>(host.size()) == src.numel(), "download size mismatch");
+  std::copy(src.data, src.data + src.numel(), host.begin());
+}
+
+void CpuBackend::fill(Tensor& dst, float value) { std::fill(dst.data, dst.data + dst.numel(), value); }
+
+void CpuBackend::copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) {
+  expect(src.cols == dst.cols && dst_row >= 0 && dst_row + src.rows <= dst.rows, "copy_rows out of range");
+  std::memcpy(dst.data + dst_row * dst.cols, src.data, sizeof(float) * src.numel());
+}
+
+void CpuBackend::copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
+                              int64_t dst_stride, int64_t width, int64_t count) {
+  expect(src.rows == dst.rows, "copy_columns row mismatch");
+  expect(src_col + (count - 1) * src_stride + width <= src.cols, "copy_columns source out of range");
+  expect(dst_col + (count - 1) * dst_stride + width <= dst.cols, "copy_columns destination out of range");
+  for (int64_t r = 0; r < src.rows; ++r) {
+    const float* s = src.data + r * src.cols + src_col;
+    float* d = dst.data + r * dst.cols + dst_col;
+    for (int64_t i = 0; i < count; ++i) std::memcpy(d + i * dst_stride, s + i * src_stride, sizeof(float) * width);
+  }
+}
+
+void CpuBackend::embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) {
+  expect(out.rows == static_cast<int64_t>(tokens.size()) && out.cols == table.cols, "embed shape");
+  for (size_t t = 0; t < tokens.size(); ++t) {
+    require(tokens[t] >= 0 && tokens[t] < table.rows,
+            str("token id ", tokens[t], " is outside the vocabulary (0..", table.rows - 1, ")"));
+    cpu::dequantize_row(table, tokens[t], out.data + t * out.cols);
+  }
+}
+
+void CpuBackend::matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) {
+  expect(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows, "matmul shape");
+  cpu::matmul(w, x.data, y.data, x.rows, pool_);
+}
+
+void CpuBackend::rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) {
+  const int64_t group = gain.numel();
+  expect(x.numel() == y.numel() && x.numel() % group == 0, "rms_norm shape");
+  for_rows(pool_, x.numel() / group, group, [&](int64_t g) {
+    const float* in = x.data + g * group;
+    float* out = y.data + g * group;
+    double sum = 0;
+    for (int64_t i = 0; i < group; ++i) sum += double(in[i]) * in[i];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(sum / group) + eps);
+    for (int64_t i = 0; i < group; ++i) out[i] = in[i] * inv * gain.data[i];
+  });
+}
+
+void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
+  expect(a.numel() == b.numel() && a.numel() == out.numel(), "add shape");
+  for (int64_t i = 0; i < a.numel(); ++i) out.data[i] = a.data[i] + b.data[i];
+}
+
+void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
+  expect(gate.numel() == up.numel() && gate.numel() == out.numel(), "silu_mul shape");
+  for_rows(pool_, gate.rows, gate.cols * 8, [&](int64_t r) {
+    for (int64_t i = r * gate.cols; i < (r + 1) * gate.cols; ++i) out.data[i] = silu(gate.data[i]) * up.data[i];
+  });
+}
+
+void CpuBackend::rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) {
+  expect(x.cols == int64_t{heads} * head_dim && rot_dim % 2 == 0 && rot_dim <= head_dim, "rope shape");
+  const int half = rot_dim / 2;
+  std::vector<float> cos_table(half), sin_table(half);
+  for (int64_t t = 0; t < x.rows; ++t) {
+    const double position = static_cast<double>(pos0 + t);
+    for (int i = 0; i < half; ++i) {
+      const double inv_freq = std::pow(theta, -2.0 * i / rot_dim);
+      cos_table[i] = static_cast<float>(std::cos(position * inv_freq));
+      sin_table[i] = static_cast<float>(std::sin(position * inv_freq));
+    }
+    for (int h = 0; h < heads; ++h) {
+      float* v = x.data + t * x.cols + int64_t{h} * head_dim;
+      for (int i = 0; i < half; ++i) {
+        const float a = v[i], b = v[i + half];
+        v[i] = a * cos_table[i] - b * sin_table[i];
+        v[i + half] = b * cos_table[i] + a * sin_table[i];
+      }
+    }
+  }
+}
+
+void CpuBackend::attention(const AttentionArgs& args) {
+  const Tensor& q = *args.q;
+  const int64_t D = args.head_dim;
+  const int group = args.heads / args.kv_heads;
+  const int64_t kv_cols = args.k_cache->cols;
+  expect(q.cols == args.heads * D && kv_cols == args.kv_heads * D && args.out->cols == q.cols, "attention shape");
+  expect(args.pos0 + q.rows <= args.k_cache->rows, "attention past the cache");
+  const int64_t items = q.rows * args.heads;
+  pool_.parallel_for(items, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(args.pos0 + q.rows);
+    std::vector<double> acc(D);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t t = item / args.heads;
+      const int h = static_cast<int>(item % args.heads);
+      const int64_t kv_off = int64_t{h / group} * D;
+      const float* qv = q.data + t * q.cols + h * D;
+      const int64_t visible = args.pos0 + t + 1;
+      float max_score = -INFINITY;
+      for (int64_t s = 0; s < visible; ++s) {
+        const float* kv = args.k_cache->data + s * kv_cols + kv_off;
+        float dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
+        scores[s] = dot * args.scale;
+        max_score = std::max(max_score, scores[s]);
+      }
+      double total = 0;
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int64_t s = 0; s < visible; ++s) {
+        const float weight = std::exp(scores[s] - max_score);
+        total += weight;
+        const float* vv = args.v_cache->data + s * kv_cols + kv_off;
+        for (int64_t d = 0; d < D; ++d) acc[d] += double(weight) * vv[d];
+      }
+      float* o = args.out->data + t * args.out->cols + h * D;
+      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<float>(acc[d] / total);
+    }
+  });
+}
+
+void CpuBackend::sigmoid_mul(Tensor& x, const Tensor& gate) {
+  expect(x.numel() == gate.numel(), "sigmoid_mul shape");
+  for (int64_t i = 0; i < x.numel(); ++i) x.data[i] *= sigmoid(gate.data[i]);
+}
+
+void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
+                             Tensor* row_states) {
+  const int64_t C = x.cols, K = weight.cols, T = x.rows;
+  expect(weight.rows == C && state.rows == K - 1 && state.cols == C && out.rows == T && out.cols == C,
+         "conv1d shape");
+  expect(row_states == nullptr || (row_states->rows == T && row_states->cols == (K - 1) * C), "conv1d row_states");
+  // Row r of the extended input [state ; x]; rows < K-1 come from the state.
+  auto input = [&](int64_t r, int64_t c) {
+    return r < K - 1 ? state.data[r * C + c] : x.data[(r - (K - 1)) * C + c];
+  };
+  for_rows(pool_, T, C * K, [&](int64_t t) {
+    for (int64_t c = 0; c < C; ++c) {
+      float sum = 0;
+      for (int64_t j = 0; j < K; ++j) sum += weight.data[c * K + j] * input(t + j, c);
+      out.data[t * C + c] = silu(sum);
+    }
+  });
+  if (row_states != nullptr) {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < K - 1; ++j)
+        for (int64_t c = 0; c < C; ++c) row_states->data[(t * (K - 1) + j) * C + c] = input(t + 1 + j, c);
+  }
+  std::vector<float> next(static_cast<size_t>((K - 1) * C));
+  for (int64_t j = 0; j < K - 1; ++j)
+    for (int64_t c = 0; c < C; ++c) next[j * C + c] = input(T + j, c);
+  std::copy(next.begin(), next.end(), state.data);
+}
+
+void CpuBackend::gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias, Tensor& g,
+                           Tensor& beta) {
+  const int64_t H = a.cols;
+  expect(b.cols == H && a_log.numel() == H && dt_bias.numel() == H && g.numel() == a.numel() &&
+             beta.numel() == a.numel(),
+         "gdn_gates shape");
+  for (int64_t t = 0; t < a.rows; ++t) {
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t i = t * H + h;
+      g.data[i] = -std::exp(a_log.data[h]) * softplus(a.data[i] + dt_bias.data[h]);
+      beta.data[i] = sigmoid(b.data[i]);
+    }
+  }
+}
+
+void CpuBackend::l2_norm(Tensor& x, int64_t group, float scale) {
+  expect(x.numel() % group == 0, "l2_norm shape");
+  for (int64_t g = 0; g < x.numel() / group; ++g) {
+    float* v = x.data + g * group;
+    double sum = 0;
+    for (int64_t i = 0; i < group; ++i) sum += double(v[i]) * v[i];
+    const float factor = scale / std::sqrt(static_cast<float>(sum) + 1e-6f);
+    for (int64_t i = 0; i < group; ++i) v[i] *= factor;
+  }
+}
+
+void CpuBackend::gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) {
+  const int64_t group = gain.numel();
+  expect(x.numel() == z.numel() && x.numel() == out.numel() && x.numel() % group == 0, "gated_rms_norm shape");
+  for_rows(pool_, x.numel() / group, group * 4, [&](int64_t g) {
+    const float* in = x.data + g * group;
+    const float* gate = z.data + g * group;
+    float* o = out.data + g * group;
+    double sum = 0;
+    for (int64_t i = 0; i < group; ++i) sum += double(in[i]) * in[i];
+    const float inv = 1.0f / std::sqrt(static_cast<float>(sum / group) + eps);
+    for (int64_t i = 0; i < group; ++i) o[i] = gain.data[i] * (in[i] * inv) * silu(gate[i]);
+  });
+}
+
+}  // namespace mtplx

@@ -1,0 +1,193 @@
+#include "model/qwen35.h"
+
+#include <cmath>
+
+#include "base/error.h"
+
+namespace mtplx {
+
+Qwen35Model::Qwen35Model(const Checkpoint& ckpt, Backend& backend)
+    : config_(parse_model_config(ckpt.config, (ckpt.dir / "config.json").string())),
+      backend_(backend),
+      weights_(load_weights(ckpt, config_, backend)) {}
+
+KvCache Qwen35Model::new_kv_cache(int64_t capacity) {
+  KvCache kv{backend_.alloc(capacity, config_.kv_dim()), backend_.alloc(capacity, config_.kv_dim())};
+  backend_.fill(kv.k, 0.0f);
+  backend_.fill(kv.v, 0.0f);
+  return kv;
+}
+
+ModelState Qwen35Model::new_state(int64_t capacity) {
+  require(capacity > 0, "context size must be positive");
+  ModelState state;
+  state.capacity = capacity;
+  const int64_t taps = config_.linear_conv_kernel_dim - 1;
+  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+    LayerState layer;
+    if (config_.is_linear(i)) {
+      layer.conv = backend_.alloc(taps, config_.conv_dim());
+      layer.recurrent = backend_.alloc(config_.linear_num_value_heads,
+                                       int64_t{config_.linear_key_head_dim} * config_.linear_value_head_dim);
+      backend_.fill(layer.conv, 0.0f);
+      backend_.fill(layer.recurrent, 0.0f);
+    } else {
+      layer.kv = new_kv_cache(capacity);
+    }
+    state.layers.push_back(std::move(layer));
+  }
+  if (has_mtp()) state.mtp_kv = new_kv_cache(capacity);
+  return state;
+}
+
+Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state, const ForwardOptions& options) {
+  const auto T = static_cast<int64_t>(tokens.size());
+  require(T > 0, "no tokens to run");
+  require(state.position + T <= state.capacity,
+          str("context full: ", state.position, " + ", T, " tokens exceed the context size of ", state.capacity),
+          "", "start a new conversation or raise the context size");
+  Tensor x = backend_.alloc(T, config_.hidden_size);
+  backend_.embed(weights_.embed, tokens, x);
+  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+    x = decoder_layer(weights_.layers[i], x, state.layers[i], state.position, options);
+  }
+  Tensor hidden = backend_.alloc(T, config_.hidden_size);
+  backend_.rms_norm(x, weights_.final_norm, config_.rms_norm_eps, hidden);
+  state.position += T;
+  return hidden;
+}
+
+Tensor Qwen35Model::logits(const Tensor& hidden) {
+  Tensor out = backend_.alloc(hidden.rows, config_.vocab_size);
+  backend_.matmul(weights_.lm_head, hidden, out);
+  return out;
+}
+
+// Pre-norm residual block: x + mixer(norm(x)), then + mlp(norm(.)).
+Tensor Qwen35Model::decoder_layer(const LayerWeights& layer, const Tensor& x, LayerState& state, int64_t pos0,
+                                  const ForwardOptions& options) {
+  const float eps = config_.rms_norm_eps;
+  Tensor h = backend_.alloc(x.rows, x.cols);
+  backend_.rms_norm(x, layer.input_norm, eps, h);
+  Tensor mixed = layer.kind == LayerKind::kFullAttention ? attention(layer.attn, h, state.kv, pos0)
+                                                          : gdn(layer.gdn, h, state, options);
+  Tensor residual = backend_.alloc(x.rows, x.cols);
+  backend_.add(x, mixed, residual);
+  backend_.rms_norm(residual, layer.post_norm, eps, h);
+  Tensor mlp_out = mlp(layer.mlp, h);
+  backend_.add(residual, mlp_out, residual);
+  return residual;
+}
+
+Tensor Qwen35Model::mlp(const MlpWeights& w, const Tensor& h) {
+  const int64_t T = h.rows;
+  Tensor gate = backend_.alloc(T, config_.intermediate_size);
+  Tensor up = backend_.alloc(T, config_.intermediate_size);
+  backend_.matmul(w.gate_proj, h, gate);
+  backend_.matmul(w.up_proj, h, up);
+  backend_.silu_mul(gate, up, gate);
+  Tensor out = backend_.alloc(T, config_.hidden_size);
+  backend_.matmul(w.down_proj, gate, out);
+  return out;
+}
+
+// Gated full attention: q_proj yields per head [query D ; gate D]; q/k RMS-normed per head, partial RoPE,
+// causal GQA softmax over the KV cache, output gated by sigmoid(gate).
+Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCache& kv, int64_t pos0) {
+  const int64_t T = h.rows;
+  const int heads = config_.num_attention_heads;
+  const int D = config_.head_dim;
+  Tensor qg = backend_.alloc(T, config_.q_proj_rows());    // [T, Hq * 2D]
+  Tensor k = backend_.alloc(T, config_.kv_dim());           // [T, Hkv * D]
+  Tensor v = backend_.alloc(T, config_.kv_dim());           // [T, Hkv * D]
+  backend_.matmul(w.q_proj, h, qg);
+  backend_.matmul(w.k_proj, h, k);
+  backend_.matmul(w.v_proj, h, v);
+  Tensor q = backend_.alloc(T, config_.attn_out_dim());     // [T, Hq * D]
+  Tensor gate = backend_.alloc(T, config_.attn_out_dim());  // [T, Hq * D]
+  backend_.copy_columns(qg, 0, 2 * D, q, 0, D, D, heads);
+  backend_.copy_columns(qg, D, 2 * D, gate, 0, D, D, heads);
+  backend_.rms_norm(q, w.q_norm, config_.rms_norm_eps, q);
+  backend_.rms_norm(k, w.k_norm, config_.rms_norm_eps, k);
+  backend_.rope(q, heads, D, config_.rotary_dim(), config_.rope_theta, pos0);
+  backend_.rope(k, config_.num_key_value_heads, D, config_.rotary_dim(), config_.rope_theta, pos0);
+  backend_.copy_rows(k, kv.k, pos0);
+  backend_.copy_rows(v, kv.v, pos0);
+  Tensor o = backend_.alloc(T, config_.attn_out_dim());
+  AttentionArgs args{&q, &kv.k, &kv.v, &o, pos0, heads, config_.num_key_value_heads, D,
+                     1.0f / std::sqrt(static_cast<float>(D))};
+  backend_.attention(args);
+  backend_.sigmoid_mul(o, gate);
+  Tensor out = backend_.alloc(T, config_.hidden_size);
+  backend_.matmul(w.o_proj, o, out);
+  return out;
+}
+
+// Gated DeltaNet: projections, causal conv + silu over q|k|v, l2-normed q/k, fp32 gates, the delta rule,
+// gated RMSNorm with silu(z), output projection.
+Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state, const ForwardOptions& options) {
+  const int64_t T = h.rows;
+  const int64_t key_dim = config_.key_dim(), value_dim = config_.value_dim();
+  const int Hv = config_.linear_num_value_heads;
+  Tensor qkv = backend_.alloc(T, config_.conv_dim());
+  Tensor z = backend_.alloc(T, value_dim);
+  Tensor b = backend_.alloc(T, Hv);
+  Tensor a = backend_.alloc(T, Hv);
+  backend_.matmul(w.in_proj_qkv, h, qkv);
+  backend_.matmul(w.in_proj_z, h, z);
+  backend_.matmul(w.in_proj_b, h, b);
+  backend_.matmul(w.in_proj_a, h, a);
+  Tensor conv = backend_.alloc(T, config_.conv_dim());
+  backend_.conv1d_silu(qkv, w.conv1d, state.conv, conv, nullptr);
+  Tensor q = backend_.alloc(T, key_dim), k = backend_.alloc(T, key_dim), v = backend_.alloc(T, value_dim);
+  backend_.copy_columns(conv, 0, 0, q, 0, 0, key_dim, 1);
+  backend_.copy_columns(conv, key_dim, 0, k, 0, 0, key_dim, 1);
+  backend_.copy_columns(conv, 2 * key_dim, 0, v, 0, 0, value_dim, 1);
+  const int Dk = config_.linear_key_head_dim;
+  backend_.l2_norm(q, Dk, 1.0f / std::sqrt(static_cast<float>(Dk)));
+  backend_.l2_norm(k, Dk, 1.0f);
+  Tensor g = backend_.alloc(T, Hv), beta = backend_.alloc(T, Hv);
+  backend_.gdn_gates(a, b, w.a_log, w.dt_bias, g, beta);
+  Tensor o = backend_.alloc(T, value_dim);
+  GdnArgs args{&q, &k, &v, &g, &beta, &state.recurrent, &o, nullptr, config_.linear_num_key_heads, Hv, Dk,
+               config_.linear_value_head_dim};
+  const bool chunked = options.gdn_mode == GdnMode::kChunked || (options.gdn_mode == GdnMode::kAuto && T > 8);
+  if (chunked) {
+    backend_.gdn_chunked(args);
+  } else {
+    backend_.gdn_recurrent(args);
+  }
+  backend_.gated_rms_norm(o, z, w.norm, config_.rms_norm_eps, o);
+  Tensor out = backend_.alloc(T, config_.hidden_size);
+  backend_.matmul(w.out_proj, o, out);
+  return out;
+}
+
+Tensor Qwen35Model::mtp_forward(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0,
+                                ModelState& state) {
+  require(has_mtp(), "this checkpoint has no MTP head", "", "use a checkpoint with mtp.* weights or an MTPLX artifact");
+  const auto T = static_cast<int64_t>(tokens.size());
+  require(hidden.rows == T && hidden.cols == config_.hidden_size, "internal error: MTP hidden shape");
+  require(pos0 >= 0 && pos0 <= state.mtp_length && pos0 + T <= state.capacity, "internal error: MTP position");
+  const MtpWeights& m = *weights_.mtp;
+  const int64_t H = config_.hidden_size;
+  Tensor e = backend_.alloc(T, H);
+  backend_.embed(weights_.embed, tokens, e);
+  Tensor u = backend_.alloc(T, 2 * H);  // [norm(embedding) ; norm(hidden)]
+  Tensor normed = backend_.alloc(T, H);
+  backend_.rms_norm(e, m.pre_fc_norm_embedding, config_.rms_norm_eps, normed);
+  backend_.copy_columns(normed, 0, 0, u, 0, 0, H, 1);
+  backend_.rms_norm(hidden, m.pre_fc_norm_hidden, config_.rms_norm_eps, normed);
+  backend_.copy_columns(normed, 0, 0, u, H, 0, H, 1);
+  Tensor z = backend_.alloc(T, H);
+  backend_.matmul(m.fc, u, z);
+  LayerState layer_state;
+  layer_state.kv = state.mtp_kv;
+  z = decoder_layer(m.layer, z, layer_state, pos0, {});
+  state.mtp_length = pos0 + T;
+  Tensor out = backend_.alloc(T, H);
+  backend_.rms_norm(z, m.norm, config_.rms_norm_eps, out);
+  return out;
+}
+
+}  // namespace mtplx

@@ -1,0 +1,61 @@
+// Qwen3.5 / Qwen3.6 dense model: the trunk (GDN and gated full-attention layers, SwiGLU MLPs) and the
+// native MTP head, written once against the Backend ops.
+#pragma once
+
+#include <memory>
+#include <span>
+
+#include "backend/backend.h"
+#include "io/checkpoint.h"
+#include "model/config.h"
+#include "model/state.h"
+#include "model/weights.h"
+
+namespace mtplx {
+
+// How the GDN layers run a forward of T tokens.
+enum class GdnMode { kAuto, kRecurrent, kChunked };
+
+struct ForwardOptions {
+  GdnMode gdn_mode = GdnMode::kAuto;  // kAuto: recurrent for T <= 8, chunked above
+};
+
+class Qwen35Model {
+ public:
+  Qwen35Model(const Checkpoint& ckpt, Backend& backend);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  bool has_mtp() const { return weights_.mtp.has_value(); }
+  Backend& backend() { return backend_; }
+
+  // A fresh state for up to `capacity` tokens.
+  ModelState new_state(int64_t capacity);
+
+  // Runs the trunk over `tokens` at positions state.position.., commits them to the state, and returns the
+  // post-final-norm hidden states [T, H] (the LM head's input, also the MTP head's hidden input).
+  Tensor forward(std::span<const int32_t> tokens, ModelState& state, const ForwardOptions& options = {});
+
+  // logits [T, V] = hidden W_lm^T.
+  Tensor logits(const Tensor& hidden);
+
+  // Runs the MTP head over T slots at RoPE positions pos0..pos0+T-1: slot i pairs tokens[i] (the token after
+  // the hidden's position) with hidden row i, and is written to row pos0 + i of the head's KV cache (rows
+  // past it are dropped). Returns the post-mtp.norm states [T, H]; their logits predict the token after
+  // tokens[i].
+  Tensor mtp_forward(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0, ModelState& state);
+
+ private:
+  Tensor decoder_layer(const LayerWeights& layer, const Tensor& x, LayerState& state, int64_t pos0,
+                       const ForwardOptions& options);
+  Tensor attention(const AttentionWeights& w, const Tensor& h, KvCache& kv, int64_t pos0);
+  Tensor gdn(const GdnWeights& w, const Tensor& h, LayerState& state, const ForwardOptions& options);
+  Tensor mlp(const MlpWeights& w, const Tensor& h);
+  KvCache new_kv_cache(int64_t capacity);
+
+  ModelConfig config_;
+  Backend& backend_;
+  ModelWeights weights_;
+};
+
+}  // namespace mtplx

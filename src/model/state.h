@@ -1,0 +1,31 @@
+// Per-sequence model state. Full-attention layers keep a KV cache that can be truncated; GDN layers keep a
+// conv state (last K-1 inputs) and a recurrent state that cannot be truncated, so speculative verify
+// captures the state after each row and rollback installs the state of the last kept row.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/tensor.h"
+
+namespace mtplx {
+
+struct KvCache {
+  Tensor k, v;  // [capacity, Hkv * D]
+};
+
+struct LayerState {
+  KvCache kv;        // full-attention layers
+  Tensor conv;       // GDN: [K-1, conv_dim]
+  Tensor recurrent;  // GDN: [Hv, Dk * Dv]
+};
+
+struct ModelState {
+  std::vector<LayerState> layers;
+  int64_t position = 0;  // tokens committed to the trunk
+  int64_t capacity = 0;  // maximum tokens
+  KvCache mtp_kv;        // the MTP head's own cache; row p holds the slot at RoPE position p
+  int64_t mtp_length = 0;
+};
+
+}  // namespace mtplx
