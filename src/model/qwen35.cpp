@@ -11,6 +11,11 @@ Qwen35Model::Qwen35Model(const Checkpoint& ckpt, Backend& backend)
       backend_(backend),
       weights_(load_weights(ckpt, config_, backend)) {}
 
+// Capture buffers grow to the widest verify seen and are reused (no allocation per cycle).
+void Qwen35Model::ensure_rows(Tensor& buffer, int64_t rows, int64_t cols) {
+  if (buffer.empty() || buffer.rows < rows) buffer = backend_.alloc(rows, cols);
+}
+
 KvCache Qwen35Model::new_kv_cache(int64_t capacity) {
   KvCache kv{backend_.alloc(capacity, config_.kv_dim()), backend_.alloc(capacity, config_.kv_dim())};
   backend_.fill(kv.k, 0.0f);
@@ -53,8 +58,27 @@ Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state, 
   }
   Tensor hidden = backend_.alloc(T, config_.hidden_size);
   backend_.rms_norm(x, weights_.final_norm, config_.rms_norm_eps, hidden);
+  state.captured_from = options.capture_rows ? state.position : -1;
+  state.captured_rows = options.capture_rows ? T : 0;
   state.position += T;
   return hidden;
+}
+
+void Qwen35Model::rollback(ModelState& state, int64_t keep) {
+  require(state.captured_from >= 0 && keep >= 1 && keep <= state.captured_rows,
+          "internal error: rollback without a captured forward");
+  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+    if (!config_.is_linear(i)) continue;  // attention caches are truncated by the position below
+    LayerState& layer = state.layers[i];
+    backend_.copy_rows(layer.conv_rows.row_view(keep - 1, 1).reshaped(layer.conv.rows, layer.conv.cols), layer.conv,
+                       0);
+    backend_.copy_rows(
+        layer.recurrent_rows.row_view(keep - 1, 1).reshaped(layer.recurrent.rows, layer.recurrent.cols),
+        layer.recurrent, 0);
+  }
+  state.position = state.captured_from + keep;
+  state.captured_from = -1;
+  state.captured_rows = 0;
 }
 
 Tensor Qwen35Model::logits(const Tensor& hidden) {
@@ -138,7 +162,18 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
   backend_.matmul(w.in_proj_b, h, b);
   backend_.matmul(w.in_proj_a, h, a);
   Tensor conv = backend_.alloc(T, config_.conv_dim());
-  backend_.conv1d_silu(qkv, w.conv1d, state.conv, conv, nullptr);
+  Tensor conv_rows_view, recurrent_rows_view;
+  Tensor* conv_rows = nullptr;
+  Tensor* recurrent_rows = nullptr;
+  if (options.capture_rows) {
+    ensure_rows(state.conv_rows, T, state.conv.numel());
+    ensure_rows(state.recurrent_rows, T, state.recurrent.numel());
+    conv_rows_view = state.conv_rows.row_view(0, T);
+    recurrent_rows_view = state.recurrent_rows.row_view(0, T);
+    conv_rows = &conv_rows_view;
+    recurrent_rows = &recurrent_rows_view;
+  }
+  backend_.conv1d_silu(qkv, w.conv1d, state.conv, conv, conv_rows);
   Tensor q = backend_.alloc(T, key_dim), k = backend_.alloc(T, key_dim), v = backend_.alloc(T, value_dim);
   backend_.copy_columns(conv, 0, 0, q, 0, 0, key_dim, 1);
   backend_.copy_columns(conv, key_dim, 0, k, 0, 0, key_dim, 1);
@@ -149,9 +184,10 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
   Tensor g = backend_.alloc(T, Hv), beta = backend_.alloc(T, Hv);
   backend_.gdn_gates(a, b, w.a_log, w.dt_bias, g, beta);
   Tensor o = backend_.alloc(T, value_dim);
-  GdnArgs args{&q, &k, &v, &g, &beta, &state.recurrent, &o, nullptr, config_.linear_num_key_heads, Hv, Dk,
+  GdnArgs args{&q, &k, &v, &g, &beta, &state.recurrent, &o, recurrent_rows, config_.linear_num_key_heads, Hv, Dk,
                config_.linear_value_head_dim};
-  const bool chunked = options.gdn_mode == GdnMode::kChunked || (options.gdn_mode == GdnMode::kAuto && T > 8);
+  const bool chunked = !options.capture_rows && (options.gdn_mode == GdnMode::kChunked ||
+                                                 (options.gdn_mode == GdnMode::kAuto && T > 8));
   if (chunked) {
     backend_.gdn_chunked(args);
   } else {

@@ -18,6 +18,9 @@ enum class GdnMode { kAuto, kRecurrent, kChunked };
 
 struct ForwardOptions {
   GdnMode gdn_mode = GdnMode::kAuto;  // kAuto: recurrent for T <= 8, chunked above
+  // Keep the GDN states after every row so rollback() can keep any prefix without re-running the trunk
+  // (speculative verify). Implies the recurrent form.
+  bool capture_rows = false;
 };
 
 class Qwen35Model {
@@ -36,6 +39,10 @@ class Qwen35Model {
   // post-final-norm hidden states [T, H] (the LM head's input, also the MTP head's hidden input).
   Tensor forward(std::span<const int32_t> tokens, ModelState& state, const ForwardOptions& options = {});
 
+  // Keeps only the first `keep` rows of the last forward (which must have had capture_rows on): attention
+  // caches are truncated by position, GDN states are set to the captured state after row keep - 1.
+  void rollback(ModelState& state, int64_t keep);
+
   // logits [T, V] = hidden W_lm^T.
   Tensor logits(const Tensor& hidden);
 
@@ -52,6 +59,7 @@ class Qwen35Model {
   Tensor gdn(const GdnWeights& w, const Tensor& h, LayerState& state, const ForwardOptions& options);
   Tensor mlp(const MlpWeights& w, const Tensor& h);
   KvCache new_kv_cache(int64_t capacity);
+  void ensure_rows(Tensor& buffer, int64_t rows, int64_t cols);
 
   ModelConfig config_;
   Backend& backend_;

@@ -18,11 +18,17 @@ struct LayerState {
   KvCache kv;        // full-attention layers
   Tensor conv;       // GDN: [K-1, conv_dim]
   Tensor recurrent;  // GDN: [Hv, Dk * Dv]
+  // GDN, filled by a forward with capture on: the conv and recurrent state after each of its rows
+  // (buffers sized for the widest forward so far; the first captured_rows rows are valid).
+  Tensor conv_rows;       // [>= rows, (K-1) * conv_dim]
+  Tensor recurrent_rows;  // [>= rows, Hv * Dk * Dv]
 };
 
 struct ModelState {
   std::vector<LayerState> layers;
-  int64_t position = 0;  // tokens committed to the trunk
+  int64_t position = 0;  // tokens in the trunk's state
+  int64_t captured_from = -1;  // position of the first row of the last captured forward, -1 if none
+  int64_t captured_rows = 0;
   int64_t capacity = 0;  // maximum tokens
   KvCache mtp_kv;        // the MTP head's own cache; row p holds the slot at RoPE position p
   int64_t mtp_length = 0;
