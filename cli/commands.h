@@ -8,5 +8,6 @@ namespace mtplx::cli {
 
 void add_inspect_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
+void add_synth_command(CLI::App& app);
 
 }  // namespace mtplx::cli

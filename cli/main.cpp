@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   mtplx::cli::add_inspect_command(app);
   mtplx::cli::add_logits_command(app);
+  mtplx::cli::add_synth_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
