@@ -1,6 +1,7 @@
 // Writes a synthetic checkpoint: generates each tensor in chunks on the thread pool and streams them into
 // the shard files, overlapping the write of one chunk with the generation of the next.
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <future>
 #include <random>
@@ -73,10 +74,9 @@ class Progress {
 
 class FileGenerator {
  public:
-  FileGenerator(ThreadPool& pool, uint64_t seed, Progress& progress)
+  FileGenerator(ThreadPool& pool, uint64_t seed, Progress& progress, uint64_t largest_tensor)
       : pool_(pool), seed_(seed), progress_(progress) {
-    buffers_[0].resize(kChunkBytes);
-    buffers_[1].resize(kChunkBytes);
+    for (auto& buffer : buffers_) buffer.resize(std::min(kChunkBytes, largest_tensor));
   }
 
   void write(const fs::path& path, const std::vector<SynthTensor>& tensors,
@@ -89,8 +89,8 @@ class FileGenerator {
     for (const auto& t : tensors) {
       const uint64_t size = t.spec.byte_size();
       const uint64_t element = dtype_size(t.spec.dtype);
-      for (uint64_t at = 0; at < size; at += kChunkBytes) {
-        const uint64_t length = std::min(kChunkBytes, size - at);
+      for (uint64_t at = 0; at < size; at += buffers_[which].size()) {
+        const uint64_t length = std::min<uint64_t>(buffers_[which].size(), size - at);
         auto chunk = std::span(buffers_[which]).first(length);
         generate(t, at / element, chunk, element);
         if (pending.valid()) pending.get();  // the other buffer is free again
@@ -121,6 +121,13 @@ class FileGenerator {
   Progress& progress_;
   std::vector<std::byte> buffers_[2];
 };
+
+uint64_t largest(const SynthFiles& files) {
+  uint64_t most = 1;
+  for (const auto* list : {&files.trunk, &files.sidecar})
+    for (const auto& t : *list) most = std::max(most, t.spec.byte_size());
+  return most;
+}
 
 uint64_t total_bytes(const std::vector<SynthTensor>& tensors) {
   uint64_t total = 0;
@@ -199,7 +206,7 @@ SynthResult synthesize_checkpoint(const SynthOptions& options) {
              synth_config_json(config, options.layout, options.preset, options.seed));
   write_json(partial.path() / "generation_config.json", synth_generation_config(config));
   ThreadPool pool(options.threads);
-  FileGenerator generator(pool, options.seed, progress);
+  FileGenerator generator(pool, options.seed, progress, largest(files));
   const bool mlx = options.layout != SynthLayout::kHf;
   const std::map<std::string, std::string> metadata = {{"format", mlx ? "mlx" : "pt"}};
   size_t next = 0;

@@ -1,0 +1,277 @@
+// bench_decode: CPU prefill and decode speed of checkpoints, as a markdown table.
+//
+//   bench_decode --model DIR [--model DIR ...] [--threads N] [--prefill 128,512] [--decode 32]
+//                [--repeats 3] [--copy-mib 1024]
+//
+// Tests, each repeated on a fresh state (mean ± sample sd over the repeats, after one untimed warm-up):
+//   ppN  prefill: one forward over N tokens plus the logits of the last row; t/s = N / time.
+//   tgM  decode: after an untimed 16-token prompt, M single-token steps, each a forward, the full logits row
+//        and a greedy argmax (no sampler); t/s = M / time.
+//
+// bytes/token (decode) = the weight bytes one decode step must read:
+//     sum over the trunk layers of every matrix (codes + scales + biases, or dense values) and vector
+//   + the final norm + the LM head (the embedding matrix when tied) + one embedding row (the gather)
+// i.e. weights().weight_bytes - embed.bytes() - (MTP head) + (tied ? lm_head.bytes() : 0) + one row. The
+// embedding table is not read beyond that row and the MTP head is not used in plain decoding. Vectors are
+// counted as the fp32 copies the CPU backend reads. Activations, the KV cache and the GDN recurrent state
+// (read and written every step: layers x Hv x Dk x Dv x 4 B, e.g. 18 MiB for 0.8B) are not counted.
+// For prefill the weights are read once per pass, so bytes/token there is that figure / N and the GB/s and
+// %-of-copy columns are left empty: prefill is bound by compute, not by memory.
+//
+// GB/s = bytes/token x t/s. Copy bandwidth is measured in the same run with the same thread count: a
+// multi-threaded memcpy of --copy-mib MiB (larger than every cache), counted as bytes read + bytes written.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "base/error.h"
+#include "base/timing.h"
+#include "io/checkpoint.h"
+#include "model/qwen35.h"
+
+namespace mtplx {
+namespace {
+
+struct Args {
+  std::vector<std::string> models;
+  int threads = 0;
+  std::vector<int> prefill = {128, 512};
+  int decode = 32;
+  int repeats = 3;
+  int copy_mib = 1024;
+};
+
+std::vector<int> parse_list(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) out.push_back(std::stoi(item));
+  }
+  return out;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string key = argv[i];
+    require(i + 1 < argc, str("option ", key, " needs a value"), "",
+            "see the usage in bench/bench_decode.cpp");
+    const std::string value = argv[++i];
+    if (key == "--model") {
+      a.models.push_back(value);
+    } else if (key == "--threads") {
+      a.threads = std::stoi(value);
+    } else if (key == "--prefill") {
+      a.prefill = parse_list(value);
+    } else if (key == "--decode") {
+      a.decode = std::stoi(value);
+    } else if (key == "--repeats") {
+      a.repeats = std::stoi(value);
+    } else if (key == "--copy-mib") {
+      a.copy_mib = std::stoi(value);
+    } else {
+      fail(str("unknown option ", key), "",
+           "options: --model --threads --prefill --decode --repeats --copy-mib");
+    }
+  }
+  require(!a.models.empty(), "no --model given", "", "pass --model DIR (repeatable)");
+  require(a.repeats >= 1 && a.decode >= 1, "--repeats and --decode must be at least 1");
+  if (a.threads <= 0) a.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return a;
+}
+
+struct Stats {
+  double mean = 0;
+  double sd = 0;
+};
+
+Stats stats(const std::vector<double>& v) {
+  Stats s;
+  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+  if (v.size() > 1) {
+    double sq = 0;
+    for (double x : v) sq += (x - s.mean) * (x - s.mean);
+    s.sd = std::sqrt(sq / static_cast<double>(v.size() - 1));
+  }
+  return s;
+}
+
+// Bytes read + written per second by a multi-threaded memcpy of `mib` MiB (best of 5 passes).
+double copy_bandwidth(ThreadPool& pool, int mib) {
+  const size_t bytes = static_cast<size_t>(mib) << 20;
+  std::vector<char> src(bytes, 1);
+  std::vector<char> dst(bytes, 0);
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    Stopwatch clock;
+    pool.parallel_for(
+        static_cast<int64_t>(bytes >> 16),
+        [&](int64_t begin, int64_t end) {
+          std::memcpy(dst.data() + (begin << 16), src.data() + (begin << 16),
+                      static_cast<size_t>(end - begin) << 16);
+        },
+        1);
+    best = std::max(best, 2.0 * static_cast<double>(bytes) / clock.seconds());
+  }
+  return best;
+}
+
+uint64_t vector_bytes(const Tensor& t) {
+  return static_cast<uint64_t>(t.numel()) * 4;
+}
+
+uint64_t layer_bytes(const LayerWeights& l) {
+  uint64_t b = vector_bytes(l.input_norm) + vector_bytes(l.post_norm);
+  for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) b += m->bytes();
+  if (l.kind == LayerKind::kFullAttention) {
+    const auto& a = l.attn;
+    for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) b += m->bytes();
+    b += vector_bytes(a.q_norm) + vector_bytes(a.k_norm);
+  } else {
+    const auto& g = l.gdn;
+    for (const WeightMatrix* m : {&g.in_proj_qkv, &g.in_proj_z, &g.in_proj_b, &g.in_proj_a, &g.out_proj}) {
+      b += m->bytes();
+    }
+    for (const Tensor* t : {&g.conv1d, &g.a_log, &g.dt_bias, &g.norm}) b += vector_bytes(*t);
+  }
+  return b;
+}
+
+// Weight bytes one decode step reads (see the file header).
+uint64_t decode_bytes_per_token(const ModelWeights& w) {
+  uint64_t b = 0;
+  for (const auto& layer : w.layers) b += layer_bytes(layer);
+  b += vector_bytes(w.final_norm) + w.lm_head.bytes();
+  b += w.embed.rows > 0 ? w.embed.bytes() / static_cast<uint64_t>(w.embed.rows) : 0;  // the gathered row
+  return b;
+}
+
+std::string format_of(const WeightMatrix& m) {
+  if (!m.quantized()) return std::string(dtype_name(m.dtype));
+  return str("q", m.bits, "g", m.group_size);
+}
+
+std::string model_name(const Checkpoint& ckpt) {
+  const auto& c = ckpt.config;
+  if (c.contains("mtplx_synthetic") && c["mtplx_synthetic"].contains("preset")) {
+    return c["mtplx_synthetic"]["preset"].get<std::string>() + " (synthetic)";
+  }
+  return ckpt.dir.filename().string();
+}
+
+int32_t argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+std::vector<int32_t> prompt(int n, int64_t vocab) {
+  std::vector<int32_t> tokens(static_cast<size_t>(n));
+  uint64_t x = 12345;
+  for (auto& t : tokens) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    t = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab));
+  }
+  return tokens;
+}
+
+double time_prefill(Qwen35Model& model, int n) {
+  ModelState state = model.new_state(n + 1);
+  const auto tokens = prompt(n, model.config().vocab_size);
+  Stopwatch clock;
+  const Tensor hidden = model.forward(tokens, state);
+  const Tensor logits = model.logits(hidden.row_view(n - 1, 1));
+  std::vector<float> host(static_cast<size_t>(logits.numel()));
+  model.backend().download(logits, host);
+  return static_cast<double>(n) / clock.seconds();
+}
+
+double time_decode(Qwen35Model& model, int steps) {
+  constexpr int kPrompt = 16;
+  ModelState state = model.new_state(kPrompt + steps + 1);
+  const auto tokens = prompt(kPrompt, model.config().vocab_size);
+  std::vector<float> host(static_cast<size_t>(model.config().vocab_size));
+  Tensor logits = model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1));
+  model.backend().download(logits, host);
+  Stopwatch clock;
+  for (int i = 0; i < steps; ++i) {
+    const int32_t next = argmax(host);
+    logits = model.logits(model.forward(std::span(&next, 1), state));
+    model.backend().download(logits, host);
+  }
+  return static_cast<double>(steps) / clock.seconds();
+}
+
+struct Row {
+  std::string test;
+  Stats tps;
+  double bytes_per_token = 0;
+  bool bandwidth = false;
+};
+
+void print_row(const std::string& prefix, const Row& r, double copy_bw) {
+  std::printf("%s | %s | %.2f ± %.2f | %.1f MB |", prefix.c_str(), r.test.c_str(), r.tps.mean, r.tps.sd,
+              r.bytes_per_token / 1e6);
+  if (r.bandwidth) {
+    const double gbs = r.bytes_per_token * r.tps.mean / 1e9;
+    std::printf(" %.2f | %.0f%% |\n", gbs, 100.0 * gbs * 1e9 / copy_bw);
+  } else {
+    std::printf(" — | — |\n");
+  }
+  std::fflush(stdout);
+}
+
+void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, double copy_bw) {
+  const Checkpoint ckpt = open_checkpoint(dir);
+  Qwen35Model model(ckpt, backend);
+  const ModelWeights& w = model.weights();
+  const std::string layout = str(layout_name(ckpt.layout), " ", format_of(w.layers.front().mlp.gate_proj));
+  const std::string prefix =
+      str("| ", model_name(ckpt), " | ", layout, " | ",
+          static_cast<double>(static_cast<int64_t>(w.weight_bytes / 1e7)) / 100.0, " GB | ", args.threads);
+  const double per_token = static_cast<double>(decode_bytes_per_token(w));
+  auto run = [&](const std::string& test, auto&& once) {
+    std::fprintf(stderr, "bench_decode: %s %s ...\n", dir.c_str(), test.c_str());
+    once();  // warm-up: page in the weights, size the buffers
+    std::vector<double> samples;
+    for (int r = 0; r < args.repeats; ++r) samples.push_back(once());
+    return stats(samples);
+  };
+  for (int n : args.prefill) {
+    const Stats s = run(str("pp", n), [&] { return time_prefill(model, n); });
+    print_row(prefix, {str("pp", n), s, per_token / n, false}, copy_bw);
+  }
+  const Stats s = run(str("tg", args.decode), [&] { return time_decode(model, args.decode); });
+  print_row(prefix, {str("tg", args.decode), s, per_token, true}, copy_bw);
+}
+
+int run(int argc, char** argv) {
+  const Args args = parse_args(argc, argv);
+  CpuBackend backend(args.threads);
+  const double copy_bw = copy_bandwidth(backend.pool(), args.copy_mib);
+  std::printf("copy bandwidth (%d threads, %d MiB memcpy, read + write): %.2f GB/s\n\n", args.threads,
+              args.copy_mib, copy_bw / 1e9);
+  std::printf(
+      "| model | layout | size | threads | test | t/s (mean ± sd) | bytes/token | GB/s | %% of copy bw |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& dir : args.models) bench_model(dir, args, backend, copy_bw);
+  return 0;
+}
+
+}  // namespace
+}  // namespace mtplx
+
+int main(int argc, char** argv) {
+  try {
+    return mtplx::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_decode: error: %s\n", e.what());
+    return 1;
+  }
+}
