@@ -65,14 +65,14 @@ std::string shell_quote(const std::string& s) {
 
 }  // namespace
 
-nlohmann::json run_oracle(std::string_view script, const nlohmann::json& request) {
+nlohmann::json run_oracle(std::string_view script, const std::string& request_json) {
   auto dir = oracle_dir();
   auto tag = std::to_string(std::random_device{}());
   auto scratch = std::filesystem::temp_directory_path() / ("mtplx_oracle_" + std::to_string(::getpid()));
   std::filesystem::create_directories(scratch);
   auto request_path = scratch / ("request" + tag + ".json");
   auto stderr_path = scratch / ("stderr" + tag + ".txt");
-  write_text(request_path, request.dump());
+  write_text(request_path, request_json);
   std::string command = "node " + shell_quote((dir / std::string(script)).string()) + " " +
                         shell_quote(request_path.string()) + " 2>" + shell_quote(stderr_path.string());
   std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(command.c_str(), "r"), &pclose);

@@ -19,7 +19,10 @@ std::filesystem::path scratch_dir(std::string_view name);
 
 // Writes `request` to a file, runs `node tools/oracles/<script> FILE` and parses its stdout. Throws
 // std::runtime_error (with the oracle's stderr) if node fails.
-nlohmann::json run_oracle(std::string_view script, const nlohmann::json& request);
+nlohmann::json run_oracle(std::string_view script, const std::string& request_json);
+inline nlohmann::json run_oracle(std::string_view script, const nlohmann::json& request) {
+  return run_oracle(script, request.dump());
+}
 
 void write_text(const std::filesystem::path& path, std::string_view text);
 std::string read_text(const std::filesystem::path& path);
