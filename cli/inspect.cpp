@@ -29,15 +29,16 @@ void print_text(const nlohmann::json& s) {
   const auto& c = s["config"];
   std::cout << "path:        " << s["path"].get<std::string>() << "\n"
             << "layout:      " << s["layout"].get<std::string>() << "\n"
-            << "model:       " << c["model_type"].get<std::string>() << ", " << c["num_hidden_layers"] << " layers ("
-            << c["full_attention_layers"] << " full attention), hidden " << c["hidden_size"] << ", vocab "
-            << c["vocab_size"] << "\n"
+            << "model:       " << c["model_type"].get<std::string>() << ", " << c["num_hidden_layers"]
+            << " layers (" << c["full_attention_layers"] << " full attention), hidden " << c["hidden_size"]
+            << ", vocab " << c["vocab_size"] << "\n"
             << "attention:   " << c["num_attention_heads"] << " heads / " << c["num_key_value_heads"]
-            << " kv heads x " << c["head_dim"] << ", rotary " << c["rotary_dim"] << ", theta " << c["rope_theta"]
-            << "\n"
+            << " kv heads x " << c["head_dim"] << ", rotary " << c["rotary_dim"] << ", theta "
+            << c["rope_theta"] << "\n"
             << "gdn:         " << c["linear_num_key_heads"] << " key / " << c["linear_num_value_heads"]
             << " value heads x " << c["linear_key_head_dim"] << "/" << c["linear_value_head_dim"] << "\n"
-            << "lm head:     " << (s["tied_lm_head"].get<bool>() ? "tied to the embedding" : "separate") << "\n"
+            << "lm head:     " << (s["tied_lm_head"].get<bool>() ? "tied to the embedding" : "separate")
+            << "\n"
             << "parameters:  " << s["parameters"] << " (" << human_bytes(s["weight_bytes"].get<double>())
             << " of weights)\n"
             << "kv cache:    " << human_bytes(s["kv_cache_bytes_per_token_fp32"].get<double>())
@@ -46,7 +47,8 @@ void print_text(const nlohmann::json& s) {
   if (mtp["present"].get<bool>()) {
     std::cout << "mtp head:    present, norms stored " << mtp["norm_encoding"].get<std::string>() << " ("
               << mtp["norm_encoding_source"].get<std::string>() << ")"
-              << (mtp.contains("sidecar") ? ", sidecar " + mtp["sidecar"].get<std::string>() : std::string()) << "\n";
+              << (mtp.contains("sidecar") ? ", sidecar " + mtp["sidecar"].get<std::string>() : std::string())
+              << "\n";
   } else {
     std::cout << "mtp head:    absent (plain autoregressive decoding only)\n";
   }

@@ -27,7 +27,8 @@ std::vector<int32_t> parse_token_list(const std::string& text) {
       used = 0;
     }
     require(used == item.size() && !item.empty() && value >= 0 && value <= INT32_MAX,
-            str("bad token id \"", item, "\" in --tokens"), "", "pass comma-separated non-negative integers, e.g. 1,2,3");
+            str("bad token id \"", item, "\" in --tokens"), "",
+            "pass comma-separated non-negative integers, e.g. 1,2,3");
     tokens.push_back(static_cast<int32_t>(value));
     pos = comma + 1;
   }

@@ -17,14 +17,14 @@ namespace mtplx {
 // Arguments of the gated delta rule over T tokens (one sequence), per value head hv using key head
 // hv / (Hv / Hk). All tensors fp32.
 struct GdnArgs {
-  const Tensor* q = nullptr;      // [T, Hk * Dk], already l2-normalised and scaled by Dk^-0.5
-  const Tensor* k = nullptr;      // [T, Hk * Dk], already l2-normalised
-  const Tensor* v = nullptr;      // [T, Hv * Dv]
-  const Tensor* g = nullptr;      // [T, Hv] log-decay (<= 0)
-  const Tensor* beta = nullptr;   // [T, Hv]
-  Tensor* state = nullptr;        // [Hv, Dk * Dv] recurrent state S[d, v], updated in place
-  Tensor* out = nullptr;          // [T, Hv * Dv]
-  Tensor* row_states = nullptr;   // optional [T, Hv * Dk * Dv]: the state after each row (speculative verify)
+  const Tensor* q = nullptr;     // [T, Hk * Dk], already l2-normalised and scaled by Dk^-0.5
+  const Tensor* k = nullptr;     // [T, Hk * Dk], already l2-normalised
+  const Tensor* v = nullptr;     // [T, Hv * Dv]
+  const Tensor* g = nullptr;     // [T, Hv] log-decay (<= 0)
+  const Tensor* beta = nullptr;  // [T, Hv]
+  Tensor* state = nullptr;       // [Hv, Dk * Dv] recurrent state S[d, v], updated in place
+  Tensor* out = nullptr;         // [T, Hv * Dv]
+  Tensor* row_states = nullptr;  // optional [T, Hv * Dk * Dv]: the state after each row (speculative verify)
   int key_heads = 0;
   int value_heads = 0;
   int key_dim = 0;    // Dk
@@ -58,8 +58,8 @@ class Backend {
   virtual void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) = 0;
   // For every row r and i < count: dst[r, dst_col + i*dst_stride + j] = src[r, src_col + i*src_stride + j],
   // j < width. Splits and concatenations of column blocks (q/gate per head, q|k|v, [emb | hidden]).
-  virtual void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
-                            int64_t dst_stride, int64_t width, int64_t count) = 0;
+  virtual void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst,
+                            int64_t dst_col, int64_t dst_stride, int64_t width, int64_t count) = 0;
   // A weight in this backend's memory (CPU: the same mmapped bytes; CUDA: an uploaded copy).
   virtual WeightMatrix prepare_weight(const WeightMatrix& host) = 0;
 
@@ -84,8 +84,8 @@ class Backend {
   virtual void conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
                            Tensor* row_states) = 0;
   // g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b); a, b [T, Hv].
-  virtual void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias, Tensor& g,
-                         Tensor& beta) = 0;
+  virtual void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias,
+                         Tensor& g, Tensor& beta) = 0;
   // x = x * rsqrt(sum(x^2) + 1e-6) * scale over each group of `group` values. In place.
   virtual void l2_norm(Tensor& x, int64_t group, float scale) = 0;
   // Token-by-token recurrence (decode, verify widths).
@@ -93,7 +93,8 @@ class Backend {
   // Chunked form (prefill): the same function computed with matrix products over chunks of 64 tokens.
   virtual void gdn_chunked(const GdnArgs& args) = 0;
   // out = (gain * x * rsqrt(mean(x^2) + eps)) * silu(z) over each group of gain.numel() values.
-  virtual void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) = 0;
+  virtual void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps,
+                              Tensor& out) = 0;
 };
 
 }  // namespace mtplx

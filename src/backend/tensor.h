@@ -20,7 +20,9 @@ struct Tensor {
     return Tensor{storage, data + begin * cols, count, cols};
   }
   // The same storage seen as [new_rows, new_cols] (numel must match).
-  Tensor reshaped(int64_t new_rows, int64_t new_cols) const { return Tensor{storage, data, new_rows, new_cols}; }
+  Tensor reshaped(int64_t new_rows, int64_t new_cols) const {
+    return Tensor{storage, data, new_rows, new_cols};
+  }
 };
 
 }  // namespace mtplx

@@ -36,8 +36,12 @@ const DTypeInfo& info(DType type) {
 
 }  // namespace
 
-size_t dtype_size(DType type) { return info(type).size; }
-std::string_view dtype_name(DType type) { return info(type).name; }
+size_t dtype_size(DType type) {
+  return info(type).size;
+}
+std::string_view dtype_name(DType type) {
+  return info(type).name;
+}
 
 std::optional<DType> parse_dtype(std::string_view name) {
   for (const auto& entry : kTypes)

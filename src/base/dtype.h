@@ -17,7 +17,9 @@ size_t dtype_size(DType type);
 std::string_view dtype_name(DType type);
 std::optional<DType> parse_dtype(std::string_view name);
 
-inline float bf16_to_float(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
+inline float bf16_to_float(uint16_t bits) {
+  return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16);
+}
 
 // Round to nearest even, as PyTorch and MLX do; NaN stays NaN.
 inline uint16_t float_to_bf16(float value) {

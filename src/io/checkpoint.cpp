@@ -12,9 +12,12 @@ namespace fs = std::filesystem;
 
 std::string_view layout_name(CheckpointLayout layout) {
   switch (layout) {
-    case CheckpointLayout::kHuggingFace: return "huggingface";
-    case CheckpointLayout::kMlx: return "mlx";
-    case CheckpointLayout::kMtplx: return "mtplx";
+    case CheckpointLayout::kHuggingFace:
+      return "huggingface";
+    case CheckpointLayout::kMlx:
+      return "mlx";
+    case CheckpointLayout::kMtplx:
+      return "mtplx";
   }
   return "unknown";
 }
@@ -43,7 +46,8 @@ std::vector<fs::path> trunk_files(const fs::path& dir, const std::optional<fs::p
             index_path.string());
     std::set<std::string> names;
     for (const auto& [tensor, file] : index["weight_map"].items()) {
-      require(file.is_string(), str("weight_map entry for ", tensor, " is not a file name"), index_path.string());
+      require(file.is_string(), str("weight_map entry for ", tensor, " is not a file name"),
+              index_path.string());
       names.insert(file.get<std::string>());
     }
     std::vector<fs::path> files;
@@ -57,7 +61,8 @@ std::vector<fs::path> trunk_files(const fs::path& dir, const std::optional<fs::p
   if (fs::exists(dir / "model.safetensors")) return {dir / "model.safetensors"};
   std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().extension() != ".safetensors" || entry.path().filename() == "reference.safetensors") continue;
+    if (entry.path().extension() != ".safetensors" || entry.path().filename() == "reference.safetensors")
+      continue;
     if (sidecar && fs::equivalent(entry.path(), *sidecar)) continue;
     files.push_back(entry.path());
   }
@@ -112,7 +117,8 @@ Checkpoint open_checkpoint(const fs::path& dir) {
 
   const bool mlx_names = has_prefix(ckpt.tensors, "language_model.model.");
   if (ckpt.mtp_sidecar || ckpt.contract) {
-    require(mlx_names, "MTPLX artifact without an MLX trunk (no language_model.model.* tensors)", dir.string());
+    require(mlx_names, "MTPLX artifact without an MLX trunk (no language_model.model.* tensors)",
+            dir.string());
     ckpt.layout = CheckpointLayout::kMtplx;
   } else if (mlx_names) {
     ckpt.layout = CheckpointLayout::kMlx;

@@ -21,11 +21,11 @@ std::string_view layout_name(CheckpointLayout layout);
 struct Checkpoint {
   std::filesystem::path dir;
   CheckpointLayout layout = CheckpointLayout::kHuggingFace;
-  nlohmann::json config;                         // config.json as written
-  std::optional<nlohmann::json> generation_config;  // generation_config.json, if present
-  std::optional<RuntimeContract> contract;       // mtplx_runtime.json, if present
+  nlohmann::json config;                             // config.json as written
+  std::optional<nlohmann::json> generation_config;   // generation_config.json, if present
+  std::optional<RuntimeContract> contract;           // mtplx_runtime.json, if present
   std::optional<std::filesystem::path> mtp_sidecar;  // the sidecar file, if any
-  TensorStore tensors;                           // trunk shards and sidecar
+  TensorStore tensors;                               // trunk shards and sidecar
 };
 
 // Opens and validates the directory's files (config, index, shards, sidecar, contract). Throws mtplx::Error

@@ -14,10 +14,9 @@ std::optional<T> optional_number(const nlohmann::json& object, const char* key, 
 
 ContractSampler parse_sampler(const nlohmann::json& object, const std::string& where) {
   require(object.is_object(), "sampler must be an object", where);
-  return ContractSampler{optional_number<float>(object, "temperature", where),
-                         optional_number<float>(object, "top_p", where),
-                         optional_number<int>(object, "top_k", where),
-                         optional_number<float>(object, "min_p", where)};
+  return ContractSampler{
+      optional_number<float>(object, "temperature", where), optional_number<float>(object, "top_p", where),
+      optional_number<int>(object, "top_k", where), optional_number<float>(object, "min_p", where)};
 }
 
 std::string optional_string(const nlohmann::json& object, const char* key) {
@@ -35,16 +34,18 @@ RuntimeContract parse_runtime_contract(const nlohmann::json& json, const std::st
   RuntimeContract contract;
   contract.raw = json;
   contract.mtplx_version = json["mtplx_version"].is_string() ? json["mtplx_version"].get<std::string>()
-                                                              : json["mtplx_version"].dump();
+                                                             : json["mtplx_version"].dump();
   contract.arch_id = optional_string(json, "arch_id");
   contract.recommended_profile = optional_string(json, "recommended_profile");
   contract.mtp_depth_max = optional_number<int>(json, "mtp_depth_max", where);
   if (contract.mtp_depth_max) {
-    require(*contract.mtp_depth_max >= 0 && *contract.mtp_depth_max <= 16, "mtp_depth_max must be in 0..16", where);
+    require(*contract.mtp_depth_max >= 0 && *contract.mtp_depth_max <= 16, "mtp_depth_max must be in 0..16",
+            where);
   }
   if (json.contains("sampler")) contract.sampler = parse_sampler(json["sampler"], where + ": sampler");
   if (json.contains("recommended_draft_sampler")) {
-    contract.draft_sampler = parse_sampler(json["recommended_draft_sampler"], where + ": recommended_draft_sampler");
+    contract.draft_sampler =
+        parse_sampler(json["recommended_draft_sampler"], where + ": recommended_draft_sampler");
   }
   if (json.contains("recommended_draft_lm_head") && json["recommended_draft_lm_head"].is_object()) {
     const auto& head = json["recommended_draft_lm_head"];

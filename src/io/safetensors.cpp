@@ -57,14 +57,14 @@ std::string TensorView::describe() const {
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : map_(path) {
   const std::string where = path.string();
   const auto bytes = map_.bytes();
-  require(bytes.size() >= 8, str("file is too short for a safetensors header (", bytes.size(), " bytes)"), where,
-          "the file is truncated or not a safetensors file");
+  require(bytes.size() >= 8, str("file is too short for a safetensors header (", bytes.size(), " bytes)"),
+          where, "the file is truncated or not a safetensors file");
   const uint64_t header_size = read_u64_le(bytes.data());
   require(header_size <= kMaxHeaderBytes, str("header length ", header_size, " is implausibly large"), where,
           "the file is not a safetensors file");
   require(header_size <= bytes.size() - 8,
-          str("header length ", header_size, " runs past the end of the file (", bytes.size(), " bytes)"), where,
-          "the file is truncated");
+          str("header length ", header_size, " runs past the end of the file (", bytes.size(), " bytes)"),
+          where, "the file is truncated");
   const auto* header_begin = reinterpret_cast<const char*>(bytes.data() + 8);
   nlohmann::json header;
   try {

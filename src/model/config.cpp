@@ -82,12 +82,13 @@ void check_consistency(const ModelConfig& c, const std::string& where) {
               c.num_key_value_heads, ")"),
           where);
   require(c.linear_num_value_heads % c.linear_num_key_heads == 0,
-          str("linear_num_value_heads (", c.linear_num_value_heads, ") is not a multiple of linear_num_key_heads (",
-              c.linear_num_key_heads, ")"),
+          str("linear_num_value_heads (", c.linear_num_value_heads,
+              ") is not a multiple of linear_num_key_heads (", c.linear_num_key_heads, ")"),
           where);
   const int rot = c.rotary_dim();
   require(rot > 0 && rot % 2 == 0 && rot <= c.head_dim,
-          str("partial_rotary_factor ", c.partial_rotary_factor, " gives an invalid rotary dimension ", rot), where);
+          str("partial_rotary_factor ", c.partial_rotary_factor, " gives an invalid rotary dimension ", rot),
+          where);
   require(c.rms_norm_eps > 0, "rms_norm_eps must be positive", where);
   require(c.rope_theta > 0, "rope_theta must be positive", where);
   require(c.full_attention_layers() > 0 || c.num_hidden_layers > 0, "no layers", where);
@@ -104,8 +105,8 @@ ModelConfig parse_model_config(const nlohmann::json& config, const std::string& 
   const nlohmann::json& text =
       config.contains("text_config") && config["text_config"].is_object() ? config["text_config"] : config;
   ModelConfig c;
-  c.model_type = field_or<std::string>(text, "model_type", field_or<std::string>(config, "model_type", "", where),
-                                       where);
+  c.model_type = field_or<std::string>(text, "model_type",
+                                       field_or<std::string>(config, "model_type", "", where), where);
   const bool moe = c.model_type.find("moe") != std::string::npos || text.contains("num_experts");
   if (moe) {
     fail(str("model type \"", c.model_type, "\" (mixture of experts) is not supported yet"), where,
@@ -129,13 +130,15 @@ ModelConfig parse_model_config(const nlohmann::json& config, const std::string& 
   c.rms_norm_eps = field_or<float>(text, "rms_norm_eps", 1e-6f, where);
   c.max_position_embeddings = field_or<int64_t>(text, "max_position_embeddings", 262144, where);
   c.mtp_num_hidden_layers = field_or<int>(text, "mtp_num_hidden_layers", 0, where);
-  const nlohmann::json rope =
-      text.contains("rope_parameters") && text["rope_parameters"].is_object() ? text["rope_parameters"] : text;
-  c.rope_theta = field_or<double>(rope, "rope_theta", field_or<double>(text, "rope_theta", 1e7, where), where);
+  const nlohmann::json rope = text.contains("rope_parameters") && text["rope_parameters"].is_object()
+                                  ? text["rope_parameters"]
+                                  : text;
+  c.rope_theta =
+      field_or<double>(rope, "rope_theta", field_or<double>(text, "rope_theta", 1e7, where), where);
   c.partial_rotary_factor = field_or<float>(
       rope, "partial_rotary_factor", field_or<float>(text, "partial_rotary_factor", 0.25f, where), where);
-  c.tie_word_embeddings =
-      field_or<bool>(text, "tie_word_embeddings", field_or<bool>(config, "tie_word_embeddings", false, where), where);
+  c.tie_word_embeddings = field_or<bool>(text, "tie_word_embeddings",
+                                         field_or<bool>(config, "tie_word_embeddings", false, where), where);
   c.layer_types = parse_layer_types(text, c.num_hidden_layers, where);
   c.eos_token_ids = parse_eos(text);
   if (c.eos_token_ids.empty()) c.eos_token_ids = parse_eos(config);

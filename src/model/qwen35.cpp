@@ -45,12 +45,14 @@ ModelState Qwen35Model::new_state(int64_t capacity) {
   return state;
 }
 
-Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state, const ForwardOptions& options) {
+Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state,
+                            const ForwardOptions& options) {
   const auto T = static_cast<int64_t>(tokens.size());
   require(T > 0, "no tokens to run");
-  require(state.position + T <= state.capacity,
-          str("context full: ", state.position, " + ", T, " tokens exceed the context size of ", state.capacity),
-          "", "start a new conversation or raise the context size");
+  require(
+      state.position + T <= state.capacity,
+      str("context full: ", state.position, " + ", T, " tokens exceed the context size of ", state.capacity),
+      "", "start a new conversation or raise the context size");
   Tensor x = backend_.alloc(T, config_.hidden_size);
   backend_.embed(weights_.embed, tokens, x);
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
@@ -70,8 +72,8 @@ void Qwen35Model::rollback(ModelState& state, int64_t keep) {
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
     if (!config_.is_linear(i)) continue;  // attention caches are truncated by the position below
     LayerState& layer = state.layers[i];
-    backend_.copy_rows(layer.conv_rows.row_view(keep - 1, 1).reshaped(layer.conv.rows, layer.conv.cols), layer.conv,
-                       0);
+    backend_.copy_rows(layer.conv_rows.row_view(keep - 1, 1).reshaped(layer.conv.rows, layer.conv.cols),
+                       layer.conv, 0);
     backend_.copy_rows(
         layer.recurrent_rows.row_view(keep - 1, 1).reshaped(layer.recurrent.rows, layer.recurrent.cols),
         layer.recurrent, 0);
@@ -82,8 +84,12 @@ void Qwen35Model::rollback(ModelState& state, int64_t keep) {
 }
 
 Tensor Qwen35Model::logits(const Tensor& hidden) {
-  Tensor out = backend_.alloc(hidden.rows, config_.vocab_size);
-  backend_.matmul(weights_.lm_head, hidden, out);
+  return project(hidden, weights_.lm_head);
+}
+
+Tensor Qwen35Model::project(const Tensor& hidden, const WeightMatrix& head) {
+  Tensor out = backend_.alloc(hidden.rows, head.rows);
+  backend_.matmul(head, hidden, out);
   return out;
 }
 
@@ -94,7 +100,7 @@ Tensor Qwen35Model::decoder_layer(const LayerWeights& layer, const Tensor& x, La
   Tensor h = backend_.alloc(x.rows, x.cols);
   backend_.rms_norm(x, layer.input_norm, eps, h);
   Tensor mixed = layer.kind == LayerKind::kFullAttention ? attention(layer.attn, h, state.kv, pos0)
-                                                          : gdn(layer.gdn, h, state, options);
+                                                         : gdn(layer.gdn, h, state, options);
   Tensor residual = backend_.alloc(x.rows, x.cols);
   backend_.add(x, mixed, residual);
   backend_.rms_norm(residual, layer.post_norm, eps, h);
@@ -121,9 +127,9 @@ Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCach
   const int64_t T = h.rows;
   const int heads = config_.num_attention_heads;
   const int D = config_.head_dim;
-  Tensor qg = backend_.alloc(T, config_.q_proj_rows());    // [T, Hq * 2D]
-  Tensor k = backend_.alloc(T, config_.kv_dim());           // [T, Hkv * D]
-  Tensor v = backend_.alloc(T, config_.kv_dim());           // [T, Hkv * D]
+  Tensor qg = backend_.alloc(T, config_.q_proj_rows());  // [T, Hq * 2D]
+  Tensor k = backend_.alloc(T, config_.kv_dim());        // [T, Hkv * D]
+  Tensor v = backend_.alloc(T, config_.kv_dim());        // [T, Hkv * D]
   backend_.matmul(w.q_proj, h, qg);
   backend_.matmul(w.k_proj, h, k);
   backend_.matmul(w.v_proj, h, v);
@@ -138,7 +144,14 @@ Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCach
   backend_.copy_rows(k, kv.k, pos0);
   backend_.copy_rows(v, kv.v, pos0);
   Tensor o = backend_.alloc(T, config_.attn_out_dim());
-  AttentionArgs args{&q, &kv.k, &kv.v, &o, pos0, heads, config_.num_key_value_heads, D,
+  AttentionArgs args{&q,
+                     &kv.k,
+                     &kv.v,
+                     &o,
+                     pos0,
+                     heads,
+                     config_.num_key_value_heads,
+                     D,
                      1.0f / std::sqrt(static_cast<float>(D))};
   backend_.attention(args);
   backend_.sigmoid_mul(o, gate);
@@ -149,7 +162,8 @@ Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCach
 
 // Gated DeltaNet: projections, causal conv + silu over q|k|v, l2-normed q/k, fp32 gates, the delta rule,
 // gated RMSNorm with silu(z), output projection.
-Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state, const ForwardOptions& options) {
+Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
+                        const ForwardOptions& options) {
   const int64_t T = h.rows;
   const int64_t key_dim = config_.key_dim(), value_dim = config_.value_dim();
   const int Hv = config_.linear_num_value_heads;
@@ -184,7 +198,17 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
   Tensor g = backend_.alloc(T, Hv), beta = backend_.alloc(T, Hv);
   backend_.gdn_gates(a, b, w.a_log, w.dt_bias, g, beta);
   Tensor o = backend_.alloc(T, value_dim);
-  GdnArgs args{&q, &k, &v, &g, &beta, &state.recurrent, &o, recurrent_rows, config_.linear_num_key_heads, Hv, Dk,
+  GdnArgs args{&q,
+               &k,
+               &v,
+               &g,
+               &beta,
+               &state.recurrent,
+               &o,
+               recurrent_rows,
+               config_.linear_num_key_heads,
+               Hv,
+               Dk,
                config_.linear_value_head_dim};
   const bool chunked = !options.capture_rows && (options.gdn_mode == GdnMode::kChunked ||
                                                  (options.gdn_mode == GdnMode::kAuto && T > 8));
@@ -201,10 +225,12 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
 
 Tensor Qwen35Model::mtp_forward(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0,
                                 ModelState& state) {
-  require(has_mtp(), "this checkpoint has no MTP head", "", "use a checkpoint with mtp.* weights or an MTPLX artifact");
+  require(has_mtp(), "this checkpoint has no MTP head", "",
+          "use a checkpoint with mtp.* weights or an MTPLX artifact");
   const auto T = static_cast<int64_t>(tokens.size());
   require(hidden.rows == T && hidden.cols == config_.hidden_size, "internal error: MTP hidden shape");
-  require(pos0 >= 0 && pos0 <= state.mtp_length && pos0 + T <= state.capacity, "internal error: MTP position");
+  require(pos0 >= 0 && pos0 <= state.mtp_length && pos0 + T <= state.capacity,
+          "internal error: MTP position");
   const MtpWeights& m = *weights_.mtp;
   const int64_t H = config_.hidden_size;
   Tensor e = backend_.alloc(T, H);

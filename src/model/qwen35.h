@@ -45,6 +45,8 @@ class Qwen35Model {
 
   // logits [T, V] = hidden W_lm^T.
   Tensor logits(const Tensor& hidden);
+  // hidden [T, H] times another head's rows (a draft LM head): [T, head.rows].
+  Tensor project(const Tensor& hidden, const WeightMatrix& head);
 
   // Runs the MTP head over T slots at RoPE positions pos0..pos0+T-1: slot i pairs tokens[i] (the token after
   // the hidden's position) with hidden row i, and is written to row pos0 + i of the head's KV cache (rows

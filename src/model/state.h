@@ -26,7 +26,7 @@ struct LayerState {
 
 struct ModelState {
   std::vector<LayerState> layers;
-  int64_t position = 0;  // tokens in the trunk's state
+  int64_t position = 0;        // tokens in the trunk's state
   int64_t captured_from = -1;  // position of the first row of the last captured forward, -1 if none
   int64_t captured_rows = 0;
   int64_t capacity = 0;  // maximum tokens

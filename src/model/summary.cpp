@@ -9,7 +9,8 @@ namespace mtplx {
 namespace {
 
 std::string format_of(const WeightMatrix& w) {
-  if (w.quantized()) return str("affine q", w.bits, " g", w.group_size, " (scales ", dtype_name(w.scale_dtype), ")");
+  if (w.quantized())
+    return str("affine q", w.bits, " g", w.group_size, " (scales ", dtype_name(w.scale_dtype), ")");
   return std::string(dtype_name(w.dtype));
 }
 
@@ -40,11 +41,12 @@ void tally_layer(QuantTally& tally, const std::string& prefix, const LayerWeight
     for (const auto* w : {&layer.attn.q_proj, &layer.attn.k_proj, &layer.attn.v_proj, &layer.attn.o_proj})
       tally.add(prefix + "attention", *w);
   } else {
-    for (const auto* w : {&layer.gdn.in_proj_qkv, &layer.gdn.in_proj_z, &layer.gdn.in_proj_a, &layer.gdn.in_proj_b,
-                          &layer.gdn.out_proj})
+    for (const auto* w : {&layer.gdn.in_proj_qkv, &layer.gdn.in_proj_z, &layer.gdn.in_proj_a,
+                          &layer.gdn.in_proj_b, &layer.gdn.out_proj})
       tally.add(prefix + "linear_attention", *w);
   }
-  for (const auto* w : {&layer.mlp.gate_proj, &layer.mlp.up_proj, &layer.mlp.down_proj}) tally.add(prefix + "mlp", *w);
+  for (const auto* w : {&layer.mlp.gate_proj, &layer.mlp.up_proj, &layer.mlp.down_proj})
+    tally.add(prefix + "mlp", *w);
 }
 
 nlohmann::json config_json(const ModelConfig& c) {
@@ -97,11 +99,13 @@ nlohmann::json summarize_model(const Checkpoint& ckpt, const Qwen35Model& model)
   out["quantization"] = tally.json();
   if (ckpt.contract) {
     const auto& k = *ckpt.contract;
-    nlohmann::json contract = {{"mtplx_version", k.mtplx_version}, {"arch_id", k.arch_id},
+    nlohmann::json contract = {{"mtplx_version", k.mtplx_version},
+                               {"arch_id", k.arch_id},
                                {"recommended_profile", k.recommended_profile}};
     if (k.mtp_depth_max) contract["mtp_depth_max"] = *k.mtp_depth_max;
-    for (const char* key : {"sampler", "recommended_draft_sampler", "recommended_draft_lm_head", "verified_on",
-                            "exactness_baseline", "speed_evidence", "base_trunk", "artifact_role"}) {
+    for (const char* key :
+         {"sampler", "recommended_draft_sampler", "recommended_draft_lm_head", "verified_on",
+          "exactness_baseline", "speed_evidence", "base_trunk", "artifact_role"}) {
       if (k.raw.contains(key)) contract[key] = k.raw[key];
     }
     out["contract"] = contract;
@@ -109,10 +113,11 @@ nlohmann::json summarize_model(const Checkpoint& ckpt, const Qwen35Model& model)
   // Memory at run time: mapped weights plus per-token caches (fp32 KV on CPU).
   const int64_t kv_bytes_per_token = int64_t{2} * c.full_attention_layers() * c.kv_dim() * 4;
   out["kv_cache_bytes_per_token_fp32"] = kv_bytes_per_token;
-  out["gdn_state_bytes"] = int64_t{c.num_hidden_layers - c.full_attention_layers()} *
-                           (int64_t{c.linear_num_value_heads} * c.linear_key_head_dim * c.linear_value_head_dim +
-                            (c.linear_conv_kernel_dim - 1) * c.conv_dim()) *
-                           4;
+  out["gdn_state_bytes"] =
+      int64_t{c.num_hidden_layers - c.full_attention_layers()} *
+      (int64_t{c.linear_num_value_heads} * c.linear_key_head_dim * c.linear_value_head_dim +
+       (c.linear_conv_kernel_dim - 1) * c.conv_dim()) *
+      4;
   return out;
 }
 

@@ -22,7 +22,8 @@ NameMap name_map(const Checkpoint& ckpt) {
     return {nested ? "model.language_model." : "model.", "lm_head", "mtp.", false};
   }
   const bool nested_mtp = ckpt.tensors.contains("language_model.mtp.fc.weight");
-  return {"language_model.model.", "language_model.lm_head", nested_mtp ? "language_model.mtp." : "mtp.", true};
+  return {"language_model.model.", "language_model.lm_head", nested_mtp ? "language_model.mtp." : "mtp.",
+          true};
 }
 
 struct QuantRule {
@@ -48,8 +49,14 @@ class Loader {
     }
   }
 
-  // A [rows, cols] linear or embedding at `module` (".weight" plus ".scales"/".biases" when quantized).
+  // A [rows, cols] linear or embedding at `module` (".weight" plus ".scales"/".biases" when quantized),
+  // in the backend's memory.
   WeightMatrix matrix(const std::string& module, int64_t rows, int64_t cols) {
+    return backend_.prepare_weight(host_matrix(module, rows, cols));
+  }
+
+  // The same, as mapped from the file.
+  WeightMatrix host_matrix(const std::string& module, int64_t rows, int64_t cols) {
     const TensorView& weight = ckpt_.tensors.get(module + ".weight");
     const TensorView* scales = ckpt_.tensors.find(module + ".scales");
     WeightMatrix w;
@@ -57,8 +64,8 @@ class Loader {
     w.cols = cols;
     if (scales == nullptr) {
       require(weight.dtype == DType::F32 || weight.dtype == DType::F16 || weight.dtype == DType::BF16,
-              str("unsupported dtype ", dtype_name(weight.dtype), " for unquantized ", weight.describe()), where_,
-              "weights must be F32, F16 or BF16, or MLX affine-quantized");
+              str("unsupported dtype ", dtype_name(weight.dtype), " for unquantized ", weight.describe()),
+              where_, "weights must be F32, F16 or BF16, or MLX affine-quantized");
       expect_shape(weight, {rows, cols});
       w.dtype = weight.dtype;
       w.data = weight.data();
@@ -67,7 +74,7 @@ class Loader {
     }
     out_.weight_bytes += w.bytes();
     out_.parameter_count += rows * cols;
-    return backend_.prepare_weight(w);
+    return w;
   }
 
   // A 1-D float vector of `size` values; `shift` adds 1 (zero-centred RMSNorm gains).
@@ -83,8 +90,9 @@ class Loader {
     const bool hf = view.shape == std::vector<int64_t>{channels, 1, taps};
     const bool mlx = view.shape == std::vector<int64_t>{channels, taps, 1};
     const bool flat = view.shape == std::vector<int64_t>{channels, taps};
-    require(hf || mlx || flat, str("conv1d weight has shape of neither [C,1,K] nor [C,K,1] with C=", channels,
-                                   ", K=", taps, ": ", view.describe()),
+    require(hf || mlx || flat,
+            str("conv1d weight has shape of neither [C,1,K] nor [C,K,1] with C=", channels, ", K=", taps,
+                ": ", view.describe()),
             where_);
     return upload_floats(view, channels * taps, 0.0f, channels, taps);
   }
@@ -131,7 +139,8 @@ class Loader {
 
   // Infers bits and group size from the shapes (the logical shape is known from the config) and checks
   // them against the config's quantization block where it names this module.
-  void quantized(const std::string& module, const TensorView& weight, const TensorView& scales, WeightMatrix& w) {
+  void quantized(const std::string& module, const TensorView& weight, const TensorView& scales,
+                 WeightMatrix& w) {
     const TensorView& biases = ckpt_.tensors.get(module + ".biases");
     require(weight.dtype == DType::U32, str("quantized weight must be U32 packed codes: ", weight.describe()),
             where_);
@@ -150,8 +159,8 @@ class Loader {
     w.group_size = static_cast<int>(w.cols / groups);
     require(w.bits >= 2 && w.bits <= 8 && w.bits != 7, str("unsupported bit width ", w.bits, " for ", module),
             where_, "supported: 2, 3, 4, 5, 6, 8 bits");
-    require(w.group_size >= 16 && w.group_size % 16 == 0, str("unsupported group size ", w.group_size, " for ", module),
-            where_);
+    require(w.group_size >= 16 && w.group_size % 16 == 0,
+            str("unsupported group size ", w.group_size, " for ", module), where_);
     require(scales.dtype == DType::BF16 || scales.dtype == DType::F16 || scales.dtype == DType::F32,
             str("unsupported scales dtype: ", scales.describe()), where_);
     require(biases.dtype == scales.dtype, str("biases and scales differ in dtype for ", module), where_);
@@ -203,7 +212,8 @@ GdnWeights load_gdn(Loader& load, const std::string& p, const ModelConfig& c) {
   return g;
 }
 
-LayerWeights load_layer(Loader& load, const std::string& p, LayerKind kind, const ModelConfig& c, bool shift) {
+LayerWeights load_layer(Loader& load, const std::string& p, LayerKind kind, const ModelConfig& c,
+                        bool shift) {
   LayerWeights layer;
   layer.kind = kind;
   layer.input_norm = load.vector(p + "input_layernorm.weight", c.hidden_size, shift);
@@ -222,7 +232,8 @@ LayerWeights load_layer(Loader& load, const std::string& p, LayerKind kind, cons
 // Decides whether the MTP norms are stored zero-centred. HF checkpoints always are; MTPLX sidecars say so in
 // config.json (mtplx_mtp_norm_encoding); without the key the stored gains tell: zero-centred gains average
 // near 0, shifted ones near 1. Getting this wrong silently drops acceptance to zero.
-void decide_mtp_norm_encoding(const Checkpoint& ckpt, const Loader& load, const std::string& p, ModelWeights& out) {
+void decide_mtp_norm_encoding(const Checkpoint& ckpt, const Loader& load, const std::string& p,
+                              ModelWeights& out) {
   if (ckpt.layout == CheckpointLayout::kHuggingFace) {
     out.mtp_norm_encoding = NormEncoding::kDelta;
     out.mtp_norm_encoding_source = "hf";
@@ -270,11 +281,15 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& config, Bac
   Loader load(ckpt, backend, out);
   const NameMap names = name_map(ckpt);
   const bool shift_trunk = !names.trunk_norms_shifted;
-  out.embed = load.matrix(names.trunk + "embed_tokens", config.vocab_size, config.hidden_size);
+  const WeightMatrix embed_host =
+      load.host_matrix(names.trunk + "embed_tokens", config.vocab_size, config.hidden_size);
+  out.embed = backend.prepare_weight(embed_host);
   // Tie rule: a checkpoint without an LM-head tensor uses the embedding, whatever the config says.
   if (ckpt.tensors.contains(names.lm_head + ".weight")) {
-    out.lm_head = load.matrix(names.lm_head, config.vocab_size, config.hidden_size);
+    out.lm_head_host = load.host_matrix(names.lm_head, config.vocab_size, config.hidden_size);
+    out.lm_head = backend.prepare_weight(out.lm_head_host);
   } else {
+    out.lm_head_host = embed_host;
     out.lm_head = out.embed;
   }
   out.final_norm = load.vector(names.trunk + "norm.weight", config.hidden_size, shift_trunk);

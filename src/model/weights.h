@@ -49,8 +49,9 @@ struct MtpWeights {
 enum class NormEncoding { kDelta, kShifted };
 
 struct ModelWeights {
-  WeightMatrix embed;    // [V, H]
-  WeightMatrix lm_head;  // [V, H]; the embedding when tied
+  WeightMatrix embed;         // [V, H]
+  WeightMatrix lm_head;       // [V, H]; the embedding when tied
+  WeightMatrix lm_head_host;  // the same in host memory (the mapped file), for building draft heads
   Tensor final_norm;
   std::vector<LayerWeights> layers;
   std::optional<MtpWeights> mtp;

@@ -135,8 +135,8 @@ TEST_P(GdnTest, RowStatesAreTheStatesAfterEachRow) {
   for (int64_t keep = 1; keep <= c.T; ++keep) {
     GdnCase prefix = c;
     prefix.T = keep;
-    GdnInputs part{in.q.row_view(0, keep), in.k.row_view(0, keep), in.v.row_view(0, keep),
-                   in.g.row_view(0, keep),  in.beta.row_view(0, keep), in.state};
+    GdnInputs part{in.q.row_view(0, keep), in.k.row_view(0, keep),    in.v.row_view(0, keep),
+                   in.g.row_view(0, keep), in.beta.row_view(0, keep), in.state};
     Tensor s = clone(cpu, in.state);
     Tensor o = cpu.alloc(keep, out.cols);
     cpu.gdn_recurrent(args_for(prefix, part, s, o));

@@ -95,9 +95,10 @@ TEST(Safetensors, TruncatedData) {
 
 TEST(Safetensors, OverlappingRanges) {
   TempDir dir;
-  write_raw(dir / "o.safetensors",
-            R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-            std::string(12, '\0'));
+  write_raw(
+      dir / "o.safetensors",
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+      std::string(12, '\0'));
   EXPECT_THAT(error_of(dir / "o.safetensors"), HasSubstr("overlap"));
 }
 
@@ -125,7 +126,8 @@ TEST(Safetensors, ShapeDoesNotMatchBytes) {
 TEST(Safetensors, OverflowingShape) {
   TempDir dir;
   write_raw(dir / "s.safetensors",
-            R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})", std::string(8, '\0'));
+            R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})",
+            std::string(8, '\0'));
   EXPECT_THAT(error_of(dir / "s.safetensors"), HasSubstr("overflows"));
 }
 

@@ -79,7 +79,8 @@ std::vector<fs::path> fixture_dirs() {
 
 std::string fixture_name(const ::testing::TestParamInfo<fs::path>& info) {
   std::string name = info.param.filename().string();
-  std::replace_if(name.begin(), name.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
+  std::replace_if(
+      name.begin(), name.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
   return name;
 }
 
@@ -125,7 +126,8 @@ TEST_P(FixtureTest, MtpLogitsMatchReference) {
   ModelState state = model_->new_state(T());
   const Tensor hidden = model_->forward(ref_.tokens, state);
   const std::vector<int32_t> next(ref_.tokens.begin() + 1, ref_.tokens.end());
-  const auto ours = to_host(cpu_, model_->logits(model_->mtp_forward(next, hidden.row_view(0, T() - 1), 0, state)));
+  const auto ours =
+      to_host(cpu_, model_->logits(model_->mtp_forward(next, hidden.row_view(0, T() - 1), 0, state)));
   const double error = relative_error(ours, ref_.mtp_logits);
   std::printf("[fixture %s] MTP logits relative error %.3g\n", GetParam().filename().c_str(), error);
   EXPECT_LT(error, kLogitTolerance);
@@ -168,12 +170,14 @@ TEST_P(FixtureTest, RollbackToAnyPrefixEqualsNeverRunningTheRest) {
     // Verify rows: the real tokens for the kept rows, then garbage that must leave no trace.
     std::vector<int32_t> verify(ref_.tokens.begin() + prefix, ref_.tokens.begin() + prefix + width);
     for (int64_t i = keep; i < width; ++i) verify[i] = static_cast<int32_t>((verify[i] * 7 + 3) % V);
-    const auto verify_logits = to_host(cpu_, model_->logits(model_->forward(verify, state, {GdnMode::kAuto, true})));
+    const auto verify_logits =
+        to_host(cpu_, model_->logits(model_->forward(verify, state, {GdnMode::kAuto, true})));
     model_->rollback(state, keep);
     ASSERT_EQ(state.position, prefix + keep);
     for (int64_t i = 0; i < keep; ++i) {
       for (int64_t v = 0; v < V; ++v) {
-        ASSERT_NEAR(verify_logits[i * V + v], plain[(prefix + i) * V + v], 1e-4) << "keep " << keep << " row " << i;
+        ASSERT_NEAR(verify_logits[i * V + v], plain[(prefix + i) * V + v], 1e-4)
+            << "keep " << keep << " row " << i;
       }
     }
     std::vector<float> after;
@@ -181,7 +185,8 @@ TEST_P(FixtureTest, RollbackToAnyPrefixEqualsNeverRunningTheRest) {
       const auto row = to_host(cpu_, model_->logits(model_->forward(std::span(&ref_.tokens[p], 1), state)));
       after.insert(after.end(), row.begin(), row.end());
     }
-    const std::vector<float> expected(plain.begin() + (prefix + keep) * V, plain.begin() + (prefix + width + tail) * V);
+    const std::vector<float> expected(plain.begin() + (prefix + keep) * V,
+                                      plain.begin() + (prefix + width + tail) * V);
     EXPECT_LT(relative_error(after, expected), 1e-5) << "keep " << keep;
   }
 }
@@ -189,7 +194,9 @@ TEST_P(FixtureTest, RollbackToAnyPrefixEqualsNeverRunningTheRest) {
 INSTANTIATE_TEST_SUITE_P(Fixtures, FixtureTest, ::testing::ValuesIn(fixture_dirs()), fixture_name);
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(FixtureTest);
 
-TEST(Fixtures, ArePresent) { EXPECT_GE(fixture_dirs().size(), 5u) << "tests/fixtures/ is missing fixtures"; }
+TEST(Fixtures, ArePresent) {
+  EXPECT_GE(fixture_dirs().size(), 5u) << "tests/fixtures/ is missing fixtures";
+}
 
 }  // namespace
 }  // namespace mtplx

@@ -20,7 +20,9 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using testing::TempDir;
 
-fs::path fixture(const std::string& name) { return testing::fixtures_dir() / name; }
+fs::path fixture(const std::string& name) {
+  return testing::fixtures_dir() / name;
+}
 
 // Copies a fixture into a scratch folder so a test can damage it.
 fs::path copy_fixture(const TempDir& tmp, const std::string& name) {
@@ -60,7 +62,9 @@ class LoadErrors : public ::testing::Test {
   TempDir tmp_;
 };
 
-TEST_F(LoadErrors, MissingDirectory) { EXPECT_THAT(load_error(tmp_ / "nope"), HasSubstr("model directory not found")); }
+TEST_F(LoadErrors, MissingDirectory) {
+  EXPECT_THAT(load_error(tmp_ / "nope"), HasSubstr("model directory not found"));
+}
 
 TEST_F(LoadErrors, MissingConfig) {
   const auto dir = copy_fixture(tmp_, "hf-causal-tied");

@@ -11,7 +11,8 @@ class TempDir {
  public:
   TempDir() {
     std::random_device device;
-    path_ = std::filesystem::temp_directory_path() / ("mtplx-test-" + std::to_string(device()) + std::to_string(device()));
+    path_ = std::filesystem::temp_directory_path() /
+            ("mtplx-test-" + std::to_string(device()) + std::to_string(device()));
     std::filesystem::create_directories(path_);
   }
   ~TempDir() {
@@ -27,7 +28,11 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-inline std::filesystem::path source_dir() { return MTPLX_SOURCE_DIR; }
-inline std::filesystem::path fixtures_dir() { return source_dir() / "tests" / "fixtures"; }
+inline std::filesystem::path source_dir() {
+  return MTPLX_SOURCE_DIR;
+}
+inline std::filesystem::path fixtures_dir() {
+  return source_dir() / "tests" / "fixtures";
+}
 
 }  // namespace mtplx::testing

@@ -15,11 +15,17 @@ void expect(bool ok, const char* what) {
   if (!ok) fail(str("internal error: cpu backend: ", what));
 }
 
-float silu(float x) { return x / (1.0f + std::exp(-x)); }
-float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
+float silu(float x) {
+  return x / (1.0f + std::exp(-x));
+}
+float sigmoid(float x) {
+  return 1.0f / (1.0f + std::exp(-x));
+}
 
 // torch.nn.functional.softplus with its default threshold of 20.
-float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+float softplus(float x) {
+  return x > 20.0f ? x : std::log1p(std::exp(x));
+}
 
 // Rows are independent: split the rows over the pool when there is enough work.
 template <class Body>
@@ -57,22 +63,25 @@ void CpuBackend::download(const Tensor& src, std::span<float> host) {
   std::copy(src.data, src.data + src.numel(), host.begin());
 }
 
-void CpuBackend::fill(Tensor& dst, float value) { std::fill(dst.data, dst.data + dst.numel(), value); }
+void CpuBackend::fill(Tensor& dst, float value) {
+  std::fill(dst.data, dst.data + dst.numel(), value);
+}
 
 void CpuBackend::copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) {
   expect(src.cols == dst.cols && dst_row >= 0 && dst_row + src.rows <= dst.rows, "copy_rows out of range");
   std::memcpy(dst.data + dst_row * dst.cols, src.data, sizeof(float) * src.numel());
 }
 
-void CpuBackend::copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
-                              int64_t dst_stride, int64_t width, int64_t count) {
+void CpuBackend::copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst,
+                              int64_t dst_col, int64_t dst_stride, int64_t width, int64_t count) {
   expect(src.rows == dst.rows, "copy_columns row mismatch");
   expect(src_col + (count - 1) * src_stride + width <= src.cols, "copy_columns source out of range");
   expect(dst_col + (count - 1) * dst_stride + width <= dst.cols, "copy_columns destination out of range");
   for (int64_t r = 0; r < src.rows; ++r) {
     const float* s = src.data + r * src.cols + src_col;
     float* d = dst.data + r * dst.cols + dst_col;
-    for (int64_t i = 0; i < count; ++i) std::memcpy(d + i * dst_stride, s + i * src_stride, sizeof(float) * width);
+    for (int64_t i = 0; i < count; ++i)
+      std::memcpy(d + i * dst_stride, s + i * src_stride, sizeof(float) * width);
   }
 }
 
@@ -111,7 +120,8 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   expect(gate.numel() == up.numel() && gate.numel() == out.numel(), "silu_mul shape");
   for_rows(pool_, gate.rows, gate.cols * 8, [&](int64_t r) {
-    for (int64_t i = r * gate.cols; i < (r + 1) * gate.cols; ++i) out.data[i] = silu(gate.data[i]) * up.data[i];
+    for (int64_t i = r * gate.cols; i < (r + 1) * gate.cols; ++i)
+      out.data[i] = silu(gate.data[i]) * up.data[i];
   });
 }
 
@@ -142,7 +152,8 @@ void CpuBackend::attention(const AttentionArgs& args) {
   const int64_t D = args.head_dim;
   const int group = args.heads / args.kv_heads;
   const int64_t kv_cols = args.k_cache->cols;
-  expect(q.cols == args.heads * D && kv_cols == args.kv_heads * D && args.out->cols == q.cols, "attention shape");
+  expect(q.cols == args.heads * D && kv_cols == args.kv_heads * D && args.out->cols == q.cols,
+         "attention shape");
   expect(args.pos0 + q.rows <= args.k_cache->rows, "attention past the cache");
   const int64_t items = q.rows * args.heads;
   pool_.parallel_for(items, [&](int64_t begin, int64_t end) {
@@ -186,7 +197,8 @@ void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& stat
   const int64_t C = x.cols, K = weight.cols, T = x.rows;
   expect(weight.rows == C && state.rows == K - 1 && state.cols == C && out.rows == T && out.cols == C,
          "conv1d shape");
-  expect(row_states == nullptr || (row_states->rows == T && row_states->cols == (K - 1) * C), "conv1d row_states");
+  expect(row_states == nullptr || (row_states->rows == T && row_states->cols == (K - 1) * C),
+         "conv1d row_states");
   // Row r of the extended input [state ; x]; rows < K-1 come from the state.
   auto input = [&](int64_t r, int64_t c) {
     return r < K - 1 ? state.data[r * C + c] : x.data[(r - (K - 1)) * C + c];
@@ -209,8 +221,8 @@ void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& stat
   std::copy(next.begin(), next.end(), state.data);
 }
 
-void CpuBackend::gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias, Tensor& g,
-                           Tensor& beta) {
+void CpuBackend::gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias,
+                           Tensor& g, Tensor& beta) {
   const int64_t H = a.cols;
   expect(b.cols == H && a_log.numel() == H && dt_bias.numel() == H && g.numel() == a.numel() &&
              beta.numel() == a.numel(),
@@ -235,9 +247,11 @@ void CpuBackend::l2_norm(Tensor& x, int64_t group, float scale) {
   }
 }
 
-void CpuBackend::gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) {
+void CpuBackend::gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps,
+                                Tensor& out) {
   const int64_t group = gain.numel();
-  expect(x.numel() == z.numel() && x.numel() == out.numel() && x.numel() % group == 0, "gated_rms_norm shape");
+  expect(x.numel() == z.numel() && x.numel() == out.numel() && x.numel() % group == 0,
+         "gated_rms_norm shape");
   for_rows(pool_, x.numel() / group, group * 4, [&](int64_t g) {
     const float* in = x.data + g * group;
     const float* gate = z.data + g * group;

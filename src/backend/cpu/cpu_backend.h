@@ -34,7 +34,8 @@ class CpuBackend final : public Backend {
   void attention(const AttentionArgs& args) override;
   void sigmoid_mul(Tensor& x, const Tensor& gate) override;
 
-  void conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out, Tensor* row_states) override;
+  void conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
+                   Tensor* row_states) override;
   void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias, Tensor& g,
                  Tensor& beta) override;
   void l2_norm(Tensor& x, int64_t group, float scale) override;

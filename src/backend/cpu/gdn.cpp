@@ -20,13 +20,13 @@ constexpr int kChunk = 64;
 
 void check_args(const GdnArgs& a) {
   const int64_t T = a.q->rows;
-  const bool ok = a.value_heads % a.key_heads == 0 && a.q->cols == int64_t{a.key_heads} * a.key_dim &&
-                  a.k->cols == a.q->cols && a.k->rows == T && a.v->rows == T &&
-                  a.v->cols == int64_t{a.value_heads} * a.value_dim && a.g->rows == T && a.g->cols == a.value_heads &&
-                  a.beta->rows == T && a.state->numel() == int64_t{a.value_heads} * a.key_dim * a.value_dim &&
-                  a.out->rows == T && a.out->cols == a.v->cols &&
-                  (a.row_states == nullptr ||
-                   (a.row_states->rows == T && a.row_states->cols == a.state->numel()));
+  const bool ok =
+      a.value_heads % a.key_heads == 0 && a.q->cols == int64_t{a.key_heads} * a.key_dim &&
+      a.k->cols == a.q->cols && a.k->rows == T && a.v->rows == T &&
+      a.v->cols == int64_t{a.value_heads} * a.value_dim && a.g->rows == T && a.g->cols == a.value_heads &&
+      a.beta->rows == T && a.state->numel() == int64_t{a.value_heads} * a.key_dim * a.value_dim &&
+      a.out->rows == T && a.out->cols == a.v->cols &&
+      (a.row_states == nullptr || (a.row_states->rows == T && a.row_states->cols == a.state->numel()));
   if (!ok) fail("internal error: cpu backend: gdn argument shapes");
 }
 
@@ -72,8 +72,14 @@ struct ChunkScratch {
   std::vector<float> A;                 // [L, L]: T = (I + A)^-1 after the solve
   std::vector<float> U, W;              // [L, Dv], [L, Dk]
   ChunkScratch(int64_t Dk, int64_t Dv)
-      : q(kChunk * Dk), k(kChunk * Dk), v(kChunk * Dv), G(kChunk), beta(kChunk), A(kChunk * kChunk),
-        U(kChunk * Dv), W(kChunk * Dk) {}
+      : q(kChunk * Dk),
+        k(kChunk * Dk),
+        v(kChunk * Dv),
+        G(kChunk),
+        beta(kChunk),
+        A(kChunk * kChunk),
+        U(kChunk * Dv),
+        W(kChunk * Dk) {}
 };
 
 void chunk_head(const GdnArgs& a, int hv, int64_t t0, int64_t L, ChunkScratch& s) {
@@ -99,7 +105,8 @@ void chunk_head(const GdnArgs& a, int hv, int64_t t0, int64_t L, ChunkScratch& s
   for (int64_t i = 0; i < L; ++i) {
     float* Ti = s.A.data() + i * kChunk;
     for (int64_t j = 0; j < i; ++j) {
-      const float aij = s.beta[i] * dot(s.k.data() + i * Dk, s.k.data() + j * Dk, Dk) * std::exp(s.G[i] - s.G[j]);
+      const float aij =
+          s.beta[i] * dot(s.k.data() + i * Dk, s.k.data() + j * Dk, Dk) * std::exp(s.G[i] - s.G[j]);
       Ti[j] = aij;
     }
     // Row i of T: T[i, j] = -sum_{m=j}^{i-1} A[i, m] T[m, j] for j < i, with T[m, m] = 1.

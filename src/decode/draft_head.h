@@ -1,0 +1,62 @@
+// The LM head used for drafts only. Acceptance stays exact with any draft head because it uses the q the
+// draft was actually sampled from; a cheaper head only changes how often drafts are accepted.
+//   full    - the model's own LM head
+//   q<bits> - a copy of the LM head requantized to MLX affine <bits>-bit, group 64, made at load time
+//   trim:N  - the N most frequent tokens' rows only (tokens outside get q = 0), in the head's own format
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/quantize.h"
+#include "model/qwen35.h"
+
+namespace mtplx {
+
+struct DraftHeadSpec {
+  enum class Kind { kFull, kQuantized, kTrimmed };
+  Kind kind = Kind::kFull;
+  int bits = 4;         // kQuantized
+  int group_size = 64;  // kQuantized
+  int64_t trim = 0;     // kTrimmed: rows kept
+
+  std::string describe() const;
+};
+
+// "full", "q4", "q8", "trim:N"; throws with the accepted forms on anything else.
+DraftHeadSpec parse_draft_head(std::string_view text);
+
+// Token ids by decreasing frequency, from a JSON file {"token_ids": [...]} (`mtplx draft-vocab` writes it).
+std::vector<int32_t> read_draft_vocab(const std::filesystem::path& path);
+
+class DraftHead {
+ public:
+  // `frequent` lists token ids by decreasing frequency (needed for trim:N; the eos ids are always kept).
+  DraftHead(Qwen35Model& model, const DraftHeadSpec& spec, std::span<const int32_t> frequent = {});
+
+  // Draft logits for one post-mtp.norm row [1, H]; entry i scores token token_of(i).
+  std::span<const float> logits(const Tensor& hidden_row);
+  // Token ids of the draft vocabulary in ascending order; empty when it is the whole vocabulary.
+  std::span<const int32_t> ids() const { return ids_; }
+  int64_t size() const { return head_.rows; }
+  size_t bytes() const { return head_.bytes(); }
+  const DraftHeadSpec& spec() const { return spec_; }
+
+ private:
+  void make_quantized(const WeightMatrix& source);
+  void make_trimmed(const WeightMatrix& source, std::span<const int32_t> frequent);
+
+  Qwen35Model& model_;
+  DraftHeadSpec spec_;
+  WeightMatrix head_;
+  QuantizedMatrix quantized_;       // storage of a requantized head
+  std::vector<std::byte> trimmed_;  // storage of a trimmed head (codes or values, then scales, biases)
+  std::vector<int32_t> ids_;        // [head_.rows] for a trimmed head
+  std::vector<float> host_logits_;  // [head_.rows]
+};
+
+}  // namespace mtplx

@@ -1,0 +1,209 @@
+// MTP speculative decoding end to end on the transformers-verified fixtures:
+// - greedy: MTP output at depths 1..4 is token-identical to AR;
+// - commit equivalence: after many accepted and rejected cycles the trunk state gives the same next-token
+//   logits as an AR forward over the same tokens;
+// - edge cases: depth beyond the tokens left, eos inside the drafts, stop inside a cycle, 1-token prompt,
+//   context full, invalid sampler values.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/cpu/cpu_backend.h"
+#include "base/error.h"
+#include "decode/generator.h"
+#include "io/checkpoint.h"
+#include "support/temp_dir.h"
+
+namespace mtplx {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Loaded {
+  explicit Loaded(const std::string& name)
+      : ckpt(open_checkpoint(testing::fixtures_dir() / name)), cpu(2), model(ckpt, cpu) {}
+  Checkpoint ckpt;
+  CpuBackend cpu;
+  Qwen35Model model;
+};
+
+const std::vector<int32_t> kPrompt = {3, 17, 42, 99, 7, 250, 31, 8, 64, 12};
+
+std::vector<std::string> mtp_fixtures() {
+  std::vector<std::string> names;
+  for (const char* name : {"hf-causal-tied", "hf-cond-untied", "hf-causal-f32", "mtplx-q8", "mtplx-q4"}) {
+    if (fs::exists(testing::fixtures_dir() / name)) names.push_back(name);
+  }
+  return names;
+}
+
+GenerationConfig greedy(int depth, int64_t tokens) {
+  GenerationConfig config;
+  config.target.temperature = 0;
+  config.draft.temperature = 0;
+  config.mtp_depth = depth;
+  config.max_tokens = tokens;
+  return config;
+}
+
+class GreedyEquivalence : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GreedyEquivalence, MtpDepthsOneToFourMatchAutoregressive) {
+  Loaded m(GetParam());
+  DraftHead head(m.model, {});
+  Generator generator(m.model, &head);
+  const auto ar = generator.generate(kPrompt, greedy(0, 72));
+  ASSERT_EQ(ar.tokens.size(), 72u);
+  for (int depth = 1; depth <= 4; ++depth) {
+    const auto mtp = generator.generate(kPrompt, greedy(depth, 72));
+    EXPECT_EQ(mtp.tokens, ar.tokens) << "depth " << depth;
+    EXPECT_GT(mtp.stats.cycles, 0);
+    EXPECT_LE(mtp.stats.cycles, 72);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, GreedyEquivalence, ::testing::ValuesIn(mtp_fixtures()),
+                         [](const auto& param) {
+                           std::string name = param.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
+
+TEST(Generator, AutoregressiveWorksWithoutMtpHead) {
+  if (!fs::exists(testing::fixtures_dir() / "mlx-q4")) GTEST_SKIP();
+  Loaded m("mlx-q4");
+  ASSERT_FALSE(m.model.has_mtp());
+  Generator generator(m.model, nullptr);
+  EXPECT_EQ(generator.generate(kPrompt, greedy(0, 20)).tokens.size(), 20u);
+  EXPECT_THROW(generator.generate(kPrompt, greedy(2, 20)), Error);
+}
+
+// Sampled decoding with a random-weight head rejects often; high temperatures flatten p and q enough that
+// some drafts are accepted too. The state must still equal an AR run's.
+TEST(Generator, StateAfterMixedCyclesEqualsAutoregressive) {
+  Loaded m("mtplx-q8");
+  for (const char* spec : {"full", "q4"}) {
+    DraftHead head(m.model, parse_draft_head(spec));
+    Generator generator(m.model, &head);
+    GenerationConfig config;
+    config.target.temperature = 4.0f;
+    config.draft.temperature = 4.0f;
+    config.mtp_depth = 3;
+    config.max_tokens = 40;
+    config.seed = 5;
+    config.final_logits = true;
+    const auto out = generator.generate(kPrompt, config);
+    ASSERT_EQ(out.tokens.size(), 40u);
+    int accepted = 0, rejected = 0;
+    for (size_t i = 0; i < out.stats.drafted_at.size(); ++i) {
+      accepted += static_cast<int>(out.stats.accepted_at[i]);
+      rejected += static_cast<int>(out.stats.drafted_at[i] - out.stats.accepted_at[i]);
+    }
+    EXPECT_GT(accepted, 0) << spec;
+    EXPECT_GT(rejected, 0) << spec;
+
+    std::vector<int32_t> all = kPrompt;
+    all.insert(all.end(), out.tokens.begin(), out.tokens.end());
+    ModelState state = m.model.new_state(static_cast<int64_t>(all.size()));
+    const Tensor hidden = m.model.forward(all, state);
+    const Tensor logits = m.model.logits(hidden.row_view(hidden.rows - 1, 1));
+    std::vector<float> expected(logits.numel());
+    m.cpu.download(logits, expected);
+    ASSERT_EQ(out.final_logits.size(), expected.size());
+    double diff = 0, scale = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      diff = std::max(diff, std::fabs(double(out.final_logits[i]) - expected[i]));
+      scale = std::max(scale, std::fabs(double(expected[i])));
+    }
+    EXPECT_LT(diff / scale, 1e-5) << spec;
+  }
+}
+
+TEST(Generator, DepthLargerThanTokensLeft) {
+  Loaded m("hf-causal-tied");
+  DraftHead head(m.model, {});
+  Generator generator(m.model, &head);
+  const auto ar = generator.generate(kPrompt, greedy(0, 3));
+  for (int64_t n = 1; n <= 3; ++n) {
+    const auto mtp = generator.generate(kPrompt, greedy(6, n));
+    EXPECT_EQ(mtp.tokens, std::vector<int32_t>(ar.tokens.begin(), ar.tokens.begin() + n));
+    EXPECT_EQ(mtp.finish, FinishReason::kLength);
+  }
+}
+
+TEST(Generator, EosInsideDraftsStopsExactlyThere) {
+  Loaded m("hf-causal-tied");
+  DraftHead head(m.model, {});
+  Generator generator(m.model, &head);
+  const auto ar = generator.generate(kPrompt, greedy(0, 40));
+  // Declare the 10th greedy token an eos: both modes must stop right before it.
+  auto config = greedy(4, 40);
+  config.eos_ids = {ar.tokens[9]};
+  const auto first = std::find(ar.tokens.begin(), ar.tokens.end(), ar.tokens[9]) - ar.tokens.begin();
+  for (int depth : {0, 1, 3, 4}) {
+    config.mtp_depth = depth;
+    const auto out = generator.generate(kPrompt, config);
+    EXPECT_EQ(out.finish, FinishReason::kEos);
+    EXPECT_EQ(out.tokens, std::vector<int32_t>(ar.tokens.begin(), ar.tokens.begin() + first)) << depth;
+  }
+}
+
+TEST(Generator, StopInsideACycleEmitsNothingAfterIt) {
+  Loaded m("hf-causal-tied");
+  DraftHead head(m.model, {});
+  Generator generator(m.model, &head);
+  for (int stop_at : {1, 5, 6, 7}) {
+    for (int depth : {0, 3}) {
+      int seen = 0;
+      const auto out =
+          generator.generate(kPrompt, greedy(depth, 30), [&](int32_t) { return ++seen < stop_at; });
+      EXPECT_EQ(out.tokens.size(), static_cast<size_t>(stop_at));
+      EXPECT_EQ(seen, stop_at);
+      EXPECT_EQ(out.finish, FinishReason::kStop);
+    }
+  }
+}
+
+TEST(Generator, OneTokenPrompt) {
+  Loaded m("mtplx-q4");
+  DraftHead head(m.model, {});
+  Generator generator(m.model, &head);
+  const std::vector<int32_t> prompt = {5};
+  EXPECT_EQ(generator.generate(prompt, greedy(3, 16)).tokens,
+            generator.generate(prompt, greedy(0, 16)).tokens);
+}
+
+TEST(Generator, ContextFull) {
+  Loaded m("hf-causal-tied");
+  DraftHead head(m.model, {});
+  Generator generator(m.model, &head);
+  auto config = greedy(0, 100);
+  config.context = 16;
+  const auto ar = generator.generate(kPrompt, config);
+  EXPECT_EQ(ar.finish, FinishReason::kContext);
+  EXPECT_EQ(ar.tokens.size(), 16u - kPrompt.size() + 1);  // the last token is emitted, not forwarded
+  config.mtp_depth = 3;
+  const auto mtp = generator.generate(kPrompt, config);
+  EXPECT_EQ(mtp.finish, FinishReason::kContext);
+  EXPECT_EQ(mtp.tokens, ar.tokens);
+  config.context = 10;
+  EXPECT_THROW(generator.generate(kPrompt, config), Error);  // the prompt does not fit
+}
+
+TEST(Generator, InvalidSamplerValuesAreClearErrors) {
+  Loaded m("hf-causal-tied");
+  Generator generator(m.model, nullptr);
+  auto config = greedy(0, 4);
+  config.target.top_p = 1.5f;
+  EXPECT_THROW(generator.generate(kPrompt, config), Error);
+  config = greedy(0, 4);
+  config.draft.temperature = -1;
+  EXPECT_THROW(generator.generate(kPrompt, config), Error);
+  config = greedy(0, 4);
+  config.mtp_depth = 99;
+  EXPECT_THROW(generator.generate(kPrompt, config), Error);
+}
+
+}  // namespace
+}  // namespace mtplx
