@@ -17,4 +17,18 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPo
 // out[c] = W[row, c] for c < w.cols (embedding lookup), dequantized to fp32.
 void dequantize_row(const WeightMatrix& w, int64_t row, float* out);
 
+// Instruction-set paths of matmul. Auto picks the best one this CPU runs; naming one lets tests and
+// benchmarks exercise every path on a single machine.
+enum class Isa { Auto, Portable, Avx2 };
+
+// Whether this CPU (and build) can run `isa`. Auto and Portable always can.
+bool isa_supported(Isa isa);
+
+// matmul on a chosen path. Throws mtplx::Error when `isa` is not supported here.
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa);
+
+// Largest T handled by the row kernels (every weight byte read once for all T rows); larger T goes to
+// the tiled matrix-matrix path.
+inline constexpr int64_t kMaxRowKernelT = 8;
+
 }  // namespace mtplx::cpu

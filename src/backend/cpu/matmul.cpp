@@ -1,0 +1,185 @@
+// matmul driver: validates the weight, picks the instruction-set path, prepares activations once per call
+// and splits the work over the thread pool. The per-ISA inner loops live in matmul_portable.cpp and
+// matmul_avx2.cpp.
+#include "backend/cpu/matmul.h"
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "backend/cpu/matmul_internal.h"
+#include "base/error.h"
+
+namespace mtplx::cpu {
+namespace {
+
+using detail::kTileM;
+using detail::kTileN;
+
+void validate(const WeightMatrix& w) {
+  const std::string where = str("weight matrix [", w.rows, ", ", w.cols, "]");
+  require(w.rows > 0 && w.cols > 0, "matmul needs a non-empty weight matrix", where);
+  require(w.data != nullptr, "weight matrix has no data", where);
+  if (!w.quantized()) {
+    require(w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16,
+            str("dense weights of type ", dtype_name(w.dtype), " are not supported"), where,
+            "convert the checkpoint to F32, F16 or BF16, or quantize it");
+    return;
+  }
+  require(w.bits >= 2 && w.bits <= 8, str("quantized weights with ", w.bits, " bits are not supported"),
+          where, "use 2, 3, 4, 5, 6 or 8 bits");
+  require(w.group_size == 32 || w.group_size == 64 || w.group_size == 128,
+          str("quantization group size ", w.group_size, " is not supported"), where, "use 32, 64 or 128");
+  require(w.cols % w.group_size == 0,
+          str("column count ", w.cols, " is not a multiple of the group size ", w.group_size), where);
+  require(w.dtype == DType::U32, "packed quantized codes must be stored as U32", where);
+  require(w.scales != nullptr && w.biases != nullptr, "quantized weights need scales and biases", where);
+  require(w.scale_dtype == DType::F32 || w.scale_dtype == DType::F16 || w.scale_dtype == DType::BF16,
+          str("scales of type ", dtype_name(w.scale_dtype), " are not supported"), where,
+          "store scales and biases as BF16, F16 or F32");
+}
+
+bool cpu_has_avx2() {
+#if defined(__x86_64__) || defined(__i386__)
+  // Function-local static: the CPUID query runs once.
+  static const bool has =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  return has;
+#else
+  return false;
+#endif
+}
+
+Isa resolve(Isa isa) {
+  if (isa == Isa::Auto) return cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+  require(isa_supported(isa), "the requested CPU instruction set is not available on this machine", {},
+          "use Isa::Auto");
+  return isa;
+}
+
+// Below this many weight bytes a matrix is done on the calling thread: waking the pool costs more
+// (tens of microseconds) than the work.
+constexpr size_t kParallelBytes = 96 * 1024;
+
+void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
+  detail::RowArgs args;
+  args.x = x;
+  args.y = y;
+  args.T = T;
+  std::vector<float> xq, xsum;
+  if (w.quantized()) {
+    // Per-group sums of x carry the bias term: sum_c (s q_c + b) x_c = s sum q_c x_c + b sum x_c.
+    const int64_t groups = w.cols / w.group_size;
+    xsum.resize(static_cast<size_t>(T * groups));
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t g = 0; g < groups; ++g) {
+        const float* xs = x + t * w.cols + g * w.group_size;
+        float sum = 0;
+        for (int i = 0; i < w.group_size; ++i) sum += xs[i];
+        xsum[t * groups + g] = sum;
+      }
+    args.xsum = xsum.data();
+    if (isa == Isa::Avx2 && (w.bits == 2 || w.bits == 4 || w.bits == 8)) {
+      std::array<int, 32> order{};
+      for (int i = 0; i < 32; ++i) order[i] = detail::code_order(w.bits, i);
+      xq.resize(static_cast<size_t>(T * w.cols));
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t c = 0; c < w.cols; c += 32)
+          for (int i = 0; i < 32; ++i) xq[t * w.cols + c + i] = x[t * w.cols + c + order[i]];
+      args.xq = xq.data();
+    }
+  }
+  auto body = [&](int64_t r0, int64_t r1) {
+    std::vector<float> scratch(static_cast<size_t>(w.cols));  // per call and thread, never per row
+    if (isa == Isa::Avx2)
+      detail::rows_avx2(w, args, r0, r1, scratch);
+    else
+      detail::rows_portable(w, args, r0, r1, scratch);
+  };
+  if (w.bytes() < kParallelBytes || pool.size() == 1)
+    body(0, w.rows);
+  else
+    pool.parallel_for(w.rows, body, 8);
+}
+
+// Matrix-matrix path (prefill). Each thread owns a range of output rows. For a block of kRowBlock rows and
+// kDepth columns it dequantizes the weights once into panels of kTileN rows (stored column-major, so the
+// tile kernel reads kTileN consecutive floats per column), then sweeps all T activation rows in tiles of
+// kTileM. The panels (64 KB) stay in L2 and each x tile (6 KB) in L1 while it is reused across panels.
+constexpr int64_t kRowBlock = 64;
+constexpr int64_t kDepth = 256;
+
+void run_tiles(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
+  const auto tile = isa == Isa::Avx2 ? detail::tile_avx2 : detail::tile_portable;
+  auto body = [&](int64_t r_begin, int64_t r_end) {
+    std::vector<float> panels(static_cast<size_t>(kRowBlock * kDepth));
+    std::vector<float> row(static_cast<size_t>(kDepth));
+    std::array<float, kTileM * kTileN> c{};
+    std::array<const float*, kTileM> xrows{};
+    for (int64_t r0 = r_begin; r0 < r_end; r0 += kRowBlock) {
+      const int64_t nr = std::min(kRowBlock, r_end - r0);
+      const int64_t npanels = (nr + kTileN - 1) / kTileN;
+      for (int64_t k0 = 0; k0 < w.cols; k0 += kDepth) {
+        const int64_t kc = std::min(kDepth, w.cols - k0);
+        for (int64_t i = 0; i < npanels * kTileN; ++i) {
+          float* panel = panels.data() + (i / kTileN) * kDepth * kTileN + i % kTileN;
+          if (i < nr) {
+            detail::dequantize_span(w, r0 + i, k0, std::span(row.data(), static_cast<size_t>(kc)));
+            for (int64_t k = 0; k < kc; ++k) panel[k * kTileN] = row[k];
+          } else {
+            for (int64_t k = 0; k < kc; ++k) panel[k * kTileN] = 0;  // padding rows, results dropped
+          }
+        }
+        for (int64_t t0 = 0; t0 < T; t0 += kTileM) {
+          const int64_t nt = std::min<int64_t>(kTileM, T - t0);
+          // Rows past T repeat the last row; their results are dropped, so the kernel needs no edge case.
+          for (int i = 0; i < kTileM; ++i) xrows[i] = x + std::min(t0 + i, T - 1) * w.cols + k0;
+          for (int64_t p = 0; p < npanels; ++p) {
+            tile(xrows.data(), panels.data() + p * kDepth * kTileN, kc, c.data());
+            const int64_t rp = r0 + p * kTileN;
+            const int64_t nj = std::min<int64_t>(kTileN, r0 + nr - rp);
+            for (int64_t i = 0; i < nt; ++i) {
+              float* yr = y + (t0 + i) * w.rows + rp;
+              const float* cr = c.data() + i * kTileN;
+              if (k0 == 0)
+                for (int64_t j = 0; j < nj; ++j) yr[j] = cr[j];
+              else
+                for (int64_t j = 0; j < nj; ++j) yr[j] += cr[j];
+            }
+          }
+        }
+      }
+    }
+  };
+  pool.parallel_for(w.rows, body, kTileN);
+}
+
+}  // namespace
+
+bool isa_supported(Isa isa) {
+  return isa != Isa::Avx2 || cpu_has_avx2();
+}
+
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
+  validate(w);
+  require(T >= 0, str("matmul got a negative row count T = ", T));
+  if (T == 0) return;
+  require(x != nullptr && y != nullptr, "matmul needs input and output buffers");
+  isa = resolve(isa);
+  if (T <= kMaxRowKernelT)
+    run_rows(w, x, y, T, pool, isa);
+  else
+    run_tiles(w, x, y, T, pool, isa);
+}
+
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool) {
+  matmul(w, x, y, T, pool, Isa::Auto);
+}
+
+void dequantize_row(const WeightMatrix& w, int64_t row, float* out) {
+  validate(w);
+  require(row >= 0 && row < w.rows, str("row ", row, " is outside the matrix (0..", w.rows - 1, ")"));
+  detail::dequantize_span(w, row, 0, std::span(out, static_cast<size_t>(w.cols)));
+}
+
+}  // namespace mtplx::cpu
