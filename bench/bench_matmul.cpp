@@ -1,0 +1,167 @@
+// CPU matmul throughput against the memory-copy bound. Decode (T = 1) streams every weight byte once per
+// token, so its ceiling is memory bandwidth; the table reports weight bytes / time next to the measured
+// copy bandwidth (bytes read + written by a large memcpy on all pool threads).
+//
+// Each shape is allocated in enough copies to exceed the last-level cache (>= 512 MB in all) and the
+// calls rotate through them, so every call reads its weights from DRAM as a model's decode step would.
+//
+// Usage: bench_matmul [--threads N] [--isa auto|portable|avx2] [--reps N] [--no-lm-head-prefill]
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/cpu/matmul.h"
+#include "base/dtype.h"
+#include "base/thread_pool.h"
+#include "base/timing.h"
+
+namespace {
+
+using mtplx::DType;
+using mtplx::ThreadPool;
+using mtplx::WeightMatrix;
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// GB/s of a large copy split over the pool, counting bytes read plus bytes written.
+double copy_bandwidth(ThreadPool& pool, size_t bytes, int reps) {
+  std::vector<char> src(bytes, 1), dst(bytes, 2);
+  std::vector<double> times;
+  for (int i = 0; i < reps + 1; ++i) {
+    mtplx::Stopwatch sw;
+    pool.parallel_for(
+        static_cast<int64_t>(bytes),
+        [&](int64_t b, int64_t e) {
+          std::memcpy(dst.data() + b, src.data() + b, static_cast<size_t>(e - b));
+        },
+        4096);
+    if (i > 0) times.push_back(sw.seconds());  // the first pass faults the pages in
+  }
+  return 2.0 * static_cast<double>(bytes) / median(times) / 1e9;
+}
+
+struct Storage {
+  std::vector<uint32_t> data;  // codes or dense halves / floats, as raw words
+  std::vector<uint16_t> scales, biases;
+  WeightMatrix w;
+};
+
+// A random matrix (never zeros): random codes, BF16 scales in a realistic range, or random BF16 values.
+Storage make_weight(std::string_view dtype, int64_t rows, int64_t cols, std::mt19937& rng) {
+  Storage s;
+  std::uniform_int_distribution<uint32_t> word;
+  std::uniform_real_distribution<float> val(-0.05f, 0.05f);
+  s.w.rows = rows;
+  s.w.cols = cols;
+  if (dtype == "BF16") {
+    s.w.dtype = DType::BF16;
+    s.data.resize(static_cast<size_t>(rows * cols / 2));
+    for (auto& v : s.data)
+      v = mtplx::float_to_bf16(val(rng)) | static_cast<uint32_t>(mtplx::float_to_bf16(val(rng))) << 16;
+  } else {
+    s.w.dtype = DType::U32;
+    s.w.bits = dtype == "q8" ? 8 : 4;
+    s.w.group_size = 64;
+    s.w.scale_dtype = DType::BF16;
+    s.data.resize(static_cast<size_t>(rows * cols * s.w.bits / 32));
+    for (auto& v : s.data) v = word(rng);
+    s.scales.resize(static_cast<size_t>(rows * cols / 64));
+    s.biases.resize(s.scales.size());
+    for (auto& v : s.scales) v = mtplx::float_to_bf16(std::abs(val(rng)) * 0.1f + 1e-3f);
+    for (auto& v : s.biases) v = mtplx::float_to_bf16(val(rng));
+    s.w.scales = s.scales.data();
+    s.w.biases = s.biases.data();
+  }
+  s.w.data = s.data.data();
+  return s;
+}
+
+struct Shape {
+  const char* name;
+  int64_t rows, cols;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 0, reps = 15;
+  bool lm_head_prefill = true;
+  mtplx::cpu::Isa isa = mtplx::cpu::Isa::Auto;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--threads" && i + 1 < argc)
+      threads = std::stoi(argv[++i]);
+    else if (arg == "--reps" && i + 1 < argc)
+      reps = std::stoi(argv[++i]);
+    else if (arg == "--no-lm-head-prefill")
+      lm_head_prefill = false;
+    else if (arg == "--isa" && i + 1 < argc) {
+      const std::string_view v = argv[++i];
+      isa = v == "portable" ? mtplx::cpu::Isa::Portable
+            : v == "avx2"   ? mtplx::cpu::Isa::Avx2
+                            : mtplx::cpu::Isa::Auto;
+    } else {
+      std::fprintf(
+          stderr,
+          "usage: bench_matmul [--threads N] [--isa auto|portable|avx2] [--reps N] [--no-lm-head-prefill]\n");
+      return 2;
+    }
+  }
+  if (!mtplx::cpu::isa_supported(isa)) {
+    std::fprintf(stderr, "bench_matmul: the requested instruction set is not available on this CPU\n");
+    return 2;
+  }
+  ThreadPool pool(threads);
+  const double copy1 = [&] {
+    ThreadPool single(1);
+    return copy_bandwidth(single, size_t{1} << 29, 5);
+  }();
+  const double copy = copy_bandwidth(pool, size_t{1} << 29, 5);
+  std::printf(
+      "threads: %d\nmemcpy bandwidth (read + write, 512 MiB): %.1f GB/s on 1 thread, %.1f GB/s on %d\n\n",
+      pool.size(), copy1, copy, pool.size());
+
+  // Qwen3.5-0.8B: hidden 1024, MLP intermediate 3584, vocabulary 248320.
+  const Shape shapes[] = {{"gate/up 3584x1024", 3584, 1024},
+                          {"down 1024x3584", 1024, 3584},
+                          {"lm_head 248320x1024", 248320, 1024}};
+  std::printf("| dtype | shape | T | time ms | GB/s | %% of copy bw | GFLOP/s |\n");
+  std::printf("|---|---|---:|---:|---:|---:|---:|\n");
+  std::mt19937 rng(42);
+  for (const char* dtype : {"BF16", "q8", "q4"}) {
+    for (const Shape& shape : shapes) {
+      const size_t one = make_weight(dtype, 1, shape.cols, rng).w.bytes() * static_cast<size_t>(shape.rows);
+      const size_t copies = std::max<size_t>(1, ((size_t{1} << 29) + one - 1) / one);
+      std::vector<Storage> weights;
+      for (size_t i = 0; i < copies; ++i) weights.push_back(make_weight(dtype, shape.rows, shape.cols, rng));
+      for (int64_t T : {1, 4, 512}) {
+        if (T == 512 && shape.rows > 100000 && !lm_head_prefill) continue;
+        std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+        std::vector<float> x(static_cast<size_t>(T * shape.cols)), y(static_cast<size_t>(T * shape.rows));
+        for (auto& v : x) v = dist(rng);
+        const int n = T == 512 ? (shape.rows > 100000 ? 3 : 5) : std::max(reps, static_cast<int>(2 * copies));
+        std::vector<double> times;
+        for (int i = 0; i < n + 1; ++i) {
+          const WeightMatrix& w = weights[static_cast<size_t>(i) % copies].w;
+          mtplx::Stopwatch sw;
+          mtplx::cpu::matmul(w, x.data(), y.data(), T, pool, isa);
+          if (i > 0) times.push_back(sw.seconds());  // the first call warms code and page tables
+        }
+        const double t = median(times);
+        const double gbs = static_cast<double>(one) / t / 1e9;
+        const double flops = 2.0 * static_cast<double>(shape.rows * shape.cols * T) / t / 1e9;
+        std::printf("| %s | %s | %lld | %.3f | %.1f | %.0f%% | %.1f |\n", dtype, shape.name,
+                    static_cast<long long>(T), t * 1e3, gbs, 100.0 * gbs / copy, flops);
+        std::fflush(stdout);
+      }
+    }
+  }
+  return 0;
+}
