@@ -154,6 +154,18 @@ uint64_t decode_bytes_per_token(const ModelWeights& w) {
   return b;
 }
 
+std::string human(double bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB"};
+  int unit = 0;
+  while (bytes >= 1000 && unit < 3) {
+    bytes /= 1000;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.2f %s", bytes, units[unit]);
+  return text;
+}
+
 std::string format_of(const WeightMatrix& m) {
   if (!m.quantized()) return std::string(dtype_name(m.dtype));
   return str("q", m.bits, "g", m.group_size);
@@ -216,8 +228,8 @@ struct Row {
 };
 
 void print_row(const std::string& prefix, const Row& r, double copy_bw) {
-  std::printf("%s | %s | %.2f ± %.2f | %.1f MB |", prefix.c_str(), r.test.c_str(), r.tps.mean, r.tps.sd,
-              r.bytes_per_token / 1e6);
+  std::printf("%s | %s | %.2f ± %.2f | %s |", prefix.c_str(), r.test.c_str(), r.tps.mean, r.tps.sd,
+              human(r.bytes_per_token).c_str());
   if (r.bandwidth) {
     const double gbs = r.bytes_per_token * r.tps.mean / 1e9;
     std::printf(" %.2f | %.0f%% |\n", gbs, 100.0 * gbs * 1e9 / copy_bw);
@@ -232,9 +244,8 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, 
   Qwen35Model model(ckpt, backend);
   const ModelWeights& w = model.weights();
   const std::string layout = str(layout_name(ckpt.layout), " ", format_of(w.layers.front().mlp.gate_proj));
-  const std::string prefix =
-      str("| ", model_name(ckpt), " | ", layout, " | ",
-          static_cast<double>(static_cast<int64_t>(w.weight_bytes / 1e7)) / 100.0, " GB | ", args.threads);
+  const std::string prefix = str("| ", model_name(ckpt), " | ", layout, " | ",
+                                 human(static_cast<double>(w.weight_bytes)), " | ", args.threads);
   const double per_token = static_cast<double>(decode_bytes_per_token(w));
   auto run = [&](const std::string& test, auto&& once) {
     std::fprintf(stderr, "bench_decode: %s %s ...\n", dir.c_str(), test.c_str());
