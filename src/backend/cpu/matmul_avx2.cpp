@@ -7,10 +7,10 @@
 
 #include <immintrin.h>
 
+// The "#pragma GCC unroll" lines unroll the small constant loops over accumulator arrays fully and early, so
+// GCC keeps the accumulators in registers instead of storing the array to the stack on every iteration.
+
 #define MTPLX_AVX2 __attribute__((target("avx2,fma,f16c")))
-// Unroll the small constant loops over accumulator arrays fully and early, so GCC keeps the accumulators
-// in registers instead of spilling the array to the stack on every iteration.
-#define MTPLX_UNROLL _Pragma("GCC unroll 16")
 
 namespace mtplx::cpu::detail {
 namespace {
@@ -50,25 +50,27 @@ template <DType D, int T>
 MTPLX_AVX2 void dense_row(const void* wrow, const float* x, int64_t cols, float* out) {
   constexpr int A = T == 1 ? 4 : T <= 3 ? 2 : 1;
   __m256 acc[T][A];
-  MTPLX_UNROLL
-  for (int t = 0; t < T; ++t) MTPLX_UNROLL
-  for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
+#pragma GCC unroll 16
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 16
+    for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
   int64_t c = 0;
-  for (; c + 8 * A <= cols; c += 8 * A) MTPLX_UNROLL
-  for (int u = 0; u < A; ++u) {
-    const __m256 wv = load8<D>(wrow, c + 8 * u);
-    MTPLX_UNROLL
-    for (int t = 0; t < T; ++t)
-      acc[t][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * cols + c + 8 * u), acc[t][u]);
-  }
+  for (; c + 8 * A <= cols; c += 8 * A)
+#pragma GCC unroll 16
+    for (int u = 0; u < A; ++u) {
+      const __m256 wv = load8<D>(wrow, c + 8 * u);
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t)
+        acc[t][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * cols + c + 8 * u), acc[t][u]);
+    }
   for (; c + 8 <= cols; c += 8) {
     const __m256 wv = load8<D>(wrow, c);
-    MTPLX_UNROLL
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * cols + c), acc[t][0]);
   }
-  MTPLX_UNROLL
+#pragma GCC unroll 16
   for (int t = 0; t < T; ++t) {
-    MTPLX_UNROLL
+#pragma GCC unroll 16
     for (int u = 1; u < A; ++u) acc[t][0] = _mm256_add_ps(acc[t][0], acc[t][u]);
     float sum = hsum(acc[t][0]);
     for (int64_t cc = c; cc < cols; ++cc) sum += load1<D>(wrow, cc) * x[t * cols + cc];
@@ -82,10 +84,10 @@ template <int B>
 MTPLX_AVX2 inline void decode32(const uint8_t* p, __m256* q) {
   constexpr int n = 8 / B;
   const __m256i mask = _mm256_set1_epi32((1 << B) - 1);
-  MTPLX_UNROLL
+#pragma GCC unroll 16
   for (int piece = 0; piece < 4 / n; ++piece) {
     const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * piece)));
-    MTPLX_UNROLL
+#pragma GCC unroll 16
     for (int k = 0; k < n; ++k) {
       __m256i codes = k == 0 ? v : _mm256_srli_epi32(v, k * B);
       if (k != n - 1) codes = _mm256_and_si256(codes, mask);  // the top code of a byte needs no mask
@@ -111,57 +113,60 @@ MTPLX_AVX2 void quant_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, 
       constexpr int A = 4 / T;
       __m256 total[T];
       float bias_sum[T];
-      MTPLX_UNROLL
+#pragma GCC unroll 16
       for (int t = 0; t < T; ++t) total[t] = _mm256_setzero_ps(), bias_sum[t] = 0;
       for (int64_t g = 0; g < groups; ++g) {
         __m256 acc[T][A];
-        MTPLX_UNROLL
-        for (int t = 0; t < T; ++t) MTPLX_UNROLL
-        for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
+#pragma GCC unroll 16
+        for (int t = 0; t < T; ++t)
+#pragma GCC unroll 16
+          for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
         for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
           decode32<B>(codes + c * B / 8, q);
-          MTPLX_UNROLL
-          for (int v = 0; v < 4; ++v) MTPLX_UNROLL
-          for (int t = 0; t < T; ++t)
-            acc[t][v % A] =
-                _mm256_fmadd_ps(q[v], _mm256_loadu_ps(a.xq + t * cols + c + 8 * v), acc[t][v % A]);
+#pragma GCC unroll 16
+          for (int v = 0; v < 4; ++v)
+#pragma GCC unroll 16
+            for (int t = 0; t < T; ++t)
+              acc[t][v % A] =
+                  _mm256_fmadd_ps(q[v], _mm256_loadu_ps(a.xq + t * cols + c + 8 * v), acc[t][v % A]);
         }
         const __m256 scale = _mm256_set1_ps(load_param(w.scales, w.scale_dtype, p0 + g));
         const float bias = load_param(w.biases, w.scale_dtype, p0 + g);
-        MTPLX_UNROLL
+#pragma GCC unroll 16
         for (int t = 0; t < T; ++t) {
-          MTPLX_UNROLL
+#pragma GCC unroll 16
           for (int u = 1; u < A; ++u) acc[t][0] = _mm256_add_ps(acc[t][0], acc[t][u]);
           total[t] = _mm256_fmadd_ps(acc[t][0], scale, total[t]);
           bias_sum[t] += bias * a.xsum[t * groups + g];
         }
       }
-      MTPLX_UNROLL
+#pragma GCC unroll 16
       for (int t = 0; t < T; ++t) a.y[t * w.rows + r] = hsum(total[t]) + bias_sum[t];
     } else {
       constexpr int A = T <= 4 ? 2 : 1;
       __m256 acc[T][A];
-      MTPLX_UNROLL
-      for (int t = 0; t < T; ++t) MTPLX_UNROLL
-      for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
+#pragma GCC unroll 16
+      for (int t = 0; t < T; ++t)
+#pragma GCC unroll 16
+        for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
       for (int64_t g = 0; g < groups; ++g) {
         const __m256 scale = _mm256_set1_ps(load_param(w.scales, w.scale_dtype, p0 + g));
         const __m256 bias = _mm256_set1_ps(load_param(w.biases, w.scale_dtype, p0 + g));
         for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
           decode32<B>(codes + c * B / 8, q);
-          MTPLX_UNROLL
+#pragma GCC unroll 16
           for (int v = 0; v < 4; ++v) {
             const __m256 wv = _mm256_fmadd_ps(q[v], scale, bias);
-            MTPLX_UNROLL
+#pragma GCC unroll 16
             for (int t = 0; t < T; ++t)
               acc[t][v % A] =
                   _mm256_fmadd_ps(wv, _mm256_loadu_ps(a.xq + t * cols + c + 8 * v), acc[t][v % A]);
           }
         }
       }
-      MTPLX_UNROLL
+#pragma GCC unroll 16
       for (int t = 0; t < T; ++t) {
-        MTPLX_UNROLL
+#pragma GCC unroll 16
         for (int u = 1; u < A; ++u) acc[t][0] = _mm256_add_ps(acc[t][0], acc[t][u]);
         a.y[t * w.rows + r] = hsum(acc[t][0]);
       }
@@ -176,7 +181,7 @@ MTPLX_AVX2 void dense_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, 
   float out[T];
   for (int64_t r = r0; r < r1; ++r) {
     dense_row<D, T>(base + r * row_bytes, a.x, w.cols, out);
-    MTPLX_UNROLL
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) a.y[t * w.rows + r] = out[t];
   }
 }
@@ -198,7 +203,7 @@ MTPLX_AVX2 void rows_t(const WeightMatrix& w, const RowArgs& a, int64_t r0, int6
   for (int64_t r = r0; r < r1; ++r) {
     dequantize_span(w, r, 0, scratch.first(static_cast<size_t>(w.cols)));
     dense_row<DType::F32, T>(scratch.data(), a.x, w.cols, out);
-    MTPLX_UNROLL
+#pragma GCC unroll 16
     for (int t = 0; t < T; ++t) a.y[t * w.rows + r] = out[t];
   }
 }
@@ -208,7 +213,7 @@ MTPLX_AVX2 void tile_kernel(const float* const* xrows, const float* panel, int64
                 "the register tile is 6 x 16: 12 accumulators + 2 panel vectors");
   __m256 acc[kTileM][2];
   const float* xr[kTileM];
-  MTPLX_UNROLL
+#pragma GCC unroll 16
   for (int i = 0; i < kTileM; ++i) {
     xr[i] = xrows[i];
     acc[i][0] = acc[i][1] = _mm256_setzero_ps();
@@ -216,14 +221,14 @@ MTPLX_AVX2 void tile_kernel(const float* const* xrows, const float* panel, int64
   for (int64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_loadu_ps(panel + k * kTileN);
     const __m256 b1 = _mm256_loadu_ps(panel + k * kTileN + 8);
-    MTPLX_UNROLL
+#pragma GCC unroll 16
     for (int i = 0; i < kTileM; ++i) {
       const __m256 xv = _mm256_broadcast_ss(xr[i] + k);
       acc[i][0] = _mm256_fmadd_ps(xv, b0, acc[i][0]);
       acc[i][1] = _mm256_fmadd_ps(xv, b1, acc[i][1]);
     }
   }
-  MTPLX_UNROLL
+#pragma GCC unroll 16
   for (int i = 0; i < kTileM; ++i) {
     _mm256_storeu_ps(c + i * kTileN, acc[i][0]);
     _mm256_storeu_ps(c + i * kTileN + 8, acc[i][1]);
