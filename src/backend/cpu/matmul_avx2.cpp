@@ -96,32 +96,51 @@ MTPLX_AVX2 inline void decode32(const uint8_t* p, __m256* q) {
   }
 }
 
-// Rows of a 2/4/8-bit matrix against T activation rows (x in code order).
+// Scales and biases of row r as fp32, converted once per row so the group loop does plain float loads.
+inline void row_params(const WeightMatrix& w, int64_t r, int64_t groups, float* scale, float* bias) {
+  const int64_t p0 = r * groups;
+  if (w.scale_dtype == DType::BF16) {
+    const auto* s = static_cast<const uint16_t*>(w.scales) + p0;
+    const auto* b = static_cast<const uint16_t*>(w.biases) + p0;
+    for (int64_t g = 0; g < groups; ++g) scale[g] = bf16_to_float(s[g]), bias[g] = bf16_to_float(b[g]);
+  } else {
+    for (int64_t g = 0; g < groups; ++g)
+      scale[g] = load_param(w.scales, w.scale_dtype, p0 + g),
+      bias[g] = load_param(w.biases, w.scale_dtype, p0 + g);
+  }
+}
+
+// Rows of a 2/4/8-bit matrix with group size G against T activation rows (x in code order).
 //  T <= 2: per group accumulate sum q*x and apply the scale once per group; the bias enters as
-//          bias * sum(x over the group), precomputed per call. One FMA per 8 weights.
+//          sum_g bias_g * sum(x over group g), with the group sums precomputed per call. One FMA per
+//          8 weights.
 //  T > 2:  dequantize each vector (w = s*q + b, one FMA) and reuse it for all T rows.
-template <int B, int T>
-MTPLX_AVX2 void quant_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1) {
-  const int64_t cols = w.cols, G = w.group_size, groups = cols / G;
+template <int B, int T, int G>
+MTPLX_AVX2 void quant_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1,
+                           std::span<float> scratch) {
+  const int64_t cols = w.cols, groups = cols / G;
   const int64_t row_bytes = w.words_per_row() * 4;
   const auto* base = static_cast<const uint8_t*>(w.data);
+  float* scale = scratch.data();
+  float* bias = scratch.data() + groups;
   __m256 q[4];
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* codes = base + r * row_bytes;
-    const int64_t p0 = r * groups;
+    row_params(w, r, groups, scale, bias);
     if constexpr (T <= 2) {
       constexpr int A = 4 / T;
       __m256 total[T];
-      float bias_sum[T];
 #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) total[t] = _mm256_setzero_ps(), bias_sum[t] = 0;
+      for (int t = 0; t < T; ++t) total[t] = _mm256_setzero_ps();
       for (int64_t g = 0; g < groups; ++g) {
         __m256 acc[T][A];
 #pragma GCC unroll 16
         for (int t = 0; t < T; ++t)
 #pragma GCC unroll 16
           for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
-        for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+#pragma GCC unroll 16
+        for (int ch = 0; ch < G / 32; ++ch) {
+          const int64_t c = g * G + ch * 32;
           decode32<B>(codes + c * B / 8, q);
 #pragma GCC unroll 16
           for (int v = 0; v < 4; ++v)
@@ -130,18 +149,21 @@ MTPLX_AVX2 void quant_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, 
               acc[t][v % A] =
                   _mm256_fmadd_ps(q[v], _mm256_loadu_ps(a.xq + t * cols + c + 8 * v), acc[t][v % A]);
         }
-        const __m256 scale = _mm256_set1_ps(load_param(w.scales, w.scale_dtype, p0 + g));
-        const float bias = load_param(w.biases, w.scale_dtype, p0 + g);
+        const __m256 s = _mm256_set1_ps(scale[g]);
 #pragma GCC unroll 16
         for (int t = 0; t < T; ++t) {
 #pragma GCC unroll 16
           for (int u = 1; u < A; ++u) acc[t][0] = _mm256_add_ps(acc[t][0], acc[t][u]);
-          total[t] = _mm256_fmadd_ps(acc[t][0], scale, total[t]);
-          bias_sum[t] += bias * a.xsum[t * groups + g];
+          total[t] = _mm256_fmadd_ps(acc[t][0], s, total[t]);
         }
       }
 #pragma GCC unroll 16
-      for (int t = 0; t < T; ++t) a.y[t * w.rows + r] = hsum(total[t]) + bias_sum[t];
+      for (int t = 0; t < T; ++t) {
+        const float* xs = a.xsum + t * groups;
+        float bias_sum = 0;
+        for (int64_t g = 0; g < groups; ++g) bias_sum += bias[g] * xs[g];
+        a.y[t * w.rows + r] = hsum(total[t]) + bias_sum;
+      }
     } else {
       constexpr int A = T <= 4 ? 2 : 1;
       __m256 acc[T][A];
@@ -150,13 +172,15 @@ MTPLX_AVX2 void quant_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, 
 #pragma GCC unroll 16
         for (int u = 0; u < A; ++u) acc[t][u] = _mm256_setzero_ps();
       for (int64_t g = 0; g < groups; ++g) {
-        const __m256 scale = _mm256_set1_ps(load_param(w.scales, w.scale_dtype, p0 + g));
-        const __m256 bias = _mm256_set1_ps(load_param(w.biases, w.scale_dtype, p0 + g));
-        for (int64_t c = g * G; c < (g + 1) * G; c += 32) {
+        const __m256 s = _mm256_set1_ps(scale[g]);
+        const __m256 b = _mm256_set1_ps(bias[g]);
+#pragma GCC unroll 16
+        for (int ch = 0; ch < G / 32; ++ch) {
+          const int64_t c = g * G + ch * 32;
           decode32<B>(codes + c * B / 8, q);
 #pragma GCC unroll 16
           for (int v = 0; v < 4; ++v) {
-            const __m256 wv = _mm256_fmadd_ps(q[v], scale, bias);
+            const __m256 wv = _mm256_fmadd_ps(q[v], s, b);
 #pragma GCC unroll 16
             for (int t = 0; t < T; ++t)
               acc[t][v % A] =
@@ -172,6 +196,14 @@ MTPLX_AVX2 void quant_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, 
       }
     }
   }
+}
+
+template <int B, int T>
+MTPLX_AVX2 void quant_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1,
+                           std::span<float> scratch) {
+  if (w.group_size == 64) return quant_rows<B, T, 64>(w, a, r0, r1, scratch);
+  if (w.group_size == 128) return quant_rows<B, T, 128>(w, a, r0, r1, scratch);
+  return quant_rows<B, T, 32>(w, a, r0, r1, scratch);
 }
 
 template <DType D, int T>
@@ -194,9 +226,9 @@ MTPLX_AVX2 void rows_t(const WeightMatrix& w, const RowArgs& a, int64_t r0, int6
     if (w.dtype == DType::F16) return dense_rows<DType::F16, T>(w, a, r0, r1);
     return dense_rows<DType::F32, T>(w, a, r0, r1);
   }
-  if (w.bits == 4) return quant_rows<4, T>(w, a, r0, r1);
-  if (w.bits == 8) return quant_rows<8, T>(w, a, r0, r1);
-  if (w.bits == 2) return quant_rows<2, T>(w, a, r0, r1);
+  if (w.bits == 4) return quant_rows<4, T>(w, a, r0, r1, scratch);
+  if (w.bits == 8) return quant_rows<8, T>(w, a, r0, r1, scratch);
+  if (w.bits == 2) return quant_rows<2, T>(w, a, r0, r1, scratch);
   // 3/5/6/7 bits: codes straddle words, so dequantize the row with the scalar bit reader into L1 scratch and
   // run the fp32 row kernel on it; the packed bytes are still read once for all T.
   float out[T];
