@@ -1,7 +1,5 @@
 #include "decode/accept.h"
 
-#include <algorithm>
-
 #include "base/error.h"
 #include "decode/rng.h"
 

@@ -97,6 +97,28 @@ TEST(Accept, EmittedTokenMarginalEqualsTargetExactly) {
   EXPECT_EQ(checked, 4 * 4 * 7);
 }
 
+// The same with dense rows (what an unfiltered Sampler produces), mixed with sparse ones.
+TEST(Accept, EmittedTokenMarginalEqualsTargetWithDenseRows) {
+  std::mt19937_64 gen(18);
+  auto dense_row = [](const Probs& probs) {
+    std::vector<float> logits;
+    for (float x : probs) logits.push_back(std::log(x));  // log 0 = -inf: a zero entry in the dense row
+    Distribution d;
+    Sampler(SamplerConfig{}, static_cast<int>(probs.size())).filter(logits, d);
+    return d;
+  };
+  for (const auto& [pv, qv] : test_pairs(gen)) {
+    const auto pd = dense_row(pv), qd = dense_row(qv);
+    ASSERT_TRUE(pd.dense() && qd.dense());
+    const auto ps = Distribution::from_probs(pv), qs = Distribution::from_probs(qv);
+    for (const auto& [p, q] : {std::pair{&pd, &qd}, {&pd, &qs}, {&ps, &qd}}) {
+      const auto marginal = emitted_marginal(*p, *q);
+      for (std::size_t x = 0; x < pv.size(); ++x)
+        ASSERT_NEAR(marginal[x], p->prob(static_cast<std::int32_t>(x)), 1e-6);
+    }
+  }
+}
+
 TEST(Accept, ResidualIsNormalisedPositivePartOverTheUnion) {
   const auto p = Distribution::from_probs(Probs{0.5f, 0.0f, 0.3f, 0.2f, 0.0f});
   const auto q = Distribution::from_probs(Probs{0.1f, 0.4f, 0.3f, 0.0f, 0.2f});
