@@ -140,7 +140,7 @@ void Bpe::encode_piece(std::string_view bytes, std::vector<TokenId>& out) const 
   bool cacheable = bytes.size() <= kMaxCachedLength;
   if (cacheable) {
     std::lock_guard lock(cache_->mutex);
-    if (auto it = cache_->entries.find(std::string(bytes)); it != cache_->entries.end()) {
+    if (auto it = cache_->entries.find(bytes); it != cache_->entries.end()) {
       out.insert(out.end(), it->second.begin(), it->second.end());
       return;
     }

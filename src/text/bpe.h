@@ -50,9 +50,13 @@ class Bpe {
   bool ignore_merges_ = false;
 
   // Recently seen pieces: real text repeats words constantly, and a lookup is far cheaper than merging.
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
   struct Cache {
     std::mutex mutex;
-    std::unordered_map<std::string, std::vector<TokenId>> entries;
+    std::unordered_map<std::string, std::vector<TokenId>, StringHash, std::equal_to<>> entries;
   };
   std::unique_ptr<Cache> cache_ = std::make_unique<Cache>();
 };

@@ -212,11 +212,6 @@ void Regex::for_each_match(std::string_view text, const std::function<void(size_
       pcre2_match_data_create_from_pattern(impl_->code.get(), nullptr));
   std::unique_ptr<pcre2_match_context, MatchContextFree> context(pcre2_match_context_create(nullptr));
   std::unique_ptr<pcre2_jit_stack, JitStackFree> stack;
-  if (impl_->jit && text.size() > 4096) {
-    // Long whitespace runs make lookahead patterns backtrack deeply; give JIT room beyond its 32 KiB default.
-    stack.reset(pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, nullptr));
-    pcre2_jit_stack_assign(context.get(), nullptr, stack.get());
-  }
   auto subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   size_t pos = 0;
   while (pos <= text.size()) {

@@ -3,7 +3,6 @@
 #include <utf8proc.h>
 
 #include <algorithm>
-#include <deque>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -278,6 +277,7 @@ void Tokenizer::build_decoding_table() {
 }
 
 std::string Tokenizer::normalize(std::string_view text) const {
+  if (normalizers_.size() == 1 && normalizers_[0] == Normalization::kNfc) return nfc(text);
   std::string s(text);
   for (auto n : normalizers_) {
     if (n == Normalization::kNfc) {
@@ -334,55 +334,63 @@ void Tokenizer::encode_plain(std::string_view text, bool normalized, const Encod
 }
 
 void Tokenizer::encode_normalized(std::string_view text, std::vector<TokenId>& out) const {
-  if (text.empty()) return;
-  std::deque<std::string> arena;  // pieces that gained a prefix space
-  std::vector<std::string_view> pieces{text}, next;
-  for (const auto& step : pre_tokenizer_) {
-    next.clear();
-    for (std::string_view piece : pieces) {
-      if (step.add_prefix_space && piece.front() != ' ') {
-        std::string& prefixed = arena.emplace_back(1, ' ');
-        prefixed.append(piece);
-        piece = prefixed;
-      }
-      if (!step.split) {
-        next.push_back(piece);
-        continue;
-      }
-      struct Part {
-        size_t begin, end;
-        bool match;
-      };
-      std::vector<Part> parts;
-      size_t prev = 0;
-      step.split->for_each_match(piece, [&](size_t b, size_t e) {
-        if (b > prev) parts.push_back({prev, b, false});
-        parts.push_back({b, e, true});
-        prev = e;
-      });
-      if (prev < piece.size()) parts.push_back({prev, piece.size(), false});
-      std::vector<Part> merged;
-      if (step.behavior == SplitBehavior::kMergedWithNext) std::reverse(parts.begin(), parts.end());
-      bool previous_match = false;
-      for (const auto& p : parts) {
-        bool merge = (step.behavior == SplitBehavior::kMergedWithPrevious ||
-                      step.behavior == SplitBehavior::kMergedWithNext) &&
-                     p.match && !previous_match && !merged.empty();
-        if (merge && step.behavior == SplitBehavior::kMergedWithPrevious) {
-          merged.back().end = p.end;
-        } else if (merge) {
-          merged.back().begin = p.begin;
-        } else if (!(step.behavior == SplitBehavior::kRemoved && p.match)) {
-          merged.push_back(p);
-        }
-        previous_match = p.match;
-      }
-      if (step.behavior == SplitBehavior::kMergedWithNext) std::reverse(merged.begin(), merged.end());
-      for (const auto& p : merged) next.push_back(piece.substr(p.begin, p.end - p.begin));
-    }
-    pieces.swap(next);
+  if (!text.empty()) pre_tokenize(text, 0, out);
+}
+
+// Applies pre-tokenizer step `step` to `piece` and passes each resulting piece straight on to the next
+// step (and finally to BPE), so no list of all pieces of a long text is ever built.
+void Tokenizer::pre_tokenize(std::string_view piece, size_t step_index, std::vector<TokenId>& out) const {
+  if (step_index == pre_tokenizer_.size()) return model_->encode_piece(piece, out);
+  const PreTokenizerStep& step = pre_tokenizer_[step_index];
+  std::string prefixed;
+  if (step.add_prefix_space && piece.front() != ' ') {
+    prefixed.reserve(piece.size() + 1);
+    prefixed += ' ';
+    prefixed += piece;
+    piece = prefixed;
   }
-  for (std::string_view piece : pieces) model_->encode_piece(piece, out);
+  if (!step.split) return pre_tokenize(piece, step_index + 1, out);
+  auto next = [&](size_t b, size_t e) {
+    if (e > b) pre_tokenize(piece.substr(b, e - b), step_index + 1, out);
+  };
+  if (step.behavior == SplitBehavior::kIsolated || step.behavior == SplitBehavior::kRemoved) {
+    bool keep_matches = step.behavior == SplitBehavior::kIsolated;
+    size_t prev = 0;
+    step.split->for_each_match(piece, [&](size_t b, size_t e) {
+      next(prev, b);
+      if (keep_matches) next(b, e);
+      prev = e;
+    });
+    next(prev, piece.size());
+    return;
+  }
+  // Merged behaviours join a match to its neighbour, which needs the whole list of parts.
+  struct Part {
+    size_t begin, end;
+    bool match;
+  };
+  std::vector<Part> parts;
+  size_t prev = 0;
+  step.split->for_each_match(piece, [&](size_t b, size_t e) {
+    if (b > prev) parts.push_back({prev, b, false});
+    parts.push_back({b, e, true});
+    prev = e;
+  });
+  if (prev < piece.size()) parts.push_back({prev, piece.size(), false});
+  bool with_next = step.behavior == SplitBehavior::kMergedWithNext;
+  if (with_next) std::reverse(parts.begin(), parts.end());
+  std::vector<Part> merged;
+  bool previous_match = false;
+  for (const auto& p : parts) {
+    if (p.match && !previous_match && !merged.empty()) {
+      (with_next ? merged.back().begin : merged.back().end) = with_next ? p.begin : p.end;
+    } else {
+      merged.push_back(p);
+    }
+    previous_match = p.match;
+  }
+  if (with_next) std::reverse(merged.begin(), merged.end());
+  for (const auto& p : merged) next(p.begin, p.end);
 }
 
 std::string Tokenizer::decode(std::span<const TokenId> ids, bool skip_special) const {

@@ -72,6 +72,7 @@ class Tokenizer {
   void encode_plain(std::string_view text, bool normalized, const EncodeOptions& options,
                     std::vector<TokenId>& out) const;
   void encode_normalized(std::string_view text, std::vector<TokenId>& out) const;
+  void pre_tokenize(std::string_view piece, size_t step_index, std::vector<TokenId>& out) const;
 
   std::unique_ptr<Bpe> model_;
   std::vector<Normalization> normalizers_;
