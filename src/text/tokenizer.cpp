@@ -148,7 +148,8 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, std::string_view
     fail(str("tokenizer.json is not valid JSON: ", e.what()), where);
   }
   require(j.is_object() && j.contains("model"), "tokenizer.json has no 'model' section", where);
-  Tokenizer t(std::make_unique<Bpe>(j["model"], where));
+  // The cheap components first, so an unsupported one is reported before the vocabulary is built.
+  Tokenizer t(nullptr);
   t.load_normalizer(j.value("normalizer", nlohmann::json()), where);
   bool byte_level = false;
   t.load_pre_tokenizer(j.value("pre_tokenizer", nlohmann::json()), where, byte_level);
@@ -159,6 +160,7 @@ Tokenizer Tokenizer::from_json_text(std::string_view json_text, std::string_view
   auto post = j.value("post_processor", nlohmann::json());
   require(post.is_null() || type_is(post, "ByteLevel"), str("unsupported post_processor ", post.dump()),
           where, "only none or ByteLevel (which changes offsets, not ids) are supported");
+  t.model_ = std::make_unique<Bpe>(j["model"], where);
   t.load_added_tokens(j.value("added_tokens", nlohmann::json::array()), where);
   t.build_decoding_table();
   return t;
