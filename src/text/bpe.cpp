@@ -65,10 +65,12 @@ Bpe::Bpe(const nlohmann::json& model, std::string_view where) {
           "mtplx supports byte-level BPE models only");
   require(model.value("dropout", nlohmann::json()).is_null(), "BPE dropout is not supported", where);
   require(!model.value("byte_fallback", false), "BPE byte_fallback is not supported", where);
-  require(model.value("continuing_subword_prefix", nlohmann::json("")).get<std::string>().empty(),
-          "BPE continuing_subword_prefix is not supported", where);
-  require(model.value("end_of_word_suffix", nlohmann::json("")).get<std::string>().empty(),
-          "BPE end_of_word_suffix is not supported", where);
+  // Both affixes may be absent, null or "" in the wild; only a non-empty string changes the encoding.
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    const auto affix = model.value(key, nlohmann::json());
+    require(affix.is_null() || (affix.is_string() && affix.get<std::string>().empty()),
+            str("BPE ", key, " is not supported"), where, "mtplx supports byte-level BPE without affixes");
+  }
   auto unk = model.value("unk_token", nlohmann::json());
   require(unk.is_null(), "BPE unk_token is not supported (byte-level vocabularies need none)", where);
   ignore_merges_ = model.value("ignore_merges", false);

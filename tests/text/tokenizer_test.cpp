@@ -71,6 +71,13 @@ TEST(TokenizerOracle, Qwen35RegexMatchesHuggingFace) {
   expect_same_encoding(path, test::text_corpus(2, 2000, added_contents(j)));
 }
 
+// The tokenizers shipped with the model fixtures (written by transformers; null BPE affixes, a small vocab).
+TEST(TokenizerOracle, FixtureTokenizersMatchHuggingFace) {
+  const auto path = test::source_dir() / "tests" / "fixtures" / "hf-causal-tied" / "tokenizer.json";
+  auto j = json::parse(test::read_text(path));
+  expect_same_encoding(path, test::text_corpus(3, 500, added_contents(j)));
+}
+
 // GPT-2 style: ByteLevel with its own regex and prefix space, "a b" merges, NFKC in a Sequence, and added
 // tokens using lstrip / rstrip / single_word / normalized.
 TEST(TokenizerOracle, ByteLevelRegexAndAddedTokenOptionsMatchHuggingFace) {
@@ -179,6 +186,18 @@ TEST(Tokenizer, UnsupportedComponentsAreNamed) {
   j["pre_tokenizer"]["pretokenizers"][0] = {{"type", "Metaspace"}};
   EXPECT_THROW(Tokenizer::from_json_text(j.dump(), "test.json"), Error);
   EXPECT_THROW(Tokenizer::from_json_text("{nope", "test.json"), Error);
+}
+
+TEST(Tokenizer, EmptyBpeAffixesLoadOthersAreRejected) {
+  for (const json& empty : {json(nullptr), json("")}) {
+    auto j = load_qwen3();
+    j["model"]["continuing_subword_prefix"] = empty;
+    j["model"]["end_of_word_suffix"] = empty;
+    EXPECT_NO_THROW(Tokenizer::from_json_text(j.dump(), "test.json"));
+  }
+  auto j = load_qwen3();
+  j["model"]["continuing_subword_prefix"] = "##";
+  EXPECT_THROW(Tokenizer::from_json_text(j.dump(), "test.json"), Error);
 }
 
 TEST(Tokenizer, RejectsInvalidUtf8Input) {
