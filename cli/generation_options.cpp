@@ -1,0 +1,68 @@
+#include "generation_options.h"
+
+#include <filesystem>
+
+#include "base/error.h"
+
+namespace mtplx::cli {
+
+void GenerationFlags::add_to(CLI::App& cmd) {
+  cmd.add_option("--model", model_dir, "Checkpoint folder")->required();
+  cmd.add_option("--max-tokens", max_tokens, "Tokens to generate at most (default 256)");
+  cmd.add_option("--temp,--temperature", temperature, "Sampling temperature; 0 = greedy");
+  cmd.add_option("--top-p", top_p, "Nucleus sampling mass in (0, 1]");
+  cmd.add_option("--top-k", top_k, "Keep the k most likely tokens; 0 = off");
+  cmd.add_option("--min-p", min_p, "Drop tokens below min-p times the top probability");
+  cmd.add_option("--repetition-penalty", repetition_penalty, "HF repetition penalty (1 = off)");
+  cmd.add_option("--presence-penalty", presence_penalty, "OpenAI presence penalty");
+  cmd.add_option("--frequency-penalty", frequency_penalty, "OpenAI frequency penalty");
+  cmd.add_option("--seed", seed, "Random seed (default 0)");
+  cmd.add_option("--mtp-depth", mtp_depth, "Drafts per cycle; 0 = plain autoregressive decoding");
+  cmd.add_flag("--adaptive-depth", adaptive_depth, "Adapt the depth (up to --mtp-depth) to the acceptance rate");
+  cmd.add_option("--draft-temp", draft_temperature, "Temperature of the MTP draft distribution");
+  cmd.add_option("--draft-head", draft_head, "Draft LM head: full, q4, q8 or trim:N");
+  cmd.add_option("--context", context, "Context size in tokens (default: prompt + max tokens)");
+  cmd.add_option("--threads", threads, "CPU threads (0 = all)");
+}
+
+namespace {
+
+GenerationConfig resolve(const GenerationFlags& f, GenerationConfig c) {
+  if (f.max_tokens) c.max_tokens = *f.max_tokens;
+  if (f.temperature) c.target.temperature = *f.temperature;
+  if (f.top_p) c.target.top_p = *f.top_p;
+  if (f.top_k) c.target.top_k = *f.top_k;
+  if (f.min_p) c.target.min_p = *f.min_p;
+  if (f.repetition_penalty) c.target.repetition_penalty = *f.repetition_penalty;
+  if (f.presence_penalty) c.target.presence_penalty = *f.presence_penalty;
+  if (f.frequency_penalty) c.target.frequency_penalty = *f.frequency_penalty;
+  if (f.seed) c.seed = *f.seed;
+  if (f.mtp_depth) c.mtp_depth = *f.mtp_depth;
+  c.adaptive_depth = f.adaptive_depth;
+  if (f.draft_temperature) c.draft.temperature = *f.draft_temperature;
+  if (f.context) c.context = *f.context;
+  return c;
+}
+
+}  // namespace
+
+LoadedModel::LoadedModel(const GenerationFlags& flags)
+    : ckpt(open_checkpoint(flags.model_dir)), backend(flags.threads), model(ckpt, backend) {
+  GenerationDefaults defaults = generation_defaults(ckpt, model.config(), model.has_mtp());
+  config = resolve(flags, defaults.config);
+  config.validate();
+  require(config.mtp_depth == 0 || model.has_mtp(), "--mtp-depth > 0 but the checkpoint has no MTP head",
+          flags.model_dir, "use --mtp-depth 0, or a checkpoint with mtp.* weights / an MTPLX artifact");
+  if (!model.has_mtp()) return;
+  const DraftHeadSpec spec = flags.draft_head ? parse_draft_head(*flags.draft_head) : defaults.draft_head;
+  std::vector<int32_t> frequent;
+  if (spec.kind == DraftHeadSpec::Kind::kTrimmed) {
+    const auto path = std::filesystem::path(flags.model_dir) / "draft_vocab.json";
+    require(std::filesystem::exists(path), "trim:N needs draft_vocab.json in the model folder", path.string(),
+            "create it with `mtplx draft-vocab --model DIR --file CORPUS`");
+    frequent = read_draft_vocab(path);
+  }
+  draft_head = std::make_unique<DraftHead>(model, spec, frequent);
+}
+
+}  // namespace mtplx::cli

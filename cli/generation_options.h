@@ -1,0 +1,46 @@
+// Command-line flags shared by the commands that generate (generate, chat): the model, sampler, MTP depth
+// and draft head. Unset flags keep the checkpoint's defaults (generation_config.json, mtplx_runtime.json).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "backend/cpu/cpu_backend.h"
+#include "decode/defaults.h"
+#include "decode/draft_head.h"
+#include "decode/generator.h"
+#include "io/checkpoint.h"
+#include "model/qwen35.h"
+
+namespace mtplx::cli {
+
+struct GenerationFlags {
+  std::string model_dir;
+  std::optional<int64_t> max_tokens;
+  std::optional<float> temperature, top_p, min_p, repetition_penalty, presence_penalty, frequency_penalty;
+  std::optional<int> top_k;
+  std::optional<uint64_t> seed;
+  std::optional<int> mtp_depth;
+  bool adaptive_depth = false;
+  std::optional<float> draft_temperature;
+  std::optional<std::string> draft_head;
+  std::optional<int64_t> context;
+  int threads = 0;
+
+  void add_to(CLI::App& cmd);
+};
+
+// A loaded model with its draft head and the defaults resolved against the flags.
+struct LoadedModel {
+  Checkpoint ckpt;
+  CpuBackend backend;
+  Qwen35Model model;
+  GenerationConfig config;
+  std::unique_ptr<DraftHead> draft_head;  // null when the model has no MTP head
+
+  LoadedModel(const GenerationFlags& flags);
+};
+
+}  // namespace mtplx::cli
