@@ -1,0 +1,113 @@
+// Causal GQA softmax attention over the KV cache. One block per (query row, head); its warps take cache
+// positions round-robin, each keeping an online softmax (running max, sum and weighted value sum in
+// registers), and the block merges the warps' partial results at the end. Lane l holds dims l, l+32, ...
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/device_util.cuh"
+
+namespace mtplx {
+namespace cuda {
+namespace {
+
+constexpr int kWarps = 8;
+
+template <int NPL>  // dims per lane: head_dim = 32 * NPL
+__global__ void __launch_bounds__(kWarps * 32)
+    attention_kernel(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t pos0,
+                     int heads, int group, int64_t kv_cols, float scale) {
+  constexpr int D = 32 * NPL;
+  const int h = blockIdx.x;
+  const int64_t t = blockIdx.y;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t q_cols = int64_t{heads} * D;
+  const float* qv = q + t * q_cols + int64_t{h} * D;
+  const int64_t kv_off = int64_t{h / group} * D;
+  float qr[NPL], acc[NPL];
+#pragma unroll
+  for (int i = 0; i < NPL; ++i) {
+    qr[i] = qv[i * 32 + lane];
+    acc[i] = 0;
+  }
+  float m = -INFINITY, l = 0;
+  const int64_t visible = pos0 + t + 1;
+  for (int64_t s = warp; s < visible; s += kWarps) {
+    const float* kv = k_cache + s * kv_cols + kv_off;
+    const float* vv = v_cache + s * kv_cols + kv_off;
+    float kr[NPL], vr[NPL];
+#pragma unroll
+    for (int i = 0; i < NPL; ++i) {
+      kr[i] = kv[i * 32 + lane];
+      vr[i] = vv[i * 32 + lane];
+    }
+    float dot = 0;
+#pragma unroll
+    for (int i = 0; i < NPL; ++i) dot += qr[i] * kr[i];
+    const float score = warp_sum(dot) * scale;
+    const float m_new = fmaxf(m, score);
+    const float correction = expf(m - m_new);
+    const float p = expf(score - m_new);
+    l = l * correction + p;
+#pragma unroll
+    for (int i = 0; i < NPL; ++i) acc[i] = acc[i] * correction + p * vr[i];
+    m = m_new;
+  }
+  __shared__ float shared_m[kWarps], shared_l[kWarps];
+  __shared__ float shared_acc[kWarps][D];
+  if (lane == 0) {
+    shared_m[warp] = m;
+    shared_l[warp] = l;
+  }
+#pragma unroll
+  for (int i = 0; i < NPL; ++i) shared_acc[warp][i * 32 + lane] = acc[i];
+  __syncthreads();
+  float M = -INFINITY;
+  for (int w = 0; w < kWarps; ++w) M = fmaxf(M, shared_m[w]);
+  float L = 0;
+  for (int w = 0; w < kWarps; ++w) L += shared_l[w] * expf(shared_m[w] - M);
+  float* o = out + t * q_cols + int64_t{h} * D;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float sum = 0;
+    for (int w = 0; w < kWarps; ++w) sum += shared_acc[w][d] * expf(shared_m[w] - M);
+    o[d] = sum / L;
+  }
+}
+
+}  // namespace
+}  // namespace cuda
+
+void CudaBackend::attention(const AttentionArgs& args) {
+  const Tensor& q = *args.q;
+  const int64_t D = args.head_dim;
+  const int64_t kv_cols = args.k_cache->cols;
+  if (!(q.cols == args.heads * D && kv_cols == args.kv_heads * D && args.out->cols == q.cols &&
+        args.heads % args.kv_heads == 0 && args.pos0 + q.rows <= args.k_cache->rows))
+    fail("internal error: cuda backend: attention shape");
+  if (q.rows == 0) return;
+  const dim3 grid(static_cast<unsigned>(args.heads), static_cast<unsigned>(q.rows));
+  const int group = args.heads / args.kv_heads;
+  auto launch = [&](auto kernel) {
+    kernel<<<grid, cuda::kWarps * 32, 0, ctx_->stream>>>(q.data, args.k_cache->data, args.v_cache->data,
+                                                         args.out->data, args.pos0, args.heads, group,
+                                                         kv_cols, args.scale);
+  };
+  switch (D) {
+    case 32:
+      launch(cuda::attention_kernel<1>);
+      break;
+    case 64:
+      launch(cuda::attention_kernel<2>);
+      break;
+    case 128:
+      launch(cuda::attention_kernel<4>);
+      break;
+    case 256:
+      launch(cuda::attention_kernel<8>);
+      break;
+    default:
+      fail(str("attention head_dim ", D, " is not supported by the CUDA backend"), "cuda backend",
+           "use --device cpu, or a model with head_dim 32, 64, 128 or 256");
+  }
+  cuda::check_launch("attention");
+}
+
+}  // namespace mtplx

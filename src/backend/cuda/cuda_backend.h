@@ -1,0 +1,83 @@
+// The CUDA backend: fp32 activations in device memory, weights uploaded once (prepare_weight), every op a
+// kernel on one stream. Numerics follow the CPU backend (fp32 arithmetic and accumulation, dequantized
+// weights), so the two agree to float rounding.
+//
+// Memory: activations come from a caching pool (no cudaMalloc per op); a Tensor's storage returns its
+// block to the pool when the last reference goes. All work is ordered on the backend's stream, so a block
+// reused by the next op is safe without a host sync. download() is the only op that waits for the device.
+//
+// This header includes no CUDA headers: the CLI and tests use it from plain C++.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace mtplx {
+
+namespace cuda {
+struct Context;  // stream, pool, uploaded weights (cuda_context.h)
+}
+
+// Whether a CUDA device can be used from this process (driver present, at least one device).
+bool cuda_device_present();
+// "NVIDIA H100 80GB HBM3, 132 SMs, 79.1 GiB" or the reason there is none.
+std::string cuda_device_description();
+
+// Device-to-device copy bandwidth (bytes read + bytes written per second): a grid-stride 16-byte copy
+// kernel over `bytes` (larger than L2), best of `passes`, timed with CUDA events. The roofline for
+// memory-bound decode.
+double cuda_copy_bandwidth(size_t bytes, int passes);
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device = 0);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string_view name() const override { return "cuda"; }
+  // Waits until every queued op has finished (benchmarks; tests).
+  void synchronize();
+  // Bytes held by uploaded weights and by the activation pool.
+  size_t weight_bytes() const;
+  size_t pool_bytes() const;
+  // The raw stream (cudaStream_t) for benchmark kernels queued beside the backend's ops.
+  void* stream() const;
+
+  Tensor alloc(int64_t rows, int64_t cols) override;
+  Tensor upload(std::span<const float> host, int64_t rows, int64_t cols) override;
+  void download(const Tensor& src, std::span<float> host) override;
+  void fill(Tensor& dst, float value) override;
+  void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) override;
+  void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
+                    int64_t dst_stride, int64_t width, int64_t count) override;
+  WeightMatrix prepare_weight(const WeightMatrix& host) override;
+
+  void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) override;
+  void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) override;
+  void rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) override;
+  void add(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+
+  void rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) override;
+  void attention(const AttentionArgs& args) override;
+  void sigmoid_mul(Tensor& x, const Tensor& gate) override;
+
+  void conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
+                   Tensor* row_states) override;
+  void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias, Tensor& g,
+                 Tensor& beta) override;
+  void l2_norm(Tensor& x, int64_t group, float scale) override;
+  void gdn_recurrent(const GdnArgs& args) override;
+  // Runs the token-by-token recurrence over all T rows (the same function, exactly); a chunked
+  // tensor-core form for long prefills is future work.
+  void gdn_chunked(const GdnArgs& args) override;
+  void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) override;
+
+ private:
+  std::unique_ptr<cuda::Context> ctx_;
+};
+
+}  // namespace mtplx

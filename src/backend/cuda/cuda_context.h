@@ -1,0 +1,79 @@
+// Internal to the CUDA backend: error checks, the caching pool and the per-backend context.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/weight.h"
+#include "base/error.h"
+
+namespace mtplx::cuda {
+
+// Throws mtplx::Error naming the CUDA call that failed and where.
+void check(cudaError_t status, const char* what, const char* where);
+// After a kernel launch: launch-configuration errors surface here, asynchronous faults at the next sync.
+void check_launch(const char* kernel);
+
+#define MTPLX_CUDA_CHECK(call) ::mtplx::cuda::check((call), #call, __FILE__ ":" MTPLX_CUDA_LINE(__LINE__))
+#define MTPLX_CUDA_LINE(x) MTPLX_CUDA_LINE2(x)
+#define MTPLX_CUDA_LINE2(x) #x
+
+// A size-bucketed free list of device blocks. Blocks are only ever handed back to cudaFree when the pool
+// (and every tensor that still holds a block) is gone. Blocks freed by the host while the device may still
+// use them are safe because every user runs on the same stream, in order.
+class Pool {
+ public:
+  Pool() = default;
+  ~Pool();
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+
+  // A block of at least `bytes`; the returned storage gives it back to this pool when released.
+  // `self` must be the shared_ptr that owns this pool (the storage keeps the pool alive).
+  static std::shared_ptr<void> get(const std::shared_ptr<Pool>& self, size_t bytes);
+  size_t held_bytes() const;
+
+ private:
+  static size_t bucket(size_t bytes);
+  void put(void* block, size_t size);
+
+  mutable std::mutex mutex_;
+  std::unordered_map<size_t, std::vector<void*>> free_;
+  size_t held_ = 0;
+};
+
+// Device memory owned by one object (weights), freed with it.
+struct DeviceFree {
+  void operator()(void* p) const { cudaFree(p); }
+};
+using DeviceBuffer = std::unique_ptr<void, DeviceFree>;
+
+struct Context {
+  explicit Context(int device);
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // A device copy of `bytes` host bytes, kept until the backend goes.
+  const void* keep_upload(const void* host, size_t bytes);
+  // Scratch device memory for one op (token ids, partial results): released when the shared_ptr goes.
+  std::shared_ptr<void> scratch(size_t bytes) { return Pool::get(pool, bytes); }
+
+  int device = 0;
+  int sm_count = 0;
+  cudaStream_t stream = nullptr;
+  std::shared_ptr<Pool> pool = std::make_shared<Pool>();
+  std::vector<DeviceBuffer> weights;
+  size_t weight_bytes = 0;
+};
+
+// y = x W^T for T rows on `stream` (matmul.cu); x [T, w.cols], y [T, w.rows], device pointers.
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStream_t stream);
+
+}  // namespace mtplx::cuda

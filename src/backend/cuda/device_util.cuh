@@ -1,0 +1,97 @@
+// Device-side helpers shared by the CUDA backend's kernels: element loads of every weight type, affine
+// code extraction, warp and block reductions.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "backend/weight.h"
+#include "base/dtype.h"
+
+namespace mtplx::cuda {
+
+// Element i of a dense array of `dtype` (F32, F16 or BF16) as fp32.
+__device__ __forceinline__ float load_element(const void* base, DType dtype, int64_t i) {
+  switch (dtype) {
+    case DType::F16:
+      return __half2float(static_cast<const __half*>(base)[i]);
+    case DType::BF16:
+      return __uint_as_float(uint32_t{static_cast<const uint16_t*>(base)[i]} << 16);
+    default:
+      return static_cast<const float*>(base)[i];
+  }
+}
+
+// Code c of a row stored as a little-endian bit stream of `bits`-bit codes in uint32 words (codes may
+// straddle a word boundary for 3, 5, 6 and 7 bits).
+__device__ __forceinline__ uint32_t affine_code(const uint32_t* row_words, int64_t c, int bits) {
+  const int64_t bit = c * bits;
+  const int64_t word = bit >> 5;
+  const int offset = static_cast<int>(bit & 31);
+  uint32_t v = row_words[word] >> offset;
+  if (offset + bits > 32) v |= row_words[word + 1] << (32 - offset);
+  return v & ((1u << bits) - 1u);
+}
+
+// Weight (row, c) of a WeightMatrix's device arrays, dequantized to fp32: scales * q + biases.
+struct WeightView {
+  const void* data;
+  const void* scales;
+  const void* biases;
+  int64_t rows, cols;
+  int64_t words_per_row;
+  int bits, group_size;
+  DType dtype, scale_dtype;
+
+  __device__ __forceinline__ float at(int64_t row, int64_t c) const {
+    if (bits == 0) return load_element(data, dtype, row * cols + c);
+    const uint32_t q = affine_code(static_cast<const uint32_t*>(data) + row * words_per_row, c, bits);
+    const int64_t g = row * (cols / group_size) + c / group_size;
+    return load_element(scales, scale_dtype, g) * static_cast<float>(q) +
+           load_element(biases, scale_dtype, g);
+  }
+};
+
+// The device arrays of a prepared WeightMatrix as a kernel argument.
+WeightView weight_view(const WeightMatrix& w);
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+// `shared` holds 32 floats. Ends with a barrier, so it can be called again at once.
+__device__ __forceinline__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  const int warps = blockDim.x >> 5;
+  float total = 0;
+  for (int w = 0; w < warps; ++w) total += shared[w];
+  __syncthreads();
+  return total;
+}
+
+__device__ __forceinline__ float silu(float x) {
+  return x / (1.0f + expf(-x));
+}
+__device__ __forceinline__ float sigmoid(float x) {
+  return 1.0f / (1.0f + expf(-x));
+}
+
+inline int blocks_for(int64_t n, int threads) {
+  return static_cast<int>((n + threads - 1) / threads);
+}
+
+}  // namespace mtplx::cuda

@@ -1,0 +1,339 @@
+// y = x W^T on the GPU for every WeightMatrix format. Activations are fp32 and so is every product and
+// sum; quantized weights are dequantized in registers (w = s q + b), never written out.
+//
+// T <= 8 rows (decode, speculative verify): the fused GEMV reads each weight byte once for all T rows.
+// A block of 128 threads owns R = 4 output rows per row group; KW warps of the block split a row group's
+// columns (more warps in flight for short matrices). Each thread streams 16-byte chunks of the R rows
+// (ld.global.nc, no L1 allocation, so x stays in L1), decodes them with the exponent trick
+// (2^23 + q as a float bit pattern, minus 2^23: exact), and accumulates per chunk
+//   sum_c (s q_c + b) x_c = s * sum_c q_c x_c + b * sum_c x_c     (a chunk lies in one quantization group)
+// for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
+// (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.
+//
+// T > 8 (prefill): a 64 x 64 output tile per block, 16-deep K slices dequantized into shared memory, 4 x 4
+// outputs per thread, fp32 FMA.
+#include <algorithm>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/device_util.cuh"
+
+namespace mtplx {
+namespace cuda {
+namespace {
+
+constexpr int kRows = 4;  // R: output rows per row group
+constexpr int kThreads = 128;
+constexpr int kMaxT = 8;
+
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+// Values per 32-bit word and their decoding. BITS 16 means dense BF16 (two values per word).
+template <int BITS>
+struct Codec {
+  static constexpr int kPerWord = 32 / BITS;
+  __device__ __forceinline__ static void decode(uint32_t w, float (&f)[kPerWord]) {
+    if constexpr (BITS == 8) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        f[j] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | j)) - 8388608.0f;
+    } else if constexpr (BITS == 4) {
+#pragma unroll
+      for (int j = 0; j < 8; ++j) f[j] = __uint_as_float(((w >> (4 * j)) & 0xFu) | 0x4B000000u) - 8388608.0f;
+    } else {
+      f[0] = __uint_as_float(w << 16);
+      f[1] = __uint_as_float(w & 0xFFFF0000u);
+    }
+  }
+};
+
+template <int BITS, int T, int KW>
+__global__ void __launch_bounds__(kThreads)
+    gemv_kernel(const uint32_t* __restrict__ w, const void* scales, const void* biases, DType scale_dtype,
+                int64_t rows, int64_t cols, int group_size, const float* __restrict__ x,
+                float* __restrict__ y) {
+  using C = Codec<BITS>;
+  constexpr int kPerChunk = 4 * C::kPerWord;
+  constexpr bool kQuantized = BITS <= 8;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int slot = warp / KW;  // row group within the block
+  const int part = warp % KW;  // which warp of the row group
+  const int64_t row0 = (int64_t{blockIdx.x} * (4 / KW) + slot) * kRows;
+  const int64_t chunks = cols / kPerChunk;
+  const int64_t chunks_per_row = chunks;  // 16-byte chunks per row
+  const int64_t groups = kQuantized ? cols / group_size : 1;
+  const uint4* row_ptr[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+    row_ptr[r] = reinterpret_cast<const uint4*>(w) + std::min<int64_t>(row0 + r, rows - 1) * chunks_per_row;
+  float acc[T][kRows];
+#pragma unroll
+  for (int t = 0; t < T; ++t)
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) acc[t][r] = 0;
+
+  for (int64_t c = int64_t{part} * 32 + lane; c < chunks; c += 32 * KW) {
+    uint4 q[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) q[r] = load_stream(row_ptr[r] + c);
+    float dot[T][kRows], xs[T];
+#pragma unroll
+    for (int t = 0; t < T; ++t) {
+      xs[t] = 0;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) dot[t][r] = 0;
+    }
+    const float* xc = x + c * kPerChunk;
+#pragma unroll
+    for (int wi = 0; wi < 4; ++wi) {
+      float f[kRows][C::kPerWord];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const uint32_t word = wi == 0 ? q[r].x : wi == 1 ? q[r].y : wi == 2 ? q[r].z : q[r].w;
+        C::decode(word, f[r]);
+      }
+#pragma unroll
+      for (int t = 0; t < T; ++t) {
+        float xv[C::kPerWord];
+        const float* xp = xc + t * cols + wi * C::kPerWord;
+        if constexpr (C::kPerWord == 2) {
+          const float2 v = *reinterpret_cast<const float2*>(xp);
+          xv[0] = v.x, xv[1] = v.y;
+        } else {
+#pragma unroll
+          for (int j = 0; j < C::kPerWord; j += 4) {
+            const float4 v = *reinterpret_cast<const float4*>(xp + j);
+            xv[j] = v.x, xv[j + 1] = v.y, xv[j + 2] = v.z, xv[j + 3] = v.w;
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < C::kPerWord; ++j) {
+          if constexpr (kQuantized) xs[t] += xv[j];
+#pragma unroll
+          for (int r = 0; r < kRows; ++r) dot[t][r] = fmaf(f[r][j], xv[j], dot[t][r]);
+        }
+      }
+    }
+    if constexpr (kQuantized) {
+      const int64_t g = c * kPerChunk / group_size;
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const int64_t gi = std::min<int64_t>(row0 + r, rows - 1) * groups + g;
+        const float s = load_element(scales, scale_dtype, gi), b = load_element(biases, scale_dtype, gi);
+#pragma unroll
+        for (int t = 0; t < T; ++t) acc[t][r] += s * dot[t][r] + b * xs[t];
+      }
+    } else {
+#pragma unroll
+      for (int t = 0; t < T; ++t)
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) acc[t][r] += dot[t][r];
+    }
+  }
+  // Sum over the lanes, then over the KW warps of the row group.
+  __shared__ float partial[kThreads / 32][T * kRows];
+#pragma unroll
+  for (int t = 0; t < T; ++t)
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float v = warp_sum(acc[t][r]);
+      if (lane == 0) partial[warp][t * kRows + r] = v;
+    }
+  __syncthreads();
+  if (lane < T * kRows && part == 0) {
+    float sum = 0;
+#pragma unroll
+    for (int p = 0; p < KW; ++p) sum += partial[warp + p][lane];
+    const int t = lane / kRows, r = lane % kRows;
+    if (row0 + r < rows) y[t * rows + row0 + r] = sum;
+  }
+}
+
+// Any format, T <= 8: a warp per output row, lanes over the columns.
+__global__ void gemv_generic_kernel(WeightView w, const float* x, float* y, int T) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row = int64_t{blockIdx.x} * (blockDim.x / 32) + (threadIdx.x >> 5);
+  if (row >= w.rows) return;
+  float acc[kMaxT] = {};
+  for (int64_t c = lane; c < w.cols; c += 32) {
+    const float v = w.at(row, c);
+#pragma unroll
+    for (int t = 0; t < kMaxT; ++t)
+      if (t < T) acc[t] += v * x[t * w.cols + c];
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxT; ++t) {
+    if (t >= T) break;
+    const float s = warp_sum(acc[t]);
+    if (lane == 0) y[t * w.rows + row] = s;
+  }
+}
+
+constexpr int kTile = 64, kDepth = 16, kPad = 4;
+
+__global__ void __launch_bounds__(256) gemm_tiled_kernel(WeightView w, const float* x, float* y, int64_t T) {
+  __shared__ __align__(16) float xs[kDepth][kTile + kPad];
+  __shared__ __align__(16) float ws[kDepth][kTile + kPad];
+  const int tid = threadIdx.x;
+  const int64_t m0 = int64_t{blockIdx.y} * kTile, n0 = int64_t{blockIdx.x} * kTile;
+  const int tm = tid % 16, tn = tid / 16;
+  float c[4][4] = {};
+  for (int64_t k0 = 0; k0 < w.cols; k0 += kDepth) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int e = tid + i * 256;  // 0..1023 over [64 rows][16 depth]
+      const int row = e / kDepth, k = e % kDepth;
+      const int64_t kk = k0 + k;
+      const int64_t m = m0 + row, n = n0 + row;
+      xs[k][row] = (m < T && kk < w.cols) ? x[m * w.cols + kk] : 0.0f;
+      ws[k][row] = (n < w.rows && kk < w.cols) ? w.at(n, kk) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kDepth; ++k) {
+      const float4 a = *reinterpret_cast<const float4*>(&xs[k][tm * 4]);
+      const float4 b = *reinterpret_cast<const float4*>(&ws[k][tn * 4]);
+      const float av[4] = {a.x, a.y, a.z, a.w}, bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) c[i][j] = fmaf(av[i], bv[j], c[i][j]);
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int64_t m = m0 + tm * 4 + i;
+    if (m >= T) continue;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t n = n0 + tn * 4 + j;
+      if (n < w.rows) y[m * w.rows + n] = c[i][j];
+    }
+  }
+}
+
+template <int BITS, int T>
+void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, cudaStream_t stream) {
+  const int64_t row_groups = (w.rows + kRows - 1) / kRows;
+  auto launch = [&](auto kernel, int kw) {
+    const int64_t per_block = 4 / kw;
+    const auto blocks = static_cast<unsigned>((row_groups + per_block - 1) / per_block);
+    kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(w.data), w.scales, w.biases,
+                                            w.scale_dtype, w.rows, w.cols, w.group_size, x, y);
+  };
+  if (row_groups <= 1024)
+    launch(gemv_kernel<BITS, T, 4>, 4);
+  else if (row_groups <= 4096)
+    launch(gemv_kernel<BITS, T, 2>, 2);
+  else
+    launch(gemv_kernel<BITS, T, 1>, 1);
+}
+
+template <int BITS>
+void launch_gemv(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStream_t stream) {
+  switch (T) {
+    case 1:
+      launch_gemv_kw<BITS, 1>(w, x, y, stream);
+      break;
+    case 2:
+      launch_gemv_kw<BITS, 2>(w, x, y, stream);
+      break;
+    case 3:
+      launch_gemv_kw<BITS, 3>(w, x, y, stream);
+      break;
+    case 4:
+      launch_gemv_kw<BITS, 4>(w, x, y, stream);
+      break;
+    case 5:
+      launch_gemv_kw<BITS, 5>(w, x, y, stream);
+      break;
+    case 6:
+      launch_gemv_kw<BITS, 6>(w, x, y, stream);
+      break;
+    case 7:
+      launch_gemv_kw<BITS, 7>(w, x, y, stream);
+      break;
+    default:
+      launch_gemv_kw<BITS, 8>(w, x, y, stream);
+      break;
+  }
+}
+
+// Which fused GEMV handles `w`: 8 or 4 for affine codes, 16 for BF16, 0 for none (generic kernel).
+int fast_path(const WeightMatrix& w) {
+  if (w.quantized()) {
+    const int per_chunk = 128 / w.bits;
+    if ((w.bits == 8 || w.bits == 4) && w.group_size % per_chunk == 0 && w.cols % per_chunk == 0)
+      return w.bits;
+    return 0;
+  }
+  if (w.dtype == DType::BF16 && w.cols % 8 == 0) return 16;
+  return 0;
+}
+
+void validate(const WeightMatrix& w) {
+  const std::string where = str("weight matrix [", w.rows, ", ", w.cols, "]");
+  require(w.rows > 0 && w.cols > 0 && w.data != nullptr, "matmul needs a non-empty weight matrix", where);
+  if (!w.quantized()) {
+    require(w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16,
+            str("dense weights of type ", dtype_name(w.dtype), " are not supported"), where,
+            "convert the checkpoint to F32, F16 or BF16, or quantize it");
+    return;
+  }
+  require(w.bits >= 2 && w.bits <= 8 && w.dtype == DType::U32 && w.scales != nullptr && w.biases != nullptr,
+          str("quantized weights with ", w.bits, " bits are not supported"), where, "use 2..8 bits");
+  require(w.group_size > 0 && w.cols % w.group_size == 0,
+          str("column count ", w.cols, " is not a multiple of the group size ", w.group_size), where);
+  require(w.scale_dtype == DType::F32 || w.scale_dtype == DType::F16 || w.scale_dtype == DType::BF16,
+          str("scales of type ", dtype_name(w.scale_dtype), " are not supported"), where,
+          "store scales and biases as BF16, F16 or F32");
+}
+
+}  // namespace
+
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStream_t stream) {
+  validate(w);
+  if (T == 0) return;
+  if (T > kMaxT) {
+    const dim3 grid(static_cast<unsigned>((w.rows + kTile - 1) / kTile),
+                    static_cast<unsigned>((T + kTile - 1) / kTile));
+    gemm_tiled_kernel<<<grid, 256, 0, stream>>>(weight_view(w), x, y, T);
+    check_launch("gemm_tiled");
+    return;
+  }
+  switch (fast_path(w)) {
+    case 8:
+      launch_gemv<8>(w, x, y, T, stream);
+      break;
+    case 4:
+      launch_gemv<4>(w, x, y, T, stream);
+      break;
+    case 16:
+      launch_gemv<16>(w, x, y, T, stream);
+      break;
+    default: {
+      constexpr int kWarpsPerBlock = 4;
+      const auto blocks = static_cast<unsigned>((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+      gemv_generic_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream>>>(weight_view(w), x, y,
+                                                                      static_cast<int>(T));
+    }
+  }
+  check_launch("gemv");
+}
+
+}  // namespace cuda
+
+void CudaBackend::matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) {
+  if (!(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows))
+    fail("internal error: cuda backend: matmul shape");
+  cuda::matmul(w, x.data, y.data, x.rows, ctx_->stream);
+}
+
+}  // namespace mtplx
