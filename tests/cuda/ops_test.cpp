@@ -1,0 +1,317 @@
+// CUDA backend ops against the CPU backend (the numerical reference), on fresh random inputs: every op of
+// backend.h, matmul over every weight format at T = 1..8 (fused GEMV widths) and T > 8 (tiled GEMM).
+// Reported error: max |cuda - cpu| / max |cpu| over the output. Skipped when no GPU is present.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cuda/cuda_backend.h"
+
+namespace mtplx {
+namespace {
+
+double rel_error(const std::vector<float>& ours, const std::vector<float>& ref) {
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(ours[i])) return INFINITY;
+    diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
+    scale = std::max(scale, std::fabs(double(ref[i])));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+uint16_t to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7FFF + ((u >> 16) & 1);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Exact for the values used here (k / 1024, |k| <= 1024: normal halves with a short mantissa).
+uint16_t to_f16(float f) {
+  if (f == 0) return 0;
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t exponent = ((u >> 23) & 0xFFu) - 127 + 15;
+  return static_cast<uint16_t>(sign | (exponent << 10) | ((u >> 13) & 0x3FFu));
+}
+
+class CudaOps : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_device_present()) GTEST_SKIP() << cuda_device_description();
+    gpu_ = std::make_unique<CudaBackend>(0);
+  }
+  std::vector<float> random(size_t n, float lo = -1, float hi = 1) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(n);
+    for (auto& x : v) x = dist(rng_);
+    return v;
+  }
+  // The same values on both backends.
+  std::pair<Tensor, Tensor> pair(const std::vector<float>& host, int64_t rows, int64_t cols) {
+    return {cpu_.upload(host, rows, cols), gpu_->upload(host, rows, cols)};
+  }
+  std::pair<Tensor, Tensor> random_pair(int64_t rows, int64_t cols, float lo = -1, float hi = 1) {
+    return pair(random(static_cast<size_t>(rows * cols), lo, hi), rows, cols);
+  }
+  std::vector<float> host(Backend& b, const Tensor& t) {
+    std::vector<float> v(t.numel());
+    b.download(t, v);
+    return v;
+  }
+  double compare(const Tensor& cpu, const Tensor& gpu) {
+    return rel_error(host(*gpu_, gpu), host(cpu_, cpu));
+  }
+  // Output tensors poisoned with NaN, so an element the kernel fails to write shows up.
+  std::pair<Tensor, Tensor> outputs(int64_t rows, int64_t cols) {
+    Tensor c = cpu_.alloc(rows, cols), g = gpu_->alloc(rows, cols);
+    cpu_.fill(c, NAN);
+    gpu_->fill(g, NAN);
+    return {c, g};
+  }
+
+  std::mt19937 rng_{20261126};
+  CpuBackend cpu_{2};
+  std::unique_ptr<CudaBackend> gpu_;
+};
+
+// A host weight matrix and the storage it points into.
+struct HostWeight {
+  std::vector<uint32_t> words;
+  std::vector<uint16_t> scales, biases, dense16;
+  std::vector<float> dense32;
+  WeightMatrix w;
+};
+
+HostWeight make_weight(std::mt19937& rng, int64_t rows, int64_t cols, int bits, int group, DType dense) {
+  HostWeight h;
+  h.w.rows = rows;
+  h.w.cols = cols;
+  std::uniform_real_distribution<float> u(-1, 1);
+  if (bits > 0) {
+    h.w.bits = bits;
+    h.w.group_size = group;
+    h.w.dtype = DType::U32;
+    h.w.scale_dtype = DType::BF16;
+    h.words.resize(static_cast<size_t>(rows * cols * bits / 32));
+    for (auto& x : h.words) x = static_cast<uint32_t>(rng());
+    const size_t groups = static_cast<size_t>(rows * (cols / group));
+    for (size_t i = 0; i < groups; ++i) {
+      h.scales.push_back(to_bf16(u(rng) * 0.05f));
+      h.biases.push_back(to_bf16(u(rng) * 0.2f));
+    }
+    h.w.data = h.words.data();
+    h.w.scales = h.scales.data();
+    h.w.biases = h.biases.data();
+  } else if (dense == DType::F32) {
+    h.w.dtype = DType::F32;
+    for (int64_t i = 0; i < rows * cols; ++i) h.dense32.push_back(u(rng));
+    h.w.data = h.dense32.data();
+  } else {
+    h.w.dtype = dense;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+      const float f = static_cast<float>(static_cast<int>(rng() % 2049) - 1024) / 1024.0f;
+      h.dense16.push_back(dense == DType::BF16 ? to_bf16(u(rng)) : to_f16(f));
+    }
+    h.w.data = h.dense16.data();
+  }
+  return h;
+}
+
+struct Format {
+  int bits, group;
+  DType dense;
+};
+
+TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
+  const Format formats[] = {{8, 64, DType::U32},  {4, 64, DType::U32}, {4, 32, DType::U32},
+                            {8, 128, DType::U32}, {2, 64, DType::U32}, {3, 64, DType::U32},
+                            {6, 64, DType::U32},  {5, 32, DType::U32}, {0, 0, DType::BF16},
+                            {0, 0, DType::F16},   {0, 0, DType::F32}};
+  const int64_t shapes[][2] = {{301, 512}, {64, 128}, {1030, 2560}};
+  const int64_t widths[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 64, 100};
+  for (const Format& f : formats) {
+    for (const auto& shape : shapes) {
+      if (f.bits > 0 && shape[1] % f.group != 0) continue;
+      HostWeight h = make_weight(rng_, shape[0], shape[1], f.bits, f.group, f.dense);
+      const WeightMatrix dev = gpu_->prepare_weight(h.w);
+      for (int64_t T : widths) {
+        auto [xc, xg] = random_pair(T, shape[1]);
+        auto [yc, yg] = outputs(T, shape[0]);
+        cpu_.matmul(h.w, xc, yc);
+        gpu_->matmul(dev, xg, yg);
+        const double err = compare(yc, yg);
+        EXPECT_LT(err, 1e-5) << "bits " << f.bits << " group " << f.group << " dense " << int(f.dense) << " ["
+                             << shape[0] << "x" << shape[1] << "] T " << T;
+      }
+    }
+  }
+}
+
+TEST_F(CudaOps, EmbedDenseAndQuantized) {
+  for (const Format f : {Format{0, 0, DType::BF16}, Format{4, 64, DType::U32}, Format{8, 64, DType::U32},
+                         Format{0, 0, DType::F32}}) {
+    HostWeight h = make_weight(rng_, 500, 256, f.bits, f.group, f.dense);
+    const WeightMatrix dev = gpu_->prepare_weight(h.w);
+    for (int n : {1, 7, 100}) {
+      std::vector<int32_t> tokens;
+      for (int i = 0; i < n; ++i) tokens.push_back(static_cast<int32_t>(rng_() % 500));
+      auto [c, g] = outputs(n, 256);
+      cpu_.embed(h.w, tokens, c);
+      gpu_->embed(dev, tokens, g);
+      EXPECT_EQ(compare(c, g), 0.0) << "bits " << f.bits << " n " << n;
+    }
+  }
+}
+
+TEST_F(CudaOps, ElementwiseAndNorms) {
+  for (int64_t T : {1, 5, 33}) {
+    auto [xc, xg] = random_pair(T, 2560, -3, 3);
+    auto [zc, zg] = random_pair(T, 2560, -3, 3);
+    auto [gc, gg] = random_pair(1, 2560);
+    auto [hc, hg] = random_pair(1, 256);
+    {
+      auto [c, g] = outputs(T, 2560);
+      cpu_.rms_norm(xc, gc, 1e-6f, c);
+      gpu_->rms_norm(xg, gg, 1e-6f, g);
+      EXPECT_LT(compare(c, g), 1e-6) << "rms_norm T " << T;
+      cpu_.rms_norm(xc, hc, 1e-6f, c);  // per-head groups
+      gpu_->rms_norm(xg, hg, 1e-6f, g);
+      EXPECT_LT(compare(c, g), 1e-6) << "rms_norm heads T " << T;
+      cpu_.add(xc, zc, c);
+      gpu_->add(xg, zg, g);
+      EXPECT_EQ(compare(c, g), 0.0);
+      cpu_.silu_mul(xc, zc, c);
+      gpu_->silu_mul(xg, zg, g);
+      EXPECT_LT(compare(c, g), 1e-6);
+      cpu_.gated_rms_norm(xc, zc, hc, 1e-6f, c);
+      gpu_->gated_rms_norm(xg, zg, hg, 1e-6f, g);
+      EXPECT_LT(compare(c, g), 1e-6) << "gated_rms_norm";
+      cpu_.copy_rows(xc, c, 0);
+      gpu_->copy_rows(xg, g, 0);
+      cpu_.sigmoid_mul(c, zc);
+      gpu_->sigmoid_mul(g, zg);
+      EXPECT_LT(compare(c, g), 1e-6) << "sigmoid_mul";
+      cpu_.l2_norm(c, 128, 0.25f);
+      gpu_->l2_norm(g, 128, 0.25f);
+      EXPECT_LT(compare(c, g), 1e-6) << "l2_norm";
+    }
+    {  // column blocks: per-head split and a concatenation at an offset
+      auto [c, g] = outputs(T, 1280);
+      cpu_.fill(c, 0.5f);
+      gpu_->fill(g, 0.5f);
+      cpu_.copy_columns(xc, 256, 512, c, 0, 256, 256, 5);
+      gpu_->copy_columns(xg, 256, 512, g, 0, 256, 256, 5);
+      EXPECT_EQ(compare(c, g), 0.0);
+      cpu_.copy_columns(zc, 0, 0, c, 100, 0, 700, 1);
+      gpu_->copy_columns(zg, 0, 0, g, 100, 0, 700, 1);
+      EXPECT_EQ(compare(c, g), 0.0);
+    }
+    {
+      auto [c, g] = outputs(T + 3, 2560);
+      cpu_.fill(c, 1.0f);
+      gpu_->fill(g, 1.0f);
+      cpu_.copy_rows(xc, c, 2);
+      gpu_->copy_rows(xg, g, 2);
+      EXPECT_EQ(compare(c, g), 0.0);
+    }
+    {  // rope on [T, heads * 256] with 64 rotary dims at a large position
+      auto [c, g] = pair(host(cpu_, xc), T, 2560);
+      cpu_.rope(c, 10, 256, 64, 1e7, 4000);
+      gpu_->rope(g, 10, 256, 64, 1e7, 4000);
+      EXPECT_LT(compare(c, g), 1e-6) << "rope";
+    }
+    {
+      auto [ac, ag] = random_pair(T, 32, -4, 4);
+      auto [bc, bg] = random_pair(T, 32, -4, 4);
+      auto [lc, lg] = random_pair(1, 32);
+      auto [dc, dg] = random_pair(1, 32, -2, 2);
+      auto [g1c, g1g] = outputs(T, 32);
+      auto [b1c, b1g] = outputs(T, 32);
+      cpu_.gdn_gates(ac, bc, lc, dc, g1c, b1c);
+      gpu_->gdn_gates(ag, bg, lg, dg, g1g, b1g);
+      EXPECT_LT(compare(g1c, g1g), 1e-6);
+      EXPECT_LT(compare(b1c, b1g), 1e-6);
+    }
+  }
+}
+
+TEST_F(CudaOps, Conv1dWithRowStates) {
+  const int64_t C = 1000, K = 4;
+  for (int64_t T : {1, 2, 3, 6, 40}) {
+    auto [xc, xg] = random_pair(T, C);
+    auto [wc, wg] = random_pair(C, K);
+    auto [sc, sg] = random_pair(K - 1, C);
+    auto [oc, og] = outputs(T, C);
+    auto [rc, rg] = outputs(T, (K - 1) * C);
+    cpu_.conv1d_silu(xc, wc, sc, oc, &rc);
+    gpu_->conv1d_silu(xg, wg, sg, og, &rg);
+    EXPECT_LT(compare(oc, og), 1e-6) << "T " << T;
+    EXPECT_EQ(compare(rc, rg), 0.0) << "T " << T;
+    EXPECT_EQ(compare(sc, sg), 0.0) << "T " << T;
+  }
+}
+
+TEST_F(CudaOps, AttentionGqaAtOffsets) {
+  const int heads = 8, kv_heads = 2;
+  for (int D : {64, 128, 256}) {
+    for (auto [T, pos0] : {std::pair<int64_t, int64_t>{1, 0}, {1, 37}, {3, 100}, {8, 500}, {50, 0}}) {
+      const int64_t capacity = pos0 + T + 5;
+      auto [qc, qg] = random_pair(T, int64_t{heads} * D, -2, 2);
+      auto [kc, kg] = random_pair(capacity, int64_t{kv_heads} * D, -2, 2);
+      auto [vc, vg] = random_pair(capacity, int64_t{kv_heads} * D);
+      auto [oc, og] = outputs(T, int64_t{heads} * D);
+      const float scale = 1.0f / std::sqrt(float(D));
+      cpu_.attention({&qc, &kc, &vc, &oc, pos0, heads, kv_heads, D, scale});
+      gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale});
+      EXPECT_LT(compare(oc, og), 1e-5) << "D " << D << " T " << T << " pos0 " << pos0;
+    }
+  }
+}
+
+TEST_F(CudaOps, GdnRecurrentAndChunked) {
+  for (auto [Hk, Hv, Dk, Dv] :
+       {std::tuple{2, 4, 128, 128}, std::tuple{16, 32, 128, 128}, std::tuple{1, 3, 64, 96}}) {
+    for (int64_t T : {1, 3, 8, 100}) {
+      auto [qc, qg] = random_pair(T, int64_t{Hk} * Dk);
+      auto [kc, kg] = random_pair(T, int64_t{Hk} * Dk);
+      cpu_.l2_norm(qc, Dk, 1.0f / std::sqrt(float(Dk)));
+      gpu_->l2_norm(qg, Dk, 1.0f / std::sqrt(float(Dk)));
+      cpu_.l2_norm(kc, Dk, 1.0f);
+      gpu_->l2_norm(kg, Dk, 1.0f);
+      auto [vc, vg] = random_pair(T, int64_t{Hv} * Dv);
+      auto [gc, gg] = random_pair(T, Hv, -1.0f, -0.01f);
+      auto [bc, bg] = random_pair(T, Hv, 0.0f, 1.0f);
+      for (bool chunked : {false, true}) {
+        auto [sc, sg] = random_pair(Hv, int64_t{Dk} * Dv, -0.5f, 0.5f);
+        auto [oc, og] = outputs(T, int64_t{Hv} * Dv);
+        const bool rows = !chunked && T <= 8;
+        Tensor rc, rg;
+        if (rows) std::tie(rc, rg) = outputs(T, sc.numel());
+        GdnArgs ac{&qc, &kc, &vc, &gc, &bc, &sc, &oc, rows ? &rc : nullptr, Hk, Hv, Dk, Dv};
+        GdnArgs ag{&qg, &kg, &vg, &gg, &bg, &sg, &og, rows ? &rg : nullptr, Hk, Hv, Dk, Dv};
+        if (chunked) {
+          cpu_.gdn_chunked(ac);
+          gpu_->gdn_chunked(ag);
+        } else {
+          cpu_.gdn_recurrent(ac);
+          gpu_->gdn_recurrent(ag);
+        }
+        EXPECT_LT(compare(oc, og), 1e-5) << "T " << T << " chunked " << chunked << " Dv " << Dv;
+        EXPECT_LT(compare(sc, sg), 1e-5) << "T " << T << " chunked " << chunked;
+        if (rows) {
+          EXPECT_LT(compare(rc, rg), 1e-5) << "T " << T;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace mtplx
