@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "backend/device.h"
 #include "base/error.h"
 
 namespace mtplx::cli {
@@ -18,11 +19,16 @@ void GenerationFlags::add_to(CLI::App& cmd) {
   cmd.add_option("--frequency-penalty", frequency_penalty, "OpenAI frequency penalty");
   cmd.add_option("--seed", seed, "Random seed (default 0)");
   cmd.add_option("--mtp-depth", mtp_depth, "Drafts per cycle; 0 = plain autoregressive decoding");
-  cmd.add_flag("--adaptive-depth", adaptive_depth, "Adapt the depth (up to --mtp-depth) to the acceptance rate");
+  cmd.add_flag("--adaptive-depth", adaptive_depth,
+               "Adapt the depth (up to --mtp-depth) to the acceptance rate");
   cmd.add_option("--draft-temp", draft_temperature, "Temperature of the MTP draft distribution");
   cmd.add_option("--draft-head", draft_head, "Draft LM head: full, q4, q8 or trim:N");
   cmd.add_option("--context", context, "Context size in tokens (default: prompt + max tokens)");
   cmd.add_option("--threads", threads, "CPU threads (0 = all)");
+  cmd.add_option("--device", device,
+                 "Where the model runs: auto (CUDA when built with it and a GPU is present), cpu, cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
 }
 
 namespace {
@@ -47,7 +53,9 @@ GenerationConfig resolve(const GenerationFlags& f, GenerationConfig c) {
 }  // namespace
 
 LoadedModel::LoadedModel(const GenerationFlags& flags)
-    : ckpt(open_checkpoint(flags.model_dir)), backend(flags.threads), model(ckpt, backend) {
+    : ckpt(open_checkpoint(flags.model_dir)),
+      backend(make_backend(flags.device, flags.threads)),
+      model(ckpt, *backend) {
   GenerationDefaults defaults = generation_defaults(ckpt, model.config(), model.has_mtp());
   config = resolve(flags, defaults.config);
   config.validate();

@@ -7,7 +7,7 @@
 #include <optional>
 #include <string>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend.h"
 #include "decode/defaults.h"
 #include "decode/draft_head.h"
 #include "decode/generator.h"
@@ -28,6 +28,7 @@ struct GenerationFlags {
   std::optional<std::string> draft_head;
   std::optional<int64_t> context;
   int threads = 0;
+  std::string device = "auto";
 
   void add_to(CLI::App& cmd);
 };
@@ -35,7 +36,7 @@ struct GenerationFlags {
 // A loaded model with its draft head and the defaults resolved against the flags.
 struct LoadedModel {
   Checkpoint ckpt;
-  CpuBackend backend;
+  std::unique_ptr<Backend> backend;  // --device: CPU or CUDA
   Qwen35Model model;
   GenerationConfig config;
   std::unique_ptr<DraftHead> draft_head;  // null when the model has no MTP head

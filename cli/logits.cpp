@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/device.h"
 #include "base/error.h"
 #include "commands.h"
 #include "io/checkpoint.h"
@@ -56,14 +56,20 @@ void add_logits_command(CLI::App& app) {
   auto tokens_text = std::make_shared<std::string>();
   auto with_mtp = std::make_shared<bool>(false);
   auto threads = std::make_shared<int>(0);
+  auto device = std::make_shared<std::string>("auto");
   cmd->add_option("--model", *model_dir, "Checkpoint folder")->required();
   cmd->add_option("--tokens", *tokens_text, "Comma-separated token ids")->required();
   cmd->add_flag("--mtp", *with_mtp, "Also print the MTP head's logits for slots 0..T-2");
   cmd->add_option("--threads", *threads, "CPU threads (0 = all)");
+  cmd->add_option("--device", *device,
+                  "Where the model runs: auto (CUDA when built with it and a GPU is present), cpu, cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+      ->capture_default_str();
   cmd->callback([=] {
     const auto tokens = parse_token_list(*tokens_text);
     const Checkpoint ckpt = open_checkpoint(*model_dir);
-    CpuBackend backend(*threads);
+    const std::unique_ptr<Backend> backend_ptr = make_backend(*device, *threads);
+    Backend& backend = *backend_ptr;
     Qwen35Model model(ckpt, backend);
     require(!*with_mtp || model.has_mtp(), "--mtp given but the checkpoint has no MTP head", *model_dir);
     ModelState state = model.new_state(static_cast<int64_t>(tokens.size()) + 1);
