@@ -14,6 +14,7 @@
 #include "base/error.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
+#include "support/reference.h"
 #include "support/temp_dir.h"
 
 namespace mtplx {
@@ -24,64 +25,16 @@ namespace fs = std::filesystem;
 // Reported tolerance: max |ours - reference| / max |reference| over a whole logits matrix.
 constexpr double kLogitTolerance = 1e-4;
 
-struct Reference {
-  std::vector<int32_t> tokens;
-  std::vector<float> logits;      // [T, V]
-  std::vector<float> mtp_logits;  // [T-1, V]
-  int64_t vocab = 0;
-};
-
-Reference read_reference(const fs::path& dir) {
-  TensorStore store;
-  store.add_file(dir / "reference.safetensors");
-  Reference ref;
-  const TensorView& tokens = store.get("tokens");
-  for (int64_t i = 0; i < tokens.numel(); ++i) {
-    int32_t id;
-    std::memcpy(&id, static_cast<const char*>(tokens.data()) + 4 * i, 4);
-    ref.tokens.push_back(id);
-  }
-  auto floats = [&](const std::string& name, std::vector<float>& out) {
-    const TensorView& view = store.get(name);
-    out.resize(view.numel());
-    for (int64_t i = 0; i < view.numel(); ++i) out[i] = load_float(view.data(), view.dtype, i);
-    return view.shape.back();
-  };
-  ref.vocab = floats("logits", ref.logits);
-  if (store.contains("mtp_logits")) floats("mtp_logits", ref.mtp_logits);
-  return ref;
-}
+using testing::fixture_dirs;
+using testing::fixture_name;
+using testing::read_reference;
+using testing::Reference;
+using testing::relative_error;
 
 std::vector<float> to_host(Backend& backend, const Tensor& t) {
   std::vector<float> host(t.numel());
   backend.download(t, host);
   return host;
-}
-
-double relative_error(const std::vector<float>& ours, const std::vector<float>& ref) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
-    scale = std::max(scale, std::fabs(double(ref[i])));
-  }
-  return diff / scale;
-}
-
-std::vector<fs::path> fixture_dirs() {
-  std::vector<fs::path> dirs;
-  if (!fs::exists(testing::fixtures_dir())) return dirs;
-  for (const auto& entry : fs::directory_iterator(testing::fixtures_dir())) {
-    if (fs::exists(entry.path() / "reference.safetensors")) dirs.push_back(entry.path());
-  }
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
-
-std::string fixture_name(const ::testing::TestParamInfo<fs::path>& info) {
-  std::string name = info.param.filename().string();
-  std::replace_if(
-      name.begin(), name.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
-  return name;
 }
 
 class FixtureTest : public ::testing::TestWithParam<fs::path> {
