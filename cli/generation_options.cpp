@@ -1,5 +1,6 @@
 #include "generation_options.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "base/error.h"
@@ -23,6 +24,9 @@ void GenerationFlags::add_to(CLI::App& cmd) {
   cmd.add_option("--draft-head", draft_head, "Draft LM head: full, q4, q8 or trim:N");
   cmd.add_option("--context", context, "Context size in tokens (default: prompt + max tokens)");
   cmd.add_option("--threads", threads, "CPU threads (0 = all)");
+  // allow_extra_args(false): each --stop takes exactly one value, so a later flag is never swallowed.
+  cmd.add_option("--stop", stop, "Stop before this text (repeatable); the text itself is not shown")
+      ->allow_extra_args(false);
 }
 
 namespace {
@@ -63,6 +67,12 @@ LoadedModel::LoadedModel(const GenerationFlags& flags)
     frequent = read_draft_vocab(path);
   }
   draft_head = std::make_unique<DraftHead>(model, spec, frequent);
+}
+
+void add_stop_token_ids(GenerationConfig& config, const text::ChatModel& text) {
+  for (int32_t id : text.stop_token_ids())
+    if (std::find(config.eos_ids.begin(), config.eos_ids.end(), id) == config.eos_ids.end())
+      config.eos_ids.push_back(id);
 }
 
 }  // namespace mtplx::cli
