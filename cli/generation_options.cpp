@@ -64,7 +64,11 @@ LoadedModel::LoadedModel(const GenerationFlags& flags)
     const auto path = std::filesystem::path(flags.model_dir) / "draft_vocab.json";
     require(std::filesystem::exists(path), "trim:N needs draft_vocab.json in the model folder", path.string(),
             "create it with `mtplx draft-vocab --model DIR --file CORPUS`");
-    frequent = read_draft_vocab(path);
+    // The trimmed head keeps config.json's eos ids itself; generation_config.json may end generation on
+    // more (Qwen3.5: <|im_end|>), and a draft head that cannot propose them misses every reply's end.
+    frequent = config.eos_ids;
+    const auto counted = read_draft_vocab(path);
+    frequent.insert(frequent.end(), counted.begin(), counted.end());
   }
   draft_head = std::make_unique<DraftHead>(model, spec, frequent);
 }
