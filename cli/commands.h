@@ -14,5 +14,6 @@ void add_tokenize_command(CLI::App& app);
 void add_detokenize_command(CLI::App& app);
 void add_template_command(CLI::App& app);
 void add_draft_vocab_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
 
 }  // namespace mtplx::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   mtplx::cli::add_detokenize_command(app);
   mtplx::cli::add_template_command(app);
   mtplx::cli::add_draft_vocab_command(app);
+  mtplx::cli::add_chat_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
