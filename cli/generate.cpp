@@ -1,5 +1,10 @@
 // mtplx generate: one-shot generation from a prompt, chat messages or token ids, streamed as text or
 // reported as JSON with speed and acceptance statistics.
+//
+// --stop: the text ends right before the first stop string, in AR and MTP mode alike. In --json output
+// "text" is that text, "stop" the matched string, and "ids" the tokens that carry the text: up to and
+// including the token holding its last byte (text/generated_text.h), so a token that straddles the start
+// of the stop string is kept. stats.generated_tokens still counts every generated token.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,7 +16,9 @@
 #include "base/error.h"
 #include "commands.h"
 #include "generation_options.h"
+#include "reply_view.h"
 #include "text/chat.h"
+#include "text/generated_text.h"
 
 namespace mtplx::cli {
 namespace {
@@ -81,38 +88,53 @@ void run(const GenerateFlags& f) {
   require(inputs == 1, "give exactly one of --prompt, --messages, --tokens");
   require(f.n >= 1, "--n must be at least 1");
   LoadedModel loaded(f.common);
-  const auto text = load_text(f.common.model_dir, !f.tokens);
+  const auto text = load_text(f.common.model_dir, !f.tokens || !f.common.stop.empty());
   const auto prompt = build_prompt(f, text);
+  text::OutputParserOptions parsing;
   if (text) {
-    for (int32_t id : text->stop_token_ids())
-      if (std::find(loaded.config.eos_ids.begin(), loaded.config.eos_ids.end(), id) == loaded.config.eos_ids.end())
-        loaded.config.eos_ids.push_back(id);
+    add_stop_token_ids(loaded.config, *text);
+    parsing.starts_in_reasoning = text::prompt_opens_reasoning(text->tokenizer().decode(prompt));
   }
+  const ReplyStyle style = terminal_style(stdout, ReplyStyle::kRaw);
   Generator generator(loaded.model, loaded.draft_head.get());
   for (int i = 0; i < f.n; ++i) {
     GenerationConfig config = loaded.config;
     config.seed += static_cast<uint64_t>(i);
-    std::optional<text::StreamDecoder> stream;
-    if (text && !f.json) stream.emplace(text->tokenizer());
+    std::optional<text::GeneratedText> out;
+    if (text) out.emplace(text->tokenizer(), f.common.stop);
+    std::optional<ReplyView> view;
+    if (text && !f.json) view.emplace(std::cout, style, parsing);
+    // Stopping inside the sink ends generation after the token that completed a stop string, in the
+    // middle of an MTP cycle if need be: the drafts after it are never emitted.
     const TokenSink sink = [&](int32_t token) {
-      if (stream) {
-        std::cout << stream->push(token) << std::flush;
-      }
-      return true;
+      if (!out) return true;
+      const std::string piece = out->push(token);
+      if (view) view->push(piece);
+      return !out->stopped();
     };
     if (f.n > 1 && !f.json) std::cout << "--- sample " << i << " (seed " << config.seed << ")\n";
     const auto result = generator.generate(prompt, config, sink);
+    if (out) {
+      const std::string rest = out->finish();
+      if (view) view->push(rest);
+    }
     if (f.json) {
-      nlohmann::json out = {{"seed", config.seed}, {"ids", result.tokens},
-                            {"finish_reason", finish_reason_name(result.finish)}, {"stats", stats_json(result.stats)}};
-      if (text) out["text"] = text->tokenizer().decode(result.tokens);
-      std::cout << out.dump() << "\n";
+      nlohmann::json out_json = {{"seed", config.seed},
+                                 {"ids", out ? out->ids_for_text() : result.tokens},
+                                 {"finish_reason", finish_reason_name(result.finish)},
+                                 {"stats", stats_json(result.stats)}};
+      if (out) {
+        out_json["text"] = out->text();
+        out_json["stop"] = out->stopped() ? nlohmann::json(out->matched_stop()) : nlohmann::json();
+      }
+      // A stop string may begin inside a UTF-8 character; replace, rather than throw on, a cut one.
+      std::cout << out_json.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else {
-      if (stream) std::cout << stream->flush();
+      if (view) view->finish();
       if (!text) {
         for (size_t t = 0; t < result.tokens.size(); ++t) std::cout << (t ? "," : "") << result.tokens[t];
       }
-      std::cout << "\n";
+      if (!view || style == ReplyStyle::kRaw) std::cout << "\n";
       std::fprintf(stderr, "[%lld tokens, %.1f tok/s decode, %.1f tok/s prefill, %.2f tokens/cycle, %s]\n",
                    static_cast<long long>(result.stats.generated_tokens), result.stats.decode_tokens_per_second(),
                    result.stats.prefill_tokens_per_second(), result.stats.tokens_per_cycle(),

@@ -1,5 +1,6 @@
 #include "generation_options.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "backend/device.h"
@@ -29,6 +30,9 @@ void GenerationFlags::add_to(CLI::App& cmd) {
                  "Where the model runs: auto (CUDA when built with it and a GPU is present), cpu, cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+  // allow_extra_args(false): each --stop takes exactly one value, so a later flag is never swallowed.
+  cmd.add_option("--stop", stop, "Stop before this text (repeatable); the text itself is not shown")
+      ->allow_extra_args(false);
 }
 
 namespace {
@@ -68,9 +72,19 @@ LoadedModel::LoadedModel(const GenerationFlags& flags)
     const auto path = std::filesystem::path(flags.model_dir) / "draft_vocab.json";
     require(std::filesystem::exists(path), "trim:N needs draft_vocab.json in the model folder", path.string(),
             "create it with `mtplx draft-vocab --model DIR --file CORPUS`");
-    frequent = read_draft_vocab(path);
+    // The trimmed head keeps config.json's eos ids itself; generation_config.json may end generation on
+    // more (Qwen3.5: <|im_end|>), and a draft head that cannot propose them misses every reply's end.
+    frequent = config.eos_ids;
+    const auto counted = read_draft_vocab(path);
+    frequent.insert(frequent.end(), counted.begin(), counted.end());
   }
   draft_head = std::make_unique<DraftHead>(model, spec, frequent);
+}
+
+void add_stop_token_ids(GenerationConfig& config, const text::ChatModel& text) {
+  for (int32_t id : text.stop_token_ids())
+    if (std::find(config.eos_ids.begin(), config.eos_ids.end(), id) == config.eos_ids.end())
+      config.eos_ids.push_back(id);
 }
 
 }  // namespace mtplx::cli

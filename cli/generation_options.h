@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "decode/defaults.h"
@@ -13,6 +14,7 @@
 #include "decode/generator.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
+#include "text/chat.h"
 
 namespace mtplx::cli {
 
@@ -29,6 +31,8 @@ struct GenerationFlags {
   std::optional<int64_t> context;
   int threads = 0;
   std::string device = "auto";
+  // Text, not tokens: the generator knows nothing of them; the front end stops it through its TokenSink.
+  std::vector<std::string> stop;
 
   void add_to(CLI::App& cmd);
 };
@@ -43,5 +47,9 @@ struct LoadedModel {
 
   LoadedModel(const GenerationFlags& flags);
 };
+
+// Adds the tokenizer's end-of-turn tokens (<|im_end|>, <|endoftext|>, eos_token) to the ids that end
+// generation: generation_config.json of some checkpoints lists only one of them.
+void add_stop_token_ids(GenerationConfig& config, const text::ChatModel& text);
 
 }  // namespace mtplx::cli

@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   mtplx::cli::add_tokenize_command(app);
   mtplx::cli::add_detokenize_command(app);
   mtplx::cli::add_template_command(app);
+  mtplx::cli::add_draft_vocab_command(app);
+  mtplx::cli::add_chat_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -21,10 +21,11 @@ void GenerationConfig::validate() const {
 
 std::string_view finish_reason_name(FinishReason reason) {
   switch (reason) {
+    // OpenAI's convention: an eos and a stop string both finish with "stop" (front ends that need to tell
+    // them apart report the matched stop string).
     case FinishReason::kEos:
-      return "stop";
     case FinishReason::kStop:
-      return "stop_string";
+      return "stop";
     case FinishReason::kLength:
       return "length";
     case FinishReason::kContext:
