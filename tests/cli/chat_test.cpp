@@ -7,7 +7,7 @@
 #include <regex>
 #include <sstream>
 
-#include "command.h"
+#include "support/command.h"
 
 namespace mtplx::testing {
 namespace {

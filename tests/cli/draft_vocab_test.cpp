@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <map>
 
-#include "command.h"
+#include "support/command.h"
 
 namespace mtplx::testing {
 namespace {

@@ -7,7 +7,7 @@
 
 #include <optional>
 
-#include "command.h"
+#include "support/command.h"
 #include "text/tokenizer.h"
 
 namespace mtplx::testing {

@@ -2,42 +2,17 @@
 // transformers reference, and bad arguments fail with a clear message and a nonzero exit.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
+#include "support/command.h"
 #include "support/reference.h"
-#include "support/temp_dir.h"
 
 namespace mtplx {
 namespace {
 
 namespace fs = std::filesystem;
-using testing::TempDir;
-
-struct CommandResult {
-  int status = 0;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-CommandResult run_mtplx(const std::string& args) {
-  TempDir tmp;
-  const std::string command = std::string(MTPLX_BINARY) + " " + args + " >" + (tmp / "out").string() + " 2>" +
-                              (tmp / "err").string();
-  CommandResult result;
-  result.status = std::system(command.c_str());
-  result.out = slurp(tmp / "out");
-  result.err = slurp(tmp / "err");
-  return result;
-}
+using testing::CommandResult;
+using testing::run_mtplx;
 
 std::vector<float> flatten(const nlohmann::json& rows) {
   std::vector<float> flat;
@@ -51,8 +26,11 @@ class CliLogitsTest : public ::testing::TestWithParam<fs::path> {};
 TEST_P(CliLogitsTest, MatchesTransformersReference) {
   const testing::Reference ref = testing::read_reference(GetParam());
   std::string ids;
-  for (int32_t t : ref.tokens) ids += (ids.empty() ? "" : ",") + std::to_string(t);
-  const CommandResult r = run_mtplx("logits --model " + GetParam().string() + " --tokens " + ids + " --mtp");
+  for (int32_t t : ref.tokens) {
+    if (!ids.empty()) ids.push_back(',');
+    ids.append(std::to_string(t));
+  }
+  const CommandResult r = run_mtplx({"logits", "--model", GetParam().string(), "--tokens", ids, "--mtp"});
   ASSERT_EQ(r.status, 0) << r.err;
   const auto json = nlohmann::json::parse(r.out);
   ASSERT_EQ(json["logits"].size(), ref.tokens.size());
@@ -68,22 +46,22 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, CliLogitsTest, ::testing::ValuesIn(testing::f
 
 TEST(CliLogits, BadArgumentsFailClearly) {
   const std::string model = (testing::fixtures_dir() / "hf-causal-tied").string();
-  CommandResult r = run_mtplx("logits --model " + model + " --tokens 1,x,3");
+  CommandResult r = run_mtplx({"logits", "--model", model, "--tokens", "1,x,3"});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("x"), std::string::npos) << r.err;
-  r = run_mtplx("logits --model " + model + " --tokens 1,999999");
+  r = run_mtplx({"logits", "--model", model, "--tokens", "1,999999"});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("999999"), std::string::npos) << r.err;
-  r = run_mtplx("logits --model /nonexistent/model --tokens 1");
+  r = run_mtplx({"logits", "--model", "/nonexistent/model", "--tokens", "1"});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("/nonexistent/model"), std::string::npos) << r.err;
-  r = run_mtplx("inspect /nonexistent/model");
+  r = run_mtplx({"inspect", "/nonexistent/model"});
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("/nonexistent/model"), std::string::npos) << r.err;
 }
 
 TEST(CliInspect, DescribesAnArtifact) {
-  const CommandResult r = run_mtplx("inspect " + (testing::fixtures_dir() / "mtplx-q4").string());
+  const CommandResult r = run_mtplx({"inspect", (testing::fixtures_dir() / "mtplx-q4").string()});
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("layout:      mtplx"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("delta"), std::string::npos) << r.out;
