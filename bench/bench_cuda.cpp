@@ -1,0 +1,307 @@
+// bench_cuda: batch-1 speed of checkpoints on the CUDA backend, against the memory roofline.
+//
+//   bench_cuda --model DIR [--model DIR ...] [--prefill 512,4096] [--decode 128] [--repeats 3]
+//
+// Per model:
+//   bytes/token   weight bytes one AR decode step reads: every trunk matrix and vector, the final norm, the
+//                 LM head and one embedding row (as bench_decode counts them; the GDN state and KV cache
+//                 are not counted).
+//   roofline      copy bandwidth / bytes per token, with the copy bandwidth measured in the same run by a
+//                 device-to-device copy kernel (bytes read + written).
+//   ar            decode steps after a 16-token prompt: forward(1) + full logits row + download + argmax;
+//                 t/s and % of roofline.
+//   verify N      one captured forward of N rows + logits + download, rolled back, N = 1..5 (median ms
+//                 and the ratio to N = 1).
+//   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
+//                 ms and the ratio to one AR step.
+//   ppN           prefill of N tokens + the logits of the last row; t/s = N / time.
+// Every time is wall-clock around work that ends with a download (a host sync), after one warm-up run.
+#include <algorithm>
+#include <cstdio>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "base/error.h"
+#include "base/timing.h"
+#include "io/checkpoint.h"
+#include "model/qwen35.h"
+#if MTPLX_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#include "decode/draft_head.h"
+#endif
+
+namespace mtplx {
+namespace {
+
+struct Args {
+  std::vector<std::string> models;
+  std::vector<int> prefill = {512, 4096};
+  int decode = 128;
+  int repeats = 3;
+};
+
+std::vector<int> parse_list(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(std::stoi(item));
+  return out;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string key = argv[i];
+    require(i + 1 < argc, str("option ", key, " needs a value"), "", "see the usage in bench/bench_cuda.cpp");
+    const std::string value = argv[++i];
+    if (key == "--model")
+      a.models.push_back(value);
+    else if (key == "--prefill")
+      a.prefill = parse_list(value);
+    else if (key == "--decode")
+      a.decode = std::stoi(value);
+    else if (key == "--repeats")
+      a.repeats = std::stoi(value);
+    else
+      fail(str("unknown option ", key), "", "options: --model --prefill --decode --repeats");
+  }
+  require(!a.models.empty(), "no --model given", "", "pass --model DIR (repeatable)");
+  require(a.repeats >= 1 && a.decode >= 1, "--repeats and --decode must be at least 1");
+  return a;
+}
+
+#if MTPLX_HAVE_CUDA
+
+uint64_t vector_bytes(const Tensor& t) {
+  return static_cast<uint64_t>(t.numel()) * 4;
+}
+
+uint64_t layer_bytes(const LayerWeights& l) {
+  uint64_t b = vector_bytes(l.input_norm) + vector_bytes(l.post_norm);
+  for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) b += m->bytes();
+  if (l.kind == LayerKind::kFullAttention) {
+    const auto& a = l.attn;
+    for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) b += m->bytes();
+    b += vector_bytes(a.q_norm) + vector_bytes(a.k_norm);
+  } else {
+    const auto& g = l.gdn;
+    for (const WeightMatrix* m : {&g.in_proj_qkv, &g.in_proj_z, &g.in_proj_b, &g.in_proj_a, &g.out_proj})
+      b += m->bytes();
+    for (const Tensor* t : {&g.conv1d, &g.a_log, &g.dt_bias, &g.norm}) b += vector_bytes(*t);
+  }
+  return b;
+}
+
+uint64_t decode_bytes_per_token(const ModelWeights& w) {
+  uint64_t b = 0;
+  for (const auto& layer : w.layers) b += layer_bytes(layer);
+  b += vector_bytes(w.final_norm) + w.lm_head.bytes();
+  b += w.embed.rows > 0 ? w.embed.bytes() / static_cast<uint64_t>(w.embed.rows) : 0;
+  return b;
+}
+
+int32_t argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+std::vector<int32_t> prompt(int n, int64_t vocab) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = static_cast<int32_t>((i * 7919 + 13) % vocab);
+  return t;
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void bench_model(const std::string& dir, const Args& args, double copy_bw) {
+  CudaBackend gpu(0);
+  const Checkpoint ckpt = open_checkpoint(dir);
+  Stopwatch load_clock;
+  Qwen35Model model(ckpt, gpu);
+  gpu.synchronize();
+  const double load_s = load_clock.seconds();
+  const ModelConfig& c = model.config();
+  const uint64_t per_token = decode_bytes_per_token(model.weights());
+  const double roofline = copy_bw / static_cast<double>(per_token);
+  std::printf("\n## %s\nload %.1f s, %.2f GB on the GPU; bytes/token %.3f GB; roofline %.0f tok/s\n",
+              dir.c_str(), load_s, static_cast<double>(gpu.weight_bytes()) / 1e9,
+              static_cast<double>(per_token) / 1e9, roofline);
+  const int64_t V = c.vocab_size;
+  std::vector<float> host(static_cast<size_t>(V));
+  const int kPrompt = 16;
+  const int capacity = kPrompt + args.decode + 64;
+
+  // AR decode.
+  std::vector<double> ar_tps;
+  for (int rep = 0; rep < args.repeats + 1; ++rep) {
+    ModelState state = model.new_state(capacity);
+    const auto tokens = prompt(kPrompt, V);
+    gpu.download(model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1)), host);
+    Stopwatch clock;
+    for (int i = 0; i < args.decode; ++i) {
+      const int32_t next = argmax(host);
+      gpu.download(model.logits(model.forward(std::span(&next, 1), state)), host);
+    }
+    if (rep > 0) ar_tps.push_back(args.decode / clock.seconds());
+  }
+  const double ar = median(ar_tps);
+  std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
+              args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
+
+  // Where an AR step's time goes: host time to queue the step's ops vs the time until the device is done.
+  {
+    ModelState state = model.new_state(capacity);
+    const auto tokens = prompt(kPrompt, V);
+    model.forward(tokens, state);
+    std::vector<double> queue_ms, total_ms;
+    for (int i = 0; i < 21; ++i) {
+      const int32_t next = tokens[i % kPrompt];
+      Stopwatch clock;
+      const Tensor logits = model.logits(model.forward(std::span(&next, 1), state));
+      queue_ms.push_back(clock.seconds() * 1e3);
+      gpu.synchronize();
+      total_ms.push_back(clock.seconds() * 1e3);
+    }
+    std::printf("ar step without download: host queues the ops in %.3f ms, device done after %.3f ms\n",
+                median(queue_ms), median(total_ms));
+  }
+
+  // Single matmuls of the step's shapes, back to back (T = 1 and 3): microseconds and GB/s.
+  {
+    const LayerWeights* gdn_layer = nullptr;
+    const LayerWeights* attn_layer = nullptr;
+    for (const auto& l : model.weights().layers) {
+      if (l.kind == LayerKind::kFullAttention && attn_layer == nullptr) attn_layer = &l;
+      if (l.kind != LayerKind::kFullAttention && gdn_layer == nullptr) gdn_layer = &l;
+    }
+    std::vector<std::pair<std::string, const WeightMatrix*>> mats = {{"lm_head", &model.weights().lm_head}};
+    if (gdn_layer != nullptr) {
+      mats.push_back({"gdn.in_proj_qkv", &gdn_layer->gdn.in_proj_qkv});
+      mats.push_back({"gdn.in_proj_z", &gdn_layer->gdn.in_proj_z});
+      mats.push_back({"gdn.in_proj_a", &gdn_layer->gdn.in_proj_a});
+      mats.push_back({"gdn.out_proj", &gdn_layer->gdn.out_proj});
+      mats.push_back({"mlp.gate_proj", &gdn_layer->mlp.gate_proj});
+      mats.push_back({"mlp.down_proj", &gdn_layer->mlp.down_proj});
+    }
+    if (attn_layer != nullptr) mats.push_back({"attn.q_proj", &attn_layer->attn.q_proj});
+    for (const auto& [name, w] : mats) {
+      std::printf("matmul %-16s [%6lld x %5lld] q%d:", name.c_str(), static_cast<long long>(w->rows),
+                  static_cast<long long>(w->cols), w->bits);
+      for (int64_t T : {1, 3, 8}) {
+        Tensor x = gpu.alloc(T, w->cols), y = gpu.alloc(T, w->rows);
+        gpu.fill(x, 0.01f);
+        const int reps = 50;
+        gpu.matmul(*w, x, y);
+        gpu.synchronize();
+        Stopwatch clock;
+        for (int i = 0; i < reps; ++i) gpu.matmul(*w, x, y);
+        gpu.synchronize();
+        const double us = clock.seconds() * 1e6 / reps;
+        std::printf("  T=%lld %.1f us %.0f GB/s", static_cast<long long>(T), us,
+                    static_cast<double>(w->bytes()) / (us * 1e3));
+      }
+      std::printf("\n");
+    }
+  }
+
+  // Verify widths: captured forward of N rows, logits, download, rollback to 1 row.
+  std::vector<double> verify_ms(6, 0);
+  {
+    ModelState state = model.new_state(capacity);
+    const auto tokens = prompt(kPrompt, V);
+    model.forward(tokens, state);
+    std::vector<float> rows_host(static_cast<size_t>(V * 5));
+    for (int n = 1; n <= 5; ++n) {
+      std::vector<double> ms;
+      for (int rep = 0; rep < 21; ++rep) {
+        const auto rows = prompt(n, V);
+        Stopwatch clock;
+        const Tensor logits = model.logits(model.forward(rows, state, {GdnMode::kAuto, true}));
+        gpu.download(logits, std::span(rows_host.data(), static_cast<size_t>(V * n)));
+        ms.push_back(clock.seconds() * 1e3);
+        model.rollback(state, 1);
+        state.position -= 1;  // stay at the same position: the next verify overwrites the same rows
+      }
+      ms.erase(ms.begin());
+      verify_ms[n] = median(ms);
+    }
+  }
+  std::printf("verify: ");
+  for (int n = 1; n <= 5; ++n)
+    std::printf("%d rows %.3f ms (%.2fx)%s", n, verify_ms[n], verify_ms[n] / verify_ms[1],
+                n < 5 ? ", " : "\n");
+
+  // Draft step: one MTP slot + draft head logits (downloaded).
+  if (model.has_mtp()) {
+    ModelState state = model.new_state(capacity);
+    const auto tokens = prompt(kPrompt, V);
+    const Tensor hidden = model.forward(tokens, state);
+    DraftHead head(model, {});
+    std::vector<double> ms;
+    for (int rep = 0; rep < 31; ++rep) {
+      const int32_t token = tokens[rep % kPrompt];
+      Stopwatch clock;
+      const Tensor h =
+          model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
+      const auto logits = head.logits(h);
+      ms.push_back(clock.seconds() * 1e3);
+      if (logits.empty()) std::printf("?");
+    }
+    ms.erase(ms.begin());
+    const double draft = median(ms);
+    std::printf("draft: %.3f ms per MTP step (%.2fx an AR step)\n", draft, draft * ar / 1e3);
+  }
+
+  // Prefill.
+  for (int n : args.prefill) {
+    std::vector<double> tps;
+    for (int rep = 0; rep < args.repeats + 1; ++rep) {
+      ModelState state = model.new_state(n + 1);
+      const auto tokens = prompt(n, V);
+      Stopwatch clock;
+      const Tensor hidden = model.forward(tokens, state);
+      gpu.download(model.logits(hidden.row_view(n - 1, 1)), host);
+      if (rep > 0) tps.push_back(n / clock.seconds());
+    }
+    std::printf("pp%d: %.0f tok/s\n", n, median(tps));
+  }
+  std::fflush(stdout);
+}
+
+int run(int argc, char** argv) {
+  const Args args = parse_args(argc, argv);
+  require(cuda_device_present(), str("bench_cuda: ", cuda_device_description()), "", "run on a GPU machine");
+  std::printf("device: %s\n", cuda_device_description().c_str());
+  const double copy_bw = cuda_copy_bandwidth(size_t{1} << 30, 10);
+  std::printf("copy bandwidth (1 GiB device-to-device copy kernel, read + write): %.0f GB/s\n",
+              copy_bw / 1e9);
+  for (const auto& dir : args.models) bench_model(dir, args, copy_bw);
+  return 0;
+}
+
+#else
+
+int run(int argc, char** argv) {
+  parse_args(argc, argv);
+  std::fprintf(stderr, "bench_cuda: this build has no CUDA backend (see cmake/cuda.cmake)\n");
+  return 1;
+}
+
+#endif
+
+}  // namespace
+}  // namespace mtplx
+
+int main(int argc, char** argv) {
+  try {
+    return mtplx::run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda: error: %s\n", e.what());
+    return 1;
+  }
+}
