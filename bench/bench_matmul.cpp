@@ -10,7 +10,9 @@
 // noisy shared machine the ratio is steadier than the absolute figures.
 //
 // Usage: bench_matmul [--threads N] [--isa LIST] [--reps N] [--no-lm-head-prefill] [--dtypes LIST]
-//   LIST: comma-separated; --isa from auto, portable, avx2, avx512; --dtypes from BF16, q8, q4
+//                     [--shapes LIST]
+//   LIST: comma-separated; --isa from auto, portable, avx2, avx512; --dtypes from BF16, q8, q4;
+//   --shapes from gate/up, down, lm_head
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -124,9 +126,10 @@ int main(int argc, char** argv) {
   bool lm_head_prefill = true;
   std::vector<mtplx::cpu::Isa> isas;
   std::vector<std::string> dtypes = {"BF16", "q8", "q4"};
+  std::vector<std::string> shape_names = {"gate/up", "down", "lm_head"};
   const char* usage =
       "usage: bench_matmul [--threads N] [--isa auto|portable|avx2|avx512[,...]] [--reps N] "
-      "[--no-lm-head-prefill] [--dtypes BF16,q8,q4]\n";
+      "[--no-lm-head-prefill] [--dtypes BF16,q8,q4] [--shapes gate/up,down,lm_head]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--threads" && i + 1 < argc)
@@ -137,6 +140,8 @@ int main(int argc, char** argv) {
       lm_head_prefill = false;
     else if (arg == "--dtypes" && i + 1 < argc)
       dtypes = split(argv[++i]);
+    else if (arg == "--shapes" && i + 1 < argc)
+      shape_names = split(argv[++i]);
     else if (arg == "--isa" && i + 1 < argc) {
       for (const std::string& v : split(argv[++i])) {
         mtplx::cpu::Isa isa = mtplx::cpu::Isa::Auto;
@@ -183,6 +188,10 @@ int main(int argc, char** argv) {
   std::mt19937 rng(42);
   for (const std::string& dtype : dtypes) {
     for (const Shape& shape : shapes) {
+      if (std::none_of(shape_names.begin(), shape_names.end(), [&](const std::string& n) {
+            return std::string_view(shape.name).starts_with(n + " ");
+          }))
+        continue;
       const size_t one = make_weight(dtype, 1, shape.cols, rng).w.bytes() * static_cast<size_t>(shape.rows);
       const size_t copies = std::max<size_t>(1, ((size_t{1} << 29) + one - 1) / one);
       std::vector<Storage> weights;
