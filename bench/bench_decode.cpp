@@ -1,7 +1,10 @@
 // bench_decode: CPU prefill and decode speed of checkpoints, as a markdown table.
 //
 //   bench_decode --model DIR [--model DIR ...] [--threads N] [--prefill 128,512] [--decode 32]
-//                [--repeats 3] [--copy-mib 1024]
+//                [--repeats 3] [--copy-mib 1024] [--isa avx2,avx512]
+//
+// --isa runs every test on each listed matmul path (auto, portable, avx2, avx512), alternating the paths
+// repeat by repeat so load from other processes hits them alike; the layout column names the path.
 //
 // Tests, each repeated on a fresh state (mean ± sample sd over the repeats, after one untimed warm-up):
 //   ppN  prefill: one forward over N tokens plus the logits of the last row; t/s = N / time.
@@ -46,7 +49,21 @@ struct Args {
   int decode = 32;
   int repeats = 3;
   int copy_mib = 1024;
+  std::vector<cpu::Isa> isas = {cpu::Isa::Auto};
 };
+
+const char* isa_name(cpu::Isa isa) {
+  switch (isa) {
+    case cpu::Isa::Portable:
+      return "portable";
+    case cpu::Isa::Avx2:
+      return "avx2";
+    case cpu::Isa::Avx512:
+      return "avx512";
+    default:
+      return "auto";
+  }
+}
 
 std::vector<int> parse_list(const std::string& text) {
   std::vector<int> out;
@@ -77,9 +94,22 @@ Args parse_args(int argc, char** argv) {
       a.repeats = std::stoi(value);
     } else if (key == "--copy-mib") {
       a.copy_mib = std::stoi(value);
+    } else if (key == "--isa") {
+      a.isas.clear();
+      std::stringstream in(value);
+      std::string item;
+      while (std::getline(in, item, ',')) {
+        const cpu::Isa all[] = {cpu::Isa::Auto, cpu::Isa::Portable, cpu::Isa::Avx2, cpu::Isa::Avx512};
+        const auto* it =
+            std::find_if(std::begin(all), std::end(all), [&](cpu::Isa p) { return item == isa_name(p); });
+        require(it != std::end(all), str("unknown --isa value ", item), "",
+                "use auto, portable, avx2, avx512");
+        a.isas.push_back(*it);
+      }
+      require(!a.isas.empty(), "--isa needs at least one path");
     } else {
       fail(str("unknown option ", key), "",
-           "options: --model --threads --prefill --decode --repeats --copy-mib");
+           "options: --model --threads --prefill --decode --repeats --copy-mib --isa");
     }
   }
   require(!a.models.empty(), "no --model given", "", "pass --model DIR (repeatable)");
@@ -244,22 +274,37 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, 
   Qwen35Model model(ckpt, backend);
   const ModelWeights& w = model.weights();
   const std::string layout = str(layout_name(ckpt.layout), " ", format_of(w.layers.front().mlp.gate_proj));
-  const std::string prefix = str("| ", model_name(ckpt), " | ", layout, " | ",
-                                 human(static_cast<double>(w.weight_bytes)), " | ", args.threads);
   const double per_token = static_cast<double>(decode_bytes_per_token(w));
+  auto prefix = [&](cpu::Isa isa) {
+    const std::string path = args.isas.size() > 1 ? str(" (", isa_name(isa), ")") : "";
+    return str("| ", model_name(ckpt), " | ", layout, path, " | ", human(static_cast<double>(w.weight_bytes)),
+               " | ", args.threads);
+  };
+  // Each path gets its own untimed warm-up, then the repeats alternate between the paths.
   auto run = [&](const std::string& test, auto&& once) {
     std::fprintf(stderr, "bench_decode: %s %s ...\n", dir.c_str(), test.c_str());
-    once();  // warm-up: page in the weights, size the buffers
-    std::vector<double> samples;
-    for (int r = 0; r < args.repeats; ++r) samples.push_back(once());
-    return stats(samples);
+    std::vector<std::vector<double>> samples(args.isas.size());
+    for (cpu::Isa isa : args.isas) {
+      backend.set_matmul_isa(isa);
+      once();  // warm-up: page in the weights, size the buffers
+    }
+    for (int r = 0; r < args.repeats; ++r)
+      for (size_t k = 0; k < args.isas.size(); ++k) {
+        backend.set_matmul_isa(args.isas[k]);
+        samples[k].push_back(once());
+      }
+    std::vector<Stats> out;
+    for (const auto& v : samples) out.push_back(stats(v));
+    return out;
   };
   for (int n : args.prefill) {
-    const Stats s = run(str("pp", n), [&] { return time_prefill(model, n); });
-    print_row(prefix, {str("pp", n), s, per_token / n, false}, copy_bw);
+    const auto s = run(str("pp", n), [&] { return time_prefill(model, n); });
+    for (size_t k = 0; k < s.size(); ++k)
+      print_row(prefix(args.isas[k]), {str("pp", n), s[k], per_token / n, false}, copy_bw);
   }
-  const Stats s = run(str("tg", args.decode), [&] { return time_decode(model, args.decode); });
-  print_row(prefix, {str("tg", args.decode), s, per_token, true}, copy_bw);
+  const auto s = run(str("tg", args.decode), [&] { return time_decode(model, args.decode); });
+  for (size_t k = 0; k < s.size(); ++k)
+    print_row(prefix(args.isas[k]), {str("tg", args.decode), s[k], per_token, true}, copy_bw);
 }
 
 int run(int argc, char** argv) {

@@ -5,7 +5,14 @@
 // Each shape is allocated in enough copies to exceed the last-level cache (>= 512 MB in all) and the
 // calls rotate through them, so every call reads its weights from DRAM as a model's decode step would.
 //
-// Usage: bench_matmul [--threads N] [--isa auto|portable|avx2] [--reps N] [--no-lm-head-prefill]
+// With several instruction sets (--isa avx2,avx512) every shape is timed on each of them in the same run,
+// alternating call by call, and the table gains a column with the time ratio to the first one: under a
+// noisy shared machine the ratio is steadier than the absolute figures.
+//
+// Usage: bench_matmul [--threads N] [--isa LIST] [--reps N] [--no-lm-head-prefill] [--dtypes LIST]
+//                     [--shapes LIST]
+//   LIST: comma-separated; --isa from auto, portable, avx2, avx512; --dtypes from BF16, q8, q4;
+//   --shapes from gate/up, down, lm_head
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -83,6 +90,30 @@ Storage make_weight(std::string_view dtype, int64_t rows, int64_t cols, std::mt1
   return s;
 }
 
+std::vector<std::string> split(std::string_view text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    const size_t end = std::min(text.find(',', start), text.size());
+    if (end > start) out.emplace_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+const char* isa_name(mtplx::cpu::Isa isa) {
+  switch (isa) {
+    case mtplx::cpu::Isa::Portable:
+      return "portable";
+    case mtplx::cpu::Isa::Avx2:
+      return "avx2";
+    case mtplx::cpu::Isa::Avx512:
+      return "avx512";
+    default:
+      return "auto";
+  }
+}
+
 struct Shape {
   const char* name;
   int64_t rows, cols;
@@ -93,7 +124,12 @@ struct Shape {
 int main(int argc, char** argv) {
   int threads = 0, reps = 15;
   bool lm_head_prefill = true;
-  mtplx::cpu::Isa isa = mtplx::cpu::Isa::Auto;
+  std::vector<mtplx::cpu::Isa> isas;
+  std::vector<std::string> dtypes = {"BF16", "q8", "q4"};
+  std::vector<std::string> shape_names = {"gate/up", "down", "lm_head"};
+  const char* usage =
+      "usage: bench_matmul [--threads N] [--isa auto|portable|avx2|avx512[,...]] [--reps N] "
+      "[--no-lm-head-prefill] [--dtypes BF16,q8,q4] [--shapes gate/up,down,lm_head]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg == "--threads" && i + 1 < argc)
@@ -102,22 +138,35 @@ int main(int argc, char** argv) {
       reps = std::stoi(argv[++i]);
     else if (arg == "--no-lm-head-prefill")
       lm_head_prefill = false;
+    else if (arg == "--dtypes" && i + 1 < argc)
+      dtypes = split(argv[++i]);
+    else if (arg == "--shapes" && i + 1 < argc)
+      shape_names = split(argv[++i]);
     else if (arg == "--isa" && i + 1 < argc) {
-      const std::string_view v = argv[++i];
-      isa = v == "portable" ? mtplx::cpu::Isa::Portable
-            : v == "avx2"   ? mtplx::cpu::Isa::Avx2
-                            : mtplx::cpu::Isa::Auto;
+      for (const std::string& v : split(argv[++i])) {
+        mtplx::cpu::Isa isa = mtplx::cpu::Isa::Auto;
+        if (v == "portable")
+          isa = mtplx::cpu::Isa::Portable;
+        else if (v == "avx2")
+          isa = mtplx::cpu::Isa::Avx2;
+        else if (v == "avx512")
+          isa = mtplx::cpu::Isa::Avx512;
+        else if (v != "auto") {
+          std::fprintf(stderr, "%s", usage);
+          return 2;
+        }
+        if (!mtplx::cpu::isa_supported(isa)) {
+          std::fprintf(stderr, "bench_matmul: %s is not available on this CPU\n", v.c_str());
+          return 2;
+        }
+        isas.push_back(isa);
+      }
     } else {
-      std::fprintf(
-          stderr,
-          "usage: bench_matmul [--threads N] [--isa auto|portable|avx2] [--reps N] [--no-lm-head-prefill]\n");
+      std::fprintf(stderr, "%s", usage);
       return 2;
     }
   }
-  if (!mtplx::cpu::isa_supported(isa)) {
-    std::fprintf(stderr, "bench_matmul: the requested instruction set is not available on this CPU\n");
-    return 2;
-  }
+  if (isas.empty()) isas.push_back(mtplx::cpu::Isa::Auto);
   ThreadPool pool(threads);
   const double copy1 = [&] {
     ThreadPool single(1);
@@ -132,11 +181,17 @@ int main(int argc, char** argv) {
   const Shape shapes[] = {{"gate/up 3584x1024", 3584, 1024},
                           {"down 1024x3584", 1024, 3584},
                           {"lm_head 248320x1024", 248320, 1024}};
-  std::printf("| dtype | shape | T | time ms | GB/s | %% of copy bw | GFLOP/s |\n");
-  std::printf("|---|---|---:|---:|---:|---:|---:|\n");
+  const bool compare = isas.size() > 1;
+  std::printf("| dtype | shape | T | isa | time ms | GB/s | %% of copy bw | GFLOP/s |%s\n",
+              compare ? " time / first isa |" : "");
+  std::printf("|---|---|---:|---|---:|---:|---:|---:|%s\n", compare ? "---:|" : "");
   std::mt19937 rng(42);
-  for (const char* dtype : {"BF16", "q8", "q4"}) {
+  for (const std::string& dtype : dtypes) {
     for (const Shape& shape : shapes) {
+      if (std::none_of(shape_names.begin(), shape_names.end(), [&](const std::string& n) {
+            return std::string_view(shape.name).starts_with(n + " ");
+          }))
+        continue;
       const size_t one = make_weight(dtype, 1, shape.cols, rng).w.bytes() * static_cast<size_t>(shape.rows);
       const size_t copies = std::max<size_t>(1, ((size_t{1} << 29) + one - 1) / one);
       std::vector<Storage> weights;
@@ -147,18 +202,27 @@ int main(int argc, char** argv) {
         std::vector<float> x(static_cast<size_t>(T * shape.cols)), y(static_cast<size_t>(T * shape.rows));
         for (auto& v : x) v = dist(rng);
         const int n = T == 512 ? (shape.rows > 100000 ? 3 : 5) : std::max(reps, static_cast<int>(2 * copies));
-        std::vector<double> times;
-        for (int i = 0; i < n + 1; ++i) {
-          const WeightMatrix& w = weights[static_cast<size_t>(i) % copies].w;
-          mtplx::Stopwatch sw;
-          mtplx::cpu::matmul(w, x.data(), y.data(), T, pool, isa);
-          if (i > 0) times.push_back(sw.seconds());  // the first call warms code and page tables
+        std::vector<std::vector<double>> times(isas.size());
+        // Alternate the instruction sets call by call so load from other processes hits them alike; the
+        // first round warms code and page tables and is not counted.
+        size_t call = 0;
+        for (int i = 0; i < n + 1; ++i)
+          for (size_t k = 0; k < isas.size(); ++k) {
+            const WeightMatrix& w = weights[call++ % copies].w;
+            mtplx::Stopwatch sw;
+            mtplx::cpu::matmul(w, x.data(), y.data(), T, pool, isas[k]);
+            if (i > 0) times[k].push_back(sw.seconds());
+          }
+        const double first = median(times[0]);
+        for (size_t k = 0; k < isas.size(); ++k) {
+          const double t = median(times[k]);
+          const double gbs = static_cast<double>(one) / t / 1e9;
+          const double flops = 2.0 * static_cast<double>(shape.rows * shape.cols * T) / t / 1e9;
+          std::printf("| %s | %s | %lld | %s | %.3f | %.1f | %.0f%% | %.1f |", dtype.c_str(), shape.name,
+                      static_cast<long long>(T), isa_name(isas[k]), t * 1e3, gbs, 100.0 * gbs / copy, flops);
+          if (compare) std::printf(" %.2f |", t / first);
+          std::printf("\n");
         }
-        const double t = median(times);
-        const double gbs = static_cast<double>(one) / t / 1e9;
-        const double flops = 2.0 * static_cast<double>(shape.rows * shape.cols * T) / t / 1e9;
-        std::printf("| %s | %s | %lld | %.3f | %.1f | %.0f%% | %.1f |\n", dtype, shape.name,
-                    static_cast<long long>(T), t * 1e3, gbs, 100.0 * gbs / copy, flops);
         std::fflush(stdout);
       }
     }

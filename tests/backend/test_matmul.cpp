@@ -9,6 +9,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "base/dtype.h"
@@ -150,14 +151,17 @@ double relative_error(const std::vector<float>& y, const std::vector<double>& re
   return std::sqrt(err / norm);
 }
 
-std::vector<Isa> isas() {
-  std::vector<Isa> out{Isa::Portable, Isa::Auto};
-  if (isa_supported(Isa::Avx2)) out.push_back(Isa::Avx2);
-  return out;
-}
-
 const char* isa_name(Isa isa) {
-  return isa == Isa::Portable ? "portable" : isa == Isa::Avx2 ? "avx2" : "auto";
+  switch (isa) {
+    case Isa::Portable:
+      return "portable";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512:
+      return "avx512";
+    default:
+      return "auto";
+  }
 }
 
 std::vector<Format> formats() {
@@ -168,30 +172,43 @@ std::vector<Format> formats() {
   out.push_back({"q4g64_f16scales", DType::U32, 4, 64, DType::F16});
   out.push_back({"q8g64_f32scales", DType::U32, 8, 64, DType::F32});
   out.push_back({"q3g64_f32scales", DType::U32, 3, 64, DType::F32});
+  out.push_back({"q2g64_f16scales", DType::U32, 2, 64, DType::F16});
   return out;
 }
 
-class MatmulTest : public ::testing::TestWithParam<Format> {};
+// Every format on every path: Auto plus each instruction set, skipped where this CPU lacks it.
+using Param = std::tuple<Format, Isa>;
 
+class MatmulTest : public ::testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override {
+    if (!isa_supported(isa()))
+      GTEST_SKIP() << "the " << isa_name(isa()) << " path is not available on this CPU or build";
+  }
+  const Format& format() const { return std::get<0>(GetParam()); }
+  Isa isa() const { return std::get<1>(GetParam()); }
+};
+
+// Row kernels (T = 1..8, every width specialised), the first tiled widths (9, 13) and large T; column
+// counts with one and many groups, and for dense weights column counts that leave a tail after the
+// vector loop.
 TEST_P(MatmulTest, MatchesDoubleReference) {
-  const Format& f = GetParam();
+  const Format& f = format();
   ThreadPool pool(3);  // more threads than cores: uneven row splits
   double worst = 0;
   uint64_t seed = 1;
-  for (int64_t cols : {64, 128, 320, 2560}) {
+  for (int64_t cols : {37, 64, 100, 128, 320, 2560}) {
     if (f.bits && cols % f.group) continue;
     const int64_t rows = cols == 2560 ? 37 : 53;
     const TestMatrix m = make_matrix(f, rows, cols, ++seed);
-    for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 13, 64, 200}) {
+    for (int64_t T : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 64, 200}) {
       const auto x = random_x(T, cols, ++seed);
       const auto ref = reference(m, x, T);
-      for (Isa isa : isas()) {
-        std::vector<float> y(static_cast<size_t>(T * rows), std::nanf(""));
-        matmul(m.w, x.data(), y.data(), T, pool, isa);
-        const double err = relative_error(y, ref);
-        worst = std::max(worst, err);
-        EXPECT_LE(err, kTolerance) << f.name << " cols=" << cols << " T=" << T << " isa=" << isa_name(isa);
-      }
+      std::vector<float> y(static_cast<size_t>(T * rows), std::nanf(""));
+      matmul(m.w, x.data(), y.data(), T, pool, isa());
+      const double err = relative_error(y, ref);
+      worst = std::max(worst, err);
+      EXPECT_LE(err, kTolerance) << f.name << " cols=" << cols << " T=" << T << " isa=" << isa_name(isa());
     }
   }
   RecordProperty("worst_relative_error", str(worst));
@@ -200,23 +217,21 @@ TEST_P(MatmulTest, MatchesDoubleReference) {
 // Matrices big enough that the row kernels split over the pool (and tall enough for several row blocks
 // of the tiled path), with an odd row count.
 TEST_P(MatmulTest, MatchesDoubleReferenceMultiThreaded) {
-  const Format& f = GetParam();
+  const Format& f = format();
   ThreadPool pool(2);
   const int64_t rows = 301, cols = 1024;
   const TestMatrix m = make_matrix(f, rows, cols, 99);
-  for (int64_t T : {1, 3, 8, 13}) {
+  for (int64_t T : {1, 3, 8, 9, 13}) {
     const auto x = random_x(T, cols, 100 + T);
     const auto ref = reference(m, x, T);
-    for (Isa isa : isas()) {
-      std::vector<float> y(static_cast<size_t>(T * rows), std::nanf(""));
-      matmul(m.w, x.data(), y.data(), T, pool, isa);
-      EXPECT_LE(relative_error(y, ref), kTolerance) << f.name << " T=" << T << " isa=" << isa_name(isa);
-    }
+    std::vector<float> y(static_cast<size_t>(T * rows), std::nanf(""));
+    matmul(m.w, x.data(), y.data(), T, pool, isa());
+    EXPECT_LE(relative_error(y, ref), kTolerance) << f.name << " T=" << T << " isa=" << isa_name(isa());
   }
 }
 
 TEST_P(MatmulTest, DequantizeRowIsExact) {
-  const Format& f = GetParam();
+  const Format& f = format();
   const int64_t rows = 7, cols = 320 * (f.bits ? f.group / 32 : 1);
   const TestMatrix m = make_matrix(f, rows, cols, 7);
   std::vector<float> out(static_cast<size_t>(cols));
@@ -230,7 +245,7 @@ TEST_P(MatmulTest, DequantizeRowIsExact) {
 // The comparison must be able to fail: change one code (or one dense value) after taking the reference
 // and every path must miss the tolerance.
 TEST_P(MatmulTest, ComparisonDetectsOneWrongWeight) {
-  const Format& f = GetParam();
+  const Format& f = format();
   ThreadPool pool(2);
   const int64_t rows = 5, cols = 256, T = 3;
   TestMatrix m = make_matrix(f, rows, cols, 5);
@@ -245,17 +260,40 @@ TEST_P(MatmulTest, ComparisonDetectsOneWrongWeight) {
     m.halves[2 * cols + 77] = 0x4000;  // 2.0 in both F16 and BF16, far above the |w| < 0.5 generated
   }
   for (int64_t t_count : {int64_t{1}, T}) {
-    for (Isa isa : isas()) {
-      std::vector<float> y(static_cast<size_t>(t_count * rows));
-      matmul(m.w, x.data(), y.data(), t_count, pool, isa);
-      const std::vector<double> ref_t(ref.begin(), ref.begin() + t_count * rows);
-      EXPECT_GT(relative_error(y, ref_t), 10 * kTolerance) << f.name << " isa=" << isa_name(isa);
-    }
+    std::vector<float> y(static_cast<size_t>(t_count * rows));
+    matmul(m.w, x.data(), y.data(), t_count, pool, isa());
+    const std::vector<double> ref_t(ref.begin(), ref.begin() + t_count * rows);
+    EXPECT_GT(relative_error(y, ref_t), 10 * kTolerance) << f.name << " isa=" << isa_name(isa());
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Formats, MatmulTest, ::testing::ValuesIn(formats()),
-                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Formats, MatmulTest,
+                         ::testing::Combine(::testing::ValuesIn(formats()),
+                                            ::testing::Values(Isa::Auto, Isa::Portable, Isa::Avx2,
+                                                              Isa::Avx512)),
+                         [](const auto& param_info) {
+                           return str(std::get<0>(param_info.param).name, "_",
+                                      isa_name(std::get<1>(param_info.param)));
+                         });
+
+// Auto must take the widest path this CPU runs: its results are bit-identical to that path's.
+TEST(Matmul, AutoPicksTheWidestSupportedPath) {
+  const Isa best = isa_supported(Isa::Avx512) ? Isa::Avx512
+                   : isa_supported(Isa::Avx2) ? Isa::Avx2
+                                              : Isa::Portable;
+  ThreadPool pool(2);
+  for (const Format& f : {Format{"BF16", DType::BF16}, Format{"q4g64", DType::U32, 4, 64, DType::BF16}}) {
+    const TestMatrix m = make_matrix(f, 33, 256, 11);
+    for (int64_t T : {1, 4}) {
+      const auto x = random_x(T, 256, 12);
+      std::vector<float> want(static_cast<size_t>(T * 33)), got(want.size());
+      matmul(m.w, x.data(), want.data(), T, pool, best);
+      matmul(m.w, x.data(), got.data(), T, pool);
+      EXPECT_EQ(std::memcmp(want.data(), got.data(), sizeof(float) * want.size()), 0)
+          << f.name << " T=" << T << ": Auto differs from " << isa_name(best);
+    }
+  }
+}
 
 TEST(Matmul, RejectsUnsupportedWeights) {
   ThreadPool pool(1);

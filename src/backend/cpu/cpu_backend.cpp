@@ -43,6 +43,12 @@ void for_rows(ThreadPool& pool, int64_t rows, int64_t cost_per_row, Body&& body)
 
 CpuBackend::CpuBackend(int threads) : pool_(threads) {}
 
+void CpuBackend::set_matmul_isa(cpu::Isa isa) {
+  require(cpu::isa_supported(isa), "the requested CPU instruction set is not available on this machine", {},
+          "use Isa::Auto");
+  isa_ = isa;
+}
+
 Tensor CpuBackend::alloc(int64_t rows, int64_t cols) {
   expect(rows >= 0 && cols >= 0, "negative tensor size");
   const size_t count = static_cast<size_t>(std::max<int64_t>(1, rows * cols));
@@ -96,7 +102,7 @@ void CpuBackend::embed(const WeightMatrix& table, std::span<const int32_t> token
 
 void CpuBackend::matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) {
   expect(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows, "matmul shape");
-  cpu::matmul(w, x.data, y.data, x.rows, pool_);
+  cpu::matmul(w, x.data, y.data, x.rows, pool_, isa_);
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) {

@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/cpu/matmul.h"
 #include "base/thread_pool.h"
 
 namespace mtplx {
@@ -14,6 +15,9 @@ class CpuBackend final : public Backend {
 
   std::string_view name() const override { return "cpu"; }
   ThreadPool& pool() { return pool_; }
+  // Instruction-set path of the matrix kernels (Auto: the widest this CPU runs); benchmarks compare paths.
+  // Throws mtplx::Error when `isa` is not available here.
+  void set_matmul_isa(cpu::Isa isa);
 
   Tensor alloc(int64_t rows, int64_t cols) override;
   Tensor upload(std::span<const float> host, int64_t rows, int64_t cols) override;
@@ -45,6 +49,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
+  cpu::Isa isa_ = cpu::Isa::Auto;
 };
 
 }  // namespace mtplx

@@ -1,6 +1,6 @@
 // matmul driver: validates the weight, picks the instruction-set path, prepares activations once per call
-// and splits the work over the thread pool. The per-ISA inner loops live in matmul_portable.cpp and
-// matmul_avx2.cpp.
+// and splits the work over the thread pool. The per-ISA inner loops live in matmul_portable.cpp,
+// matmul_avx2.cpp and matmul_avx512.cpp.
 #include "backend/cpu/matmul.h"
 
 #include <algorithm>
@@ -50,8 +50,20 @@ bool cpu_has_avx2() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if defined(__x86_64__) || defined(__i386__)
+  // libgcc's CPU model also checks (XGETBV) that the OS saves the AVX-512 register state.
+  static const bool has = cpu_has_avx2() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("avx512dq");
+  return has;
+#else
+  return false;
+#endif
+}
+
 Isa resolve(Isa isa) {
-  if (isa == Isa::Auto) return cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
+  if (isa == Isa::Auto) return cpu_has_avx512() ? Isa::Avx512 : cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
   require(isa_supported(isa), "the requested CPU instruction set is not available on this machine", {},
           "use Isa::Auto");
   return isa;
@@ -64,6 +76,7 @@ constexpr size_t kParallelBytes = 96 * 1024;
 void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
   detail::RowArgs args;
   args.x = x;
+  args.xq = x;  // unless the kernel asks for a permuted order below
   args.y = y;
   args.T = T;
   std::vector<float> xq, xsum;
@@ -79,19 +92,32 @@ void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, Thread
         xsum[t * groups + g] = sum;
       }
     args.xsum = xsum.data();
-    if (isa == Isa::Avx2 && (w.bits == 2 || w.bits == 4 || w.bits == 8)) {
-      std::array<int, 32> order{};
-      for (int i = 0; i < 32; ++i) order[i] = detail::code_order(w.bits, i);
-      xq.resize(static_cast<size_t>(T * w.cols));
-      for (int64_t t = 0; t < T; ++t)
-        for (int64_t c = 0; c < w.cols; c += 32)
-          for (int i = 0; i < 32; ++i) xq[t * w.cols + c + i] = x[t * w.cols + c + order[i]];
-      args.xq = xq.data();
+  }
+  const detail::XOrder order = isa == Isa::Avx512 ? detail::x_order_avx512(w)
+                               : isa == Isa::Avx2 ? detail::x_order_avx2(w)
+                                                  : detail::XOrder{};
+  if (order.per_lane > 1) {
+    // Whole pieces are permuted; a tail shorter than a piece (dense columns only: quantized rows are whole
+    // groups, which hold whole pieces) stays in natural order.
+    const int piece = order.piece();
+    std::vector<int> natural(static_cast<size_t>(piece));
+    for (int i = 0; i < piece; ++i) natural[i] = order.natural(i);
+    xq.resize(static_cast<size_t>(T * w.cols));
+    for (int64_t t = 0; t < T; ++t) {
+      const float* xt = x + t * w.cols;
+      float* out = xq.data() + t * w.cols;
+      int64_t c = 0;
+      for (; c + piece <= w.cols; c += piece)
+        for (int i = 0; i < piece; ++i) out[c + i] = xt[c + natural[i]];
+      for (; c < w.cols; ++c) out[c] = xt[c];
     }
+    args.xq = xq.data();
   }
   auto body = [&](int64_t r0, int64_t r1) {
     std::vector<float> scratch(static_cast<size_t>(w.cols));  // per call and thread, never per row
-    if (isa == Isa::Avx2)
+    if (isa == Isa::Avx512)
+      detail::rows_avx512(w, args, r0, r1, scratch);
+    else if (isa == Isa::Avx2)
       detail::rows_avx2(w, args, r0, r1, scratch);
     else
       detail::rows_portable(w, args, r0, r1, scratch);
@@ -110,7 +136,8 @@ constexpr int64_t kRowBlock = 64;
 constexpr int64_t kDepth = 256;
 
 void run_tiles(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
-  const auto tile = isa == Isa::Avx2 ? detail::tile_avx2 : detail::tile_portable;
+  // The AVX2 tile kernel also serves the AVX-512 path (a wider tile did not pay yet).
+  const auto tile = isa == Isa::Portable ? detail::tile_portable : detail::tile_avx2;
   auto body = [&](int64_t r_begin, int64_t r_end) {
     std::vector<float> panels(static_cast<size_t>(kRowBlock * kDepth));
     std::vector<float> row(static_cast<size_t>(kDepth));
@@ -157,7 +184,14 @@ void run_tiles(const WeightMatrix& w, const float* x, float* y, int64_t T, Threa
 }  // namespace
 
 bool isa_supported(Isa isa) {
-  return isa != Isa::Avx2 || cpu_has_avx2();
+  switch (isa) {
+    case Isa::Avx2:
+      return cpu_has_avx2();
+    case Isa::Avx512:
+      return cpu_has_avx512();
+    default:
+      return true;
+  }
 }
 
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {

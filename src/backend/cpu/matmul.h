@@ -1,5 +1,5 @@
 // CPU matrix kernels over WeightMatrix (dense F32/F16/BF16 and affine 2..8-bit). Activations are fp32.
-// Multi-threaded over output rows; SIMD (AVX2/FMA, chosen at run time) with a portable fallback.
+// Multi-threaded over output rows; SIMD (AVX-512 or AVX2/FMA, chosen at run time) with a portable fallback.
 // For T rows of input each weight byte is read once (decode and speculative verify widths 1..8), and
 // large T is processed in tiles so prefill runs as matrix-matrix products.
 #pragma once
@@ -19,7 +19,7 @@ void dequantize_row(const WeightMatrix& w, int64_t row, float* out);
 
 // Instruction-set paths of matmul. Auto picks the best one this CPU runs; naming one lets tests and
 // benchmarks exercise every path on a single machine.
-enum class Isa { Auto, Portable, Avx2 };
+enum class Isa { Auto, Portable, Avx2, Avx512 };
 
 // Whether this CPU (and build) can run `isa`. Auto and Portable always can.
 bool isa_supported(Isa isa);

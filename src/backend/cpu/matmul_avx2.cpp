@@ -78,7 +78,7 @@ MTPLX_AVX2 void dense_row(const void* wrow, const float* x, int64_t cols, float*
   }
 }
 
-// 32 codes of B bits (4 * B bytes) as 4 vectors of 8 floats, in the order described at code_order():
+// 32 codes of B bits (4 * B bytes) as 4 vectors of 8 floats, in the order of x_order_avx2():
 // widen 8 bytes to 8 int32 lanes, then shift each byte's codes down and mask them.
 template <int B>
 MTPLX_AVX2 inline void decode32(const uint8_t* p, __m256* q) {
@@ -93,20 +93,6 @@ MTPLX_AVX2 inline void decode32(const uint8_t* p, __m256* q) {
       if (k != n - 1) codes = _mm256_and_si256(codes, mask);  // the top code of a byte needs no mask
       q[piece * n + k] = _mm256_cvtepi32_ps(codes);
     }
-  }
-}
-
-// Scales and biases of row r as fp32, converted once per row so the group loop does plain float loads.
-inline void row_params(const WeightMatrix& w, int64_t r, int64_t groups, float* scale, float* bias) {
-  const int64_t p0 = r * groups;
-  if (w.scale_dtype == DType::BF16) {
-    const auto* s = static_cast<const uint16_t*>(w.scales) + p0;
-    const auto* b = static_cast<const uint16_t*>(w.biases) + p0;
-    for (int64_t g = 0; g < groups; ++g) scale[g] = bf16_to_float(s[g]), bias[g] = bf16_to_float(b[g]);
-  } else {
-    for (int64_t g = 0; g < groups; ++g)
-      scale[g] = load_param(w.scales, w.scale_dtype, p0 + g),
-      bias[g] = load_param(w.biases, w.scale_dtype, p0 + g);
   }
 }
 
@@ -294,6 +280,11 @@ void tile_avx2(const float* const* xrows, const float* panel, int64_t kc, float*
   tile_kernel(xrows, panel, kc, c);
 }
 
+XOrder x_order_avx2(const WeightMatrix& w) {
+  if (w.bits == 2 || w.bits == 4 || w.bits == 8) return {8, 8 / w.bits};
+  return {};
+}
+
 }  // namespace mtplx::cpu::detail
 
 #else  // not x86: never selected (isa_supported(Isa::Avx2) is false); defined so the library links.
@@ -304,6 +295,9 @@ void rows_avx2(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, 
 }
 void tile_avx2(const float* const* xrows, const float* panel, int64_t kc, float* c) {
   tile_portable(xrows, panel, kc, c);
+}
+XOrder x_order_avx2(const WeightMatrix&) {
+  return {};
 }
 }  // namespace mtplx::cpu::detail
 

@@ -1,5 +1,5 @@
 // Internal pieces shared by the matmul driver (matmul.cpp) and its per-ISA kernels (matmul_portable.cpp,
-// matmul_avx2.cpp). Not part of the backend interface.
+// matmul_avx2.cpp, matmul_avx512.cpp). Not part of the backend interface.
 #pragma once
 
 #include <cstdint>
@@ -13,7 +13,7 @@ namespace mtplx::cpu::detail {
 // Activations as the row kernels (T <= kMaxRowKernelT) read them, prepared once per call.
 struct RowArgs {
   const float* x = nullptr;     // [T, cols] as given
-  const float* xq = nullptr;    // [T, cols] in code order (see code_order), for 2/4/8-bit on AVX2
+  const float* xq = nullptr;    // [T, cols] in the kernel's XOrder (x itself when natural)
   const float* xsum = nullptr;  // [T, cols / group_size]: sum of x over each quantization group
   int64_t T = 0;
   float* y = nullptr;  // [T, rows]
@@ -31,16 +31,34 @@ inline float load_param(const void* base, DType type, int64_t i) {
   }
 }
 
-// The AVX2 kernels for 2/4/8 bits widen 8 packed bytes at a time to 8 int32 lanes and peel the n = 8/bits
-// codes of each byte off with shifts, so a chunk of 32 codes comes out as 4 vectors where vector v
-// = piece * n + k holds, in lane j, code 8n * piece + n * j + k. Permuting x once per call into that order
-// (rather than shuffling every weight) keeps the inner loop to load, shift, mask, convert, FMA.
-// Returns the natural column (within a 32-code chunk) of position i = v * 8 + j.
-inline int code_order(int bits, int i) {
-  const int n = 8 / bits;
-  const int v = i / 8, j = i % 8;
-  const int piece = v / n, k = v % n;
-  return 8 * n * piece + n * j + k;
+// Order of x the SIMD row kernels read. Packed codes (and BF16 pairs) are widened so that one int32 lane
+// holds `per_lane` consecutive values, and value k of every lane is peeled off with a shift: vector k of a
+// piece of lanes * per_lane values then holds, in lane j, value per_lane * j + k. Permuting x once per call
+// into that order (rather than shuffling every weight) keeps the inner loop to load, shift, unpack, FMA.
+//  AVX2:    8 lanes; 2/4/8-bit codes with per_lane = 8 / bits.
+//  AVX-512: 16 lanes; 2/4-bit codes with per_lane = 8 / bits, BF16 with per_lane = 2.
+// per_lane == 1 is the natural order (the kernel reads x as given).
+struct XOrder {
+  int lanes = 8;
+  int per_lane = 1;
+  int piece() const { return lanes * per_lane; }
+  // The natural column, within a piece, of position i of the permuted piece.
+  int natural(int i) const { return per_lane * (i % lanes) + i / lanes; }
+};
+
+// Scales and biases of row r of a quantized matrix as fp32, converted once per row so the group loops do
+// plain float loads.
+inline void row_params(const WeightMatrix& w, int64_t r, int64_t groups, float* scale, float* bias) {
+  const int64_t p0 = r * groups;
+  if (w.scale_dtype == DType::BF16) {
+    const auto* s = static_cast<const uint16_t*>(w.scales) + p0;
+    const auto* b = static_cast<const uint16_t*>(w.biases) + p0;
+    for (int64_t g = 0; g < groups; ++g) scale[g] = bf16_to_float(s[g]), bias[g] = bf16_to_float(b[g]);
+  } else {
+    for (int64_t g = 0; g < groups; ++g)
+      scale[g] = load_param(w.scales, w.scale_dtype, p0 + g),
+      bias[g] = load_param(w.biases, w.scale_dtype, p0 + g);
+  }
 }
 
 // Dequantizes W[row, c0 .. c0 + out.size()) to fp32 (any supported dtype and bit width).
@@ -50,6 +68,11 @@ void dequantize_span(const WeightMatrix& w, int64_t row, int64_t c0, std::span<f
 // least w.cols floats (the caller allocates it once per call and thread).
 void rows_portable(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
 void rows_avx2(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
+void rows_avx512(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
+
+// The x order rows_avx2 / rows_avx512 read for this matrix (validated by the driver).
+XOrder x_order_avx2(const WeightMatrix& w);
+XOrder x_order_avx512(const WeightMatrix& w);
 
 // Tile kernels of the matrix-matrix path: c[i * kTileN + j] = sum_k xrows[i][k] * panel[k * kTileN + j]
 // for i < kTileM, j < kTileN, k < kc.
