@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <set>
 
 #include "backend/cpu/cpu_backend.h"
@@ -280,7 +279,7 @@ std::string sidecar_description(const ForgeOptions& options, const fs::path& sou
              "; norms zero-centred (delta); quantization recorded in config.json");
 }
 
-nlohmann::json sampler_from(const std::optional<nlohmann::json>& generation, float temperature) {
+nlohmann::json sampler_from(const std::optional<nlohmann::json>& generation, double temperature) {
   nlohmann::json sampler = {{"temperature", temperature}, {"top_p", 0.95}, {"top_k", 20}};
   if (generation && generation->is_object()) {
     for (const char* key : {"top_p", "top_k"})
@@ -292,10 +291,10 @@ nlohmann::json sampler_from(const std::optional<nlohmann::json>& generation, flo
 // The contract before verification; verify() fills in the evidence.
 nlohmann::json initial_contract(const Checkpoint& src, const ForgeOptions& options,
                                 const std::string& dtype) {
-  float temperature = 0.6f;  // Qwen's recommended sampler; generation_config.json overrides it
+  double temperature = 0.6;  // Qwen's recommended sampler; generation_config.json overrides it
   if (src.generation_config && src.generation_config->contains("temperature") &&
       (*src.generation_config)["temperature"].is_number())
-    temperature = (*src.generation_config)["temperature"].get<float>();
+    temperature = (*src.generation_config)["temperature"].get<double>();
   const std::string trunk = options.trunk_bits > 0 ? str("q", options.trunk_bits) : "bf16";
   return {{"mtplx_version", MTPLX_VERSION},
           {"arch_id", "qwen3-next-mtp"},
@@ -306,7 +305,7 @@ nlohmann::json initial_contract(const Checkpoint& src, const ForgeOptions& optio
           {"mtp_depth_max", 2},  // the MTPLX default depth; verification reports depths 1..3
           {"recommended_profile", "sustained"},
           {"sampler", sampler_from(src.generation_config, temperature)},
-          {"recommended_draft_sampler", sampler_from(src.generation_config, 0.7f)},
+          {"recommended_draft_sampler", sampler_from(src.generation_config, 0.7)},
           {"exactness_baseline", {{"status", "not-verified"}, {"reason", "forged with --no-verify"}}},
           {"speed_evidence", {{"status", "not-measured"}, {"reason", "forged with --no-verify"}}},
           {"verified_on", {{"status", "not-verified"}}},
@@ -351,6 +350,9 @@ ForgeResult forge_checkpoint(const ForgeOptions& options) {
   check_quant_params(options.group_size, 8, options.group_size, "--group-size");
   const Checkpoint src = open_checkpoint(options.source);
   const std::string where = src.dir.string();
+  std::error_code ignored;
+  require(!fs::equivalent(options.out, options.source, ignored), "the output folder is the source folder",
+          where, "write the artifact to a new folder");
   require(src.layout == CheckpointLayout::kHuggingFace,
           str("the source is already an ", layout_name(src.layout), " checkpoint"), where,
           "forge converts the original Hugging Face checkpoint (model.* / model.language_model.* names)");

@@ -557,6 +557,13 @@ TEST(ForgeErrors, BadOptions) {
   options.group_size = 48;
   EXPECT_THROW(forge_checkpoint(options), Error);
   EXPECT_FALSE(fs::exists(tmp / "out"));
+  // Forging a folder onto itself, even with --force, is refused before anything is written.
+  options.source = derived_fixture(tmp / "self", "hf-causal-tied", {});
+  options.out = options.source;
+  options.group_size = 64;
+  options.force = true;
+  EXPECT_THROW(forge_checkpoint(options), Error);
+  EXPECT_TRUE(fs::exists(tmp / "self" / "model.safetensors"));
 }
 
 // --- command line: verification, inspect, write errors
