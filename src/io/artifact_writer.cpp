@@ -128,14 +128,24 @@ TensorFileWriter::TensorFileWriter(ByteProgress& progress, uint64_t largest) : p
   for (auto& buffer : buffers_) buffer.resize(std::min(kChunkBytes, std::max<uint64_t>(largest, 1)));
 }
 
-uint64_t TensorFileWriter::write(const fs::path& path, const std::vector<TensorSpec>& tensors,
+uint64_t TensorFileWriter::write(const fs::path& path, const std::vector<TensorSpec>& declared,
                                  const std::map<std::string, std::string>& metadata,
                                  const TensorBytes& bytes) {
+  // Wider element types first (as the safetensors library orders them): the data section starts 8-byte
+  // aligned, so every tensor then starts aligned for its own type and U32 codes can be read in place.
+  std::vector<size_t> order(declared.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return dtype_size(declared[a].dtype) > dtype_size(declared[b].dtype);
+  });
+  std::vector<TensorSpec> tensors;
+  for (size_t i : order) tensors.push_back(declared[i]);
   SafetensorsStreamWriter out(path, tensors, metadata);
   std::future<void> pending;
   int which = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    const uint64_t size = tensors[i].byte_size();
+  for (size_t k = 0; k < tensors.size(); ++k) {
+    const size_t i = order[k];
+    const uint64_t size = tensors[k].byte_size();
     for (uint64_t at = 0; at < size; at += buffers_[which].size()) {
       const uint64_t length = std::min<uint64_t>(buffers_[which].size(), size - at);
       auto chunk = std::span(buffers_[which]).first(length);

@@ -84,8 +84,9 @@ class TensorFileWriter {
   // `largest_tensor` bounds the chunk buffers (at most 32 MB each).
   TensorFileWriter(ByteProgress& progress, uint64_t largest_tensor);
 
-  // Writes `tensors` in this order to `path` (atomically, see SafetensorsStreamWriter), asking `bytes` for
-  // each tensor's data. Returns the size of the finished file.
+  // Writes `tensors` to `path` (atomically, see SafetensorsStreamWriter), asking `bytes` for each tensor's
+  // data by its index in `tensors`. The data is laid out widest element type first (stable otherwise) so
+  // that every tensor is aligned for its type. Returns the size of the finished file.
   uint64_t write(const std::filesystem::path& path, const std::vector<TensorSpec>& tensors,
                  const std::map<std::string, std::string>& metadata, const TensorBytes& bytes);
 

@@ -167,6 +167,12 @@ TEST(Forge, Q8TrunkAndBodyInt4SidecarAreByteIdenticalToTheMlxLmFixtures) {
   EXPECT_EQ(config["mtplx_mtp_quantization"]["mtp_quant_bits"], oracle["mtplx_mtp_quantization"]["bits"]);
   for (const char* file : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"})
     EXPECT_EQ(read_file(out / file), read_file(fixtures_dir() / "hf-causal-tied" / file)) << file;
+  // Every tensor starts aligned for its element type (the files are mapped and U32 codes read in place).
+  for (bool sidecar : {false, true}) {
+    const TensorStore store = store_of(out, sidecar);
+    for (const auto& [name, view] : store.all())
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(view.data()) % dtype_size(view.dtype), 0u) << name;
+  }
   const auto index = read_json_file(out / "model.safetensors.index.json");
   EXPECT_EQ(index["weight_map"].size(), store_of(out, false).all().size());
 
