@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   mtplx::cli::add_inspect_command(app);
   mtplx::cli::add_logits_command(app);
   mtplx::cli::add_synth_command(app);
+  mtplx::cli::add_forge_command(app);
   mtplx::cli::add_generate_command(app);
   mtplx::cli::add_tokenize_command(app);
   mtplx::cli::add_detokenize_command(app);

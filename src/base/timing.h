@@ -1,7 +1,9 @@
-// Wall-clock stopwatch for statistics (tok/s); benchmarks live in bench/.
+// Wall-clock stopwatch for statistics (tok/s) and timestamps for provenance; benchmarks live in bench/.
 #pragma once
 
 #include <chrono>
+#include <ctime>
+#include <string>
 
 namespace mtplx {
 
@@ -15,5 +17,15 @@ class Stopwatch {
   using Clock = std::chrono::steady_clock;
   Clock::time_point start_;
 };
+
+// Local time as ISO 8601 with the UTC offset ("2026-05-04T06:17:00+0100"), for provenance records.
+inline std::string iso8601_now() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char text[40];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S%z", &local);
+  return text;
+}
 
 }  // namespace mtplx

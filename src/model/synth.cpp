@@ -7,12 +7,12 @@
 #include <cstring>
 
 #include "base/error.h"
+#include "model/mlx_layout.h"
 
 namespace mtplx {
 namespace {
 
 constexpr int kGroupSize = 64;       // mlx-community conversions and MTPLX sidecars use group 64
-constexpr int kSidecarBits = 4;      // MTPLX "body-int4" sidecar
 constexpr float kNormNoise = 0.02f;  // spread of norm gains around their identity value
 
 struct LayoutTraits {
@@ -244,19 +244,6 @@ class TensorList {
   std::vector<SynthTensor> out_;
 };
 
-nlohmann::json quant_block(int bits) {
-  return {{"group_size", kGroupSize}, {"bits", bits}, {"mode", "affine"}};
-}
-
-std::vector<std::string> sidecar_linears() {
-  std::vector<std::string> names;
-  for (const char* m : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                        "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
-    names.push_back(std::string("mtp.layers.0.") + m);
-  }
-  return names;
-}
-
 }  // namespace
 
 SynthLayout parse_synth_layout(std::string_view name) {
@@ -311,7 +298,7 @@ SynthFiles synth_tensors(const ModelConfig& config, SynthLayout layout) {
   files.trunk = trunk.take();
   if (t.sidecar) {
     TensorList sidecar(config, t);
-    sidecar.mtp(kSidecarBits);
+    sidecar.mtp(mtp_policy_bits(MtpPolicy::kBodyInt4));
     files.sidecar = sidecar.take();
   }
   return files;
@@ -393,22 +380,12 @@ nlohmann::json synth_config_json(const ModelConfig& c, SynthLayout layout, std::
          "random weights written by `mtplx synth` for speed and load tests; outputs are meaningless"}}}};
   const LayoutTraits t = traits(layout);
   if (t.bits > 0) {
-    nlohmann::json quant = quant_block(t.bits);
-    if (t.sidecar) {
-      // Per-module entries for the sidecar's int4 body, keyed by module path as mlx-lm keys overrides.
-      for (const auto& name : sidecar_linears())
-        quant[name] = {{"group_size", kGroupSize}, {"bits", kSidecarBits}};
-    }
-    config["quantization"] = quant;
-    config["quantization_config"] = quant;
+    config["quantization"] = mlx_quantization_block({t.bits, kGroupSize});
+    config["quantization_config"] = config["quantization"];
   }
   if (t.sidecar) {
-    config["mlx_lm_extra_tensors"] = {{"mtp_file", "mtp.safetensors"}};
-    config["mtplx_mtp_norm_encoding"] = "delta";
-    config["mtplx_mtp_quantization"] = {
-        {"mtp_quant_bits", kSidecarBits}, {"mtp_quant_group_size", kGroupSize},
-        {"mtp_quant_mode", "affine"},     {"mtp_quant_policy", "cyankiwi"},
-        {"mtp_prequantized", true},       {"mtp_prequantized_modules", sidecar_linears()}};
+    add_mtplx_sidecar_keys(config, MtpPolicy::kBodyInt4, kGroupSize,
+                           mtp_quantized_modules(MtpPolicy::kBodyInt4));
   }
   return config;
 }
