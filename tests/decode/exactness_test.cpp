@@ -30,6 +30,7 @@
 // recovered token from p instead of (p - q)+ fails the fit of likely:10 T3 K1 at 6000 runs (chi2 102, dof 19,
 // p 2.6e-13) but not at 2000 runs (p 4e-3): hence 6000 runs for those arms. The two-sample test against the
 // 2000-run AR arm is much weaker (p 0.014 for the same break); the fit to the exact law carries the power.
+// Drawing the bonus from the last draft's row instead of the row after it fails likely:10 T3 K1 outright.
 // Runtime: on the shared 2-core development box under load ~15 an arm took 50-310 s (not measured idle), so
 // every test here is labelled slow.
 #include <gtest/gtest.h>
