@@ -25,9 +25,9 @@ struct Reference {
   int64_t vocab = 0;
 };
 
-inline Reference read_reference(const std::filesystem::path& dir) {
+inline Reference read_reference_file(const std::filesystem::path& file) {
   TensorStore store;
-  store.add_file(dir / "reference.safetensors");
+  store.add_file(file);
   Reference ref;
   const TensorView& tokens = store.get("tokens");
   for (int64_t i = 0; i < tokens.numel(); ++i) {
@@ -44,6 +44,10 @@ inline Reference read_reference(const std::filesystem::path& dir) {
   ref.vocab = floats("logits", ref.logits);
   if (store.contains("mtp_logits")) floats("mtp_logits", ref.mtp_logits);
   return ref;
+}
+
+inline Reference read_reference(const std::filesystem::path& dir) {
+  return read_reference_file(dir / "reference.safetensors");
 }
 
 // max |ours - reference| / max |reference|.
