@@ -246,8 +246,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     for (int rep = 0; rep < 31; ++rep) {
       const int32_t token = tokens[rep % kPrompt];
       Stopwatch clock;
-      const Tensor h =
-          model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
+      const Tensor h = model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
       const auto logits = head.logits(h);
       ms.push_back(clock.seconds() * 1e3);
       if (logits.empty()) std::printf("?");

@@ -136,9 +136,9 @@ void run(const GenerateFlags& f) {
       }
       if (!view || style == ReplyStyle::kRaw) std::cout << "\n";
       std::fprintf(stderr, "[%lld tokens, %.1f tok/s decode, %.1f tok/s prefill, %.2f tokens/cycle, %s]\n",
-                   static_cast<long long>(result.stats.generated_tokens), result.stats.decode_tokens_per_second(),
-                   result.stats.prefill_tokens_per_second(), result.stats.tokens_per_cycle(),
-                   std::string(finish_reason_name(result.finish)).c_str());
+                   static_cast<long long>(result.stats.generated_tokens),
+                   result.stats.decode_tokens_per_second(), result.stats.prefill_tokens_per_second(),
+                   result.stats.tokens_per_cycle(), std::string(finish_reason_name(result.finish)).c_str());
     }
   }
 }
@@ -150,7 +150,8 @@ void add_generate_command(CLI::App& app) {
   auto flags = std::make_shared<GenerateFlags>();
   flags->common.add_to(*cmd);
   cmd->add_option("--prompt", flags->prompt, "Raw prompt text (no chat template)");
-  cmd->add_option("--messages", flags->messages_file, "JSON file with chat messages (uses the chat template)");
+  cmd->add_option("--messages", flags->messages_file,
+                  "JSON file with chat messages (uses the chat template)");
   cmd->add_option("--tokens", flags->tokens, "Comma-separated prompt token ids");
   cmd->add_option("--n", flags->n, "Independent samples, seeds S..S+N-1");
   cmd->add_flag("--json", flags->json, "Print one JSON object per sample: ids, text, stats");

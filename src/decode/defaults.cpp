@@ -15,7 +15,8 @@ void apply(const ContractSampler& from, SamplerConfig& to) {
 
 void apply_generation_config(const nlohmann::json& g, GenerationConfig& config) {
   SamplerConfig& s = config.target;
-  if (g.contains("do_sample") && g["do_sample"].is_boolean() && !g["do_sample"].get<bool>()) s.temperature = 0;
+  if (g.contains("do_sample") && g["do_sample"].is_boolean() && !g["do_sample"].get<bool>())
+    s.temperature = 0;
   if (g.contains("temperature") && g["temperature"].is_number() && s.temperature != 0)
     s.temperature = g["temperature"].get<float>();
   if (g.contains("top_p") && g["top_p"].is_number()) s.top_p = g["top_p"].get<float>();
@@ -35,7 +36,8 @@ void apply_generation_config(const nlohmann::json& g, GenerationConfig& config) 
 
 }  // namespace
 
-GenerationDefaults generation_defaults(const Checkpoint& ckpt, const ModelConfig& model_config, bool has_mtp) {
+GenerationDefaults generation_defaults(const Checkpoint& ckpt, const ModelConfig& model_config,
+                                       bool has_mtp) {
   GenerationDefaults d;
   d.config.eos_ids = model_config.eos_token_ids;
   if (ckpt.generation_config) apply_generation_config(*ckpt.generation_config, d.config);

@@ -38,8 +38,8 @@ int argmax_agreement(const std::vector<float>& ours, const std::vector<float>& r
 // 2026-11-26: trunk 8.8e-3 relative, 48/48 argmax; MTP 5.1e-2, 42/47 argmax. The BF16 export itself
 // matches to 9e-7 (docs/default_model.md). Bounds are ~3x the measured error.
 TEST(DefaultModel, LogitsMatchTheBf16Reference) {
-  const testing::Reference ref =
-      testing::read_reference_file(testing::source_dir() / "tests" / "data" / "default_model_reference.safetensors");
+  const testing::Reference ref = testing::read_reference_file(testing::source_dir() / "tests" / "data" /
+                                                              "default_model_reference.safetensors");
   std::string ids;
   for (int32_t t : ref.tokens) {
     if (!ids.empty()) ids.push_back(',');
@@ -59,9 +59,9 @@ TEST(DefaultModel, LogitsMatchTheBf16Reference) {
 
 // A trained head accepts most greedy drafts; a wrong norm encoding or hidden-state pairing drops this to ~0.
 TEST(DefaultModel, GreedyMtpEqualsArWithRealAcceptance) {
-  const std::vector<std::string> common = {"generate", "--model", kModel, "--prompt",
-                                           "def read_config(path):\n", "--max-tokens", "64", "--temp", "0",
-                                           "--json"};
+  const std::vector<std::string> common = {
+      "generate",     "--model", kModel,   "--prompt", "def read_config(path):\n",
+      "--max-tokens", "64",      "--temp", "0",        "--json"};
   auto run = [&](const std::string& depth) {
     auto args = common;
     args.insert(args.end(), {"--mtp-depth", depth});
