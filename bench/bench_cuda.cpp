@@ -25,6 +25,7 @@
 
 #include "base/error.h"
 #include "base/timing.h"
+#include "bench_common.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
 #if MTPLX_HAVE_CUDA
@@ -35,21 +36,14 @@
 namespace mtplx {
 namespace {
 
+using namespace bench;  // NOLINT: the shared benchmark helpers
+
 struct Args {
   std::vector<std::string> models;
   std::vector<int> prefill = {512, 4096};
   int decode = 128;
   int repeats = 3;
 };
-
-std::vector<int> parse_list(const std::string& text) {
-  std::vector<int> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) out.push_back(std::stoi(item));
-  return out;
-}
 
 Args parse_args(int argc, char** argv) {
   Args a;
@@ -60,7 +54,7 @@ Args parse_args(int argc, char** argv) {
     if (key == "--model")
       a.models.push_back(value);
     else if (key == "--prefill")
-      a.prefill = parse_list(value);
+      a.prefill = parse_int_list(value);
     else if (key == "--decode")
       a.decode = std::stoi(value);
     else if (key == "--repeats")
@@ -74,44 +68,6 @@ Args parse_args(int argc, char** argv) {
 }
 
 #if MTPLX_HAVE_CUDA
-
-uint64_t vector_bytes(const Tensor& t) {
-  return static_cast<uint64_t>(t.numel()) * 4;
-}
-
-uint64_t layer_bytes(const LayerWeights& l) {
-  uint64_t b = vector_bytes(l.input_norm) + vector_bytes(l.post_norm);
-  for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) b += m->bytes();
-  if (l.kind == LayerKind::kFullAttention) {
-    const auto& a = l.attn;
-    for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) b += m->bytes();
-    b += vector_bytes(a.q_norm) + vector_bytes(a.k_norm);
-  } else {
-    const auto& g = l.gdn;
-    for (const WeightMatrix* m : {&g.in_proj_qkv, &g.in_proj_z, &g.in_proj_b, &g.in_proj_a, &g.out_proj})
-      b += m->bytes();
-    for (const Tensor* t : {&g.conv1d, &g.a_log, &g.dt_bias, &g.norm}) b += vector_bytes(*t);
-  }
-  return b;
-}
-
-uint64_t decode_bytes_per_token(const ModelWeights& w) {
-  uint64_t b = 0;
-  for (const auto& layer : w.layers) b += layer_bytes(layer);
-  b += vector_bytes(w.final_norm) + w.lm_head.bytes();
-  b += w.embed.rows > 0 ? w.embed.bytes() / static_cast<uint64_t>(w.embed.rows) : 0;
-  return b;
-}
-
-int32_t argmax(const std::vector<float>& v) {
-  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
-
-std::vector<int32_t> prompt(int n, int64_t vocab) {
-  std::vector<int32_t> t(n);
-  for (int i = 0; i < n; ++i) t[i] = static_cast<int32_t>((i * 7919 + 13) % vocab);
-  return t;
-}
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());

@@ -36,11 +36,14 @@
 #include "backend/cpu/cpu_backend.h"
 #include "base/error.h"
 #include "base/timing.h"
+#include "bench_common.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
 
 namespace mtplx {
 namespace {
+
+using namespace bench;  // NOLINT: the shared benchmark helpers
 
 struct Args {
   std::vector<std::string> models;
@@ -65,16 +68,6 @@ const char* isa_name(cpu::Isa isa) {
   }
 }
 
-std::vector<int> parse_list(const std::string& text) {
-  std::vector<int> out;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    if (!item.empty()) out.push_back(std::stoi(item));
-  }
-  return out;
-}
-
 Args parse_args(int argc, char** argv) {
   Args a;
   for (int i = 1; i < argc; ++i) {
@@ -87,7 +80,7 @@ Args parse_args(int argc, char** argv) {
     } else if (key == "--threads") {
       a.threads = std::stoi(value);
     } else if (key == "--prefill") {
-      a.prefill = parse_list(value);
+      a.prefill = parse_int_list(value);
     } else if (key == "--decode") {
       a.decode = std::stoi(value);
     } else if (key == "--repeats") {
@@ -154,48 +147,6 @@ double copy_bandwidth(ThreadPool& pool, int mib) {
   return best;
 }
 
-uint64_t vector_bytes(const Tensor& t) {
-  return static_cast<uint64_t>(t.numel()) * 4;
-}
-
-uint64_t layer_bytes(const LayerWeights& l) {
-  uint64_t b = vector_bytes(l.input_norm) + vector_bytes(l.post_norm);
-  for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) b += m->bytes();
-  if (l.kind == LayerKind::kFullAttention) {
-    const auto& a = l.attn;
-    for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) b += m->bytes();
-    b += vector_bytes(a.q_norm) + vector_bytes(a.k_norm);
-  } else {
-    const auto& g = l.gdn;
-    for (const WeightMatrix* m : {&g.in_proj_qkv, &g.in_proj_z, &g.in_proj_b, &g.in_proj_a, &g.out_proj}) {
-      b += m->bytes();
-    }
-    for (const Tensor* t : {&g.conv1d, &g.a_log, &g.dt_bias, &g.norm}) b += vector_bytes(*t);
-  }
-  return b;
-}
-
-// Weight bytes one decode step reads (see the file header).
-uint64_t decode_bytes_per_token(const ModelWeights& w) {
-  uint64_t b = 0;
-  for (const auto& layer : w.layers) b += layer_bytes(layer);
-  b += vector_bytes(w.final_norm) + w.lm_head.bytes();
-  b += w.embed.rows > 0 ? w.embed.bytes() / static_cast<uint64_t>(w.embed.rows) : 0;  // the gathered row
-  return b;
-}
-
-std::string human(double bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB"};
-  int unit = 0;
-  while (bytes >= 1000 && unit < 3) {
-    bytes /= 1000;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.2f %s", bytes, units[unit]);
-  return text;
-}
-
 std::string format_of(const WeightMatrix& m) {
   if (!m.quantized()) return std::string(dtype_name(m.dtype));
   return str("q", m.bits, "g", m.group_size);
@@ -207,20 +158,6 @@ std::string model_name(const Checkpoint& ckpt) {
     return c["mtplx_synthetic"]["preset"].get<std::string>() + " (synthetic)";
   }
   return ckpt.dir.filename().string();
-}
-
-int32_t argmax(const std::vector<float>& v) {
-  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
-}
-
-std::vector<int32_t> prompt(int n, int64_t vocab) {
-  std::vector<int32_t> tokens(static_cast<size_t>(n));
-  uint64_t x = 12345;
-  for (auto& t : tokens) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    t = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab));
-  }
-  return tokens;
 }
 
 double time_prefill(Qwen35Model& model, int n) {

@@ -38,6 +38,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "base/error.h"
 #include "base/timing.h"
+#include "bench_common.h"
 #include "decode/accept.h"
 #include "decode/draft_head.h"
 #include "decode/generator.h"
@@ -46,6 +47,8 @@
 
 namespace mtplx {
 namespace {
+
+using namespace bench;  // NOLINT: the shared benchmark helpers
 
 struct Args {
   std::vector<std::string> models;
@@ -106,41 +109,6 @@ Args parse_args(int argc, char** argv) {
     require(d >= 1 && d <= kMaxDraftTokens, str("depth ", d, " out of range"), "--depths");
   if (a.threads <= 0) a.threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return a;
-}
-
-struct Stats {
-  double mean = 0;
-  double sd = 0;
-};
-
-Stats stats(const std::vector<double>& v) {
-  Stats s;
-  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-  if (v.size() > 1) {
-    double sq = 0;
-    for (double x : v) sq += (x - s.mean) * (x - s.mean);
-    s.sd = std::sqrt(sq / static_cast<double>(v.size() - 1));
-  }
-  return s;
-}
-
-// One untimed warm-up, then `repeats` samples.
-template <typename F>
-Stats measure(int repeats, F&& once) {
-  once();
-  std::vector<double> samples;
-  for (int r = 0; r < repeats; ++r) samples.push_back(once());
-  return stats(samples);
-}
-
-std::vector<int32_t> prompt(int n, int64_t vocab) {
-  std::vector<int32_t> tokens(static_cast<size_t>(n));
-  uint64_t x = 12345;
-  for (auto& t : tokens) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    t = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab));
-  }
-  return tokens;
 }
 
 constexpr int kPrompt = 16;

@@ -19,6 +19,7 @@
 #include "reply_view.h"
 #include "text/chat.h"
 #include "text/generated_text.h"
+#include "token_list.h"
 
 namespace mtplx::cli {
 namespace {
@@ -31,33 +32,13 @@ struct GenerateFlags {
   bool no_think = false;
 };
 
-std::vector<int32_t> parse_ids(const std::string& text) {
-  std::vector<int32_t> ids;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    size_t used = 0;
-    long value = -1;
-    try {
-      value = std::stol(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    require(used == item.size() && !item.empty() && value >= 0 && value <= INT32_MAX,
-            str("bad token id \"", item, "\""), "--tokens", "pass comma-separated non-negative integers");
-    ids.push_back(static_cast<int32_t>(value));
-  }
-  require(!ids.empty(), "no token ids", "--tokens");
-  return ids;
-}
-
 std::optional<text::ChatModel> load_text(const std::string& dir, bool needed) {
   if (!needed && !std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json")) return std::nullopt;
   return text::ChatModel::load(dir);
 }
 
 std::vector<int32_t> build_prompt(const GenerateFlags& f, const std::optional<text::ChatModel>& text) {
-  if (f.tokens) return parse_ids(*f.tokens);
+  if (f.tokens) return parse_token_ids(*f.tokens);
   if (f.prompt) return text->tokenizer().encode(*f.prompt);
   const auto messages = nlohmann::ordered_json::parse(std::ifstream(*f.messages_file), nullptr, false);
   require(!messages.is_discarded() && messages.is_array(), "messages file is not a JSON array",

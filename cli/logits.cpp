@@ -9,31 +9,10 @@
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
+#include "token_list.h"
 
 namespace mtplx::cli {
 namespace {
-
-std::vector<int32_t> parse_token_list(const std::string& text) {
-  std::vector<int32_t> tokens;
-  size_t pos = 0;
-  while (pos <= text.size()) {
-    const size_t comma = std::min(text.find(',', pos), text.size());
-    const std::string item = text.substr(pos, comma - pos);
-    size_t used = 0;
-    long value = -1;
-    try {
-      value = std::stol(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    require(used == item.size() && !item.empty() && value >= 0 && value <= INT32_MAX,
-            str("bad token id \"", item, "\" in --tokens"), "",
-            "pass comma-separated non-negative integers, e.g. 1,2,3");
-    tokens.push_back(static_cast<int32_t>(value));
-    pos = comma + 1;
-  }
-  return tokens;
-}
 
 // Prints rows of a [rows, cols] tensor as a JSON array of arrays with float precision.
 void print_rows(Backend& backend, const Tensor& t) {
@@ -66,7 +45,7 @@ void add_logits_command(CLI::App& app) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
   cmd->callback([=] {
-    const auto tokens = parse_token_list(*tokens_text);
+    const auto tokens = parse_token_ids(*tokens_text);
     const Checkpoint ckpt = open_checkpoint(*model_dir);
     const std::unique_ptr<Backend> backend_ptr = make_backend(*device, *threads);
     Backend& backend = *backend_ptr;

@@ -1,0 +1,110 @@
+// Pieces the benchmark programs share: option lists, repeat statistics, weight bytes a decode step reads,
+// a deterministic prompt, size formatting.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "backend/tensor.h"
+#include "model/weights.h"
+
+namespace mtplx::bench {
+
+// "1,2,3" -> {1, 2, 3}; empty items are skipped.
+inline std::vector<int> parse_int_list(const std::string& text) {
+  std::vector<int> out;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ','))
+    if (!item.empty()) out.push_back(std::stoi(item));
+  return out;
+}
+
+struct Stats {
+  double mean = 0;
+  double sd = 0;  // sample standard deviation (0 for one sample)
+};
+
+inline Stats stats(const std::vector<double>& v) {
+  Stats s;
+  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
+  if (v.size() > 1) {
+    double sq = 0;
+    for (double x : v) sq += (x - s.mean) * (x - s.mean);
+    s.sd = std::sqrt(sq / static_cast<double>(v.size() - 1));
+  }
+  return s;
+}
+
+// One untimed warm-up call of `once` (which returns a measurement), then `repeats` samples.
+template <typename F>
+Stats measure(int repeats, F&& once) {
+  once();
+  std::vector<double> samples;
+  for (int r = 0; r < repeats; ++r) samples.push_back(once());
+  return stats(samples);
+}
+
+inline uint64_t vector_bytes(const Tensor& t) {
+  return static_cast<uint64_t>(t.numel()) * 4;
+}
+
+inline uint64_t layer_bytes(const LayerWeights& l) {
+  uint64_t b = vector_bytes(l.input_norm) + vector_bytes(l.post_norm);
+  for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) b += m->bytes();
+  if (l.kind == LayerKind::kFullAttention) {
+    const auto& a = l.attn;
+    for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) b += m->bytes();
+    b += vector_bytes(a.q_norm) + vector_bytes(a.k_norm);
+  } else {
+    const auto& g = l.gdn;
+    for (const WeightMatrix* m : {&g.in_proj_qkv, &g.in_proj_z, &g.in_proj_b, &g.in_proj_a, &g.out_proj})
+      b += m->bytes();
+    for (const Tensor* t : {&g.conv1d, &g.a_log, &g.dt_bias, &g.norm}) b += vector_bytes(*t);
+  }
+  return b;
+}
+
+// Weight bytes one decode step reads: every trunk layer, the final norm, the LM head and one embedding row.
+inline uint64_t decode_bytes_per_token(const ModelWeights& w) {
+  uint64_t b = 0;
+  for (const auto& layer : w.layers) b += layer_bytes(layer);
+  b += vector_bytes(w.final_norm) + w.lm_head.bytes();
+  b += w.embed.rows > 0 ? w.embed.bytes() / static_cast<uint64_t>(w.embed.rows) : 0;
+  return b;
+}
+
+inline std::string human(double bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB"};
+  int unit = 0;
+  while (bytes >= 1000 && unit < 3) {
+    bytes /= 1000;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, unit == 0 ? "%.0f %s" : "%.2f %s", bytes, units[unit]);
+  return text;
+}
+
+inline int32_t argmax(const std::vector<float>& v) {
+  return static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+}
+
+// n pseudo-random token ids below `vocab`, the same in every run.
+inline std::vector<int32_t> prompt(int n, int64_t vocab) {
+  std::vector<int32_t> tokens(static_cast<size_t>(n));
+  uint64_t x = 12345;
+  for (auto& t : tokens) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    t = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab));
+  }
+  return tokens;
+}
+
+}  // namespace mtplx::bench
