@@ -17,62 +17,20 @@
 #include "decode/generator.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
+#include "support/reference.h"
 
 namespace mtplx {
 namespace {
 
 namespace fs = std::filesystem;
 
+using testing::fixture_dirs;
+using testing::fixture_name;
+using testing::read_reference;
+using testing::Reference;
+using testing::relative_error;
+
 constexpr double kLogitTolerance = 1e-4;  // the CPU backend's tolerance against the references
-
-fs::path fixtures_dir() {
-  const char* env = std::getenv("MTPLX_SOURCE_DIR");
-  return fs::path(env != nullptr ? env : MTPLX_SOURCE_DIR) / "tests" / "fixtures";
-}
-
-std::vector<fs::path> fixture_dirs() {
-  std::vector<fs::path> dirs;
-  if (!fs::exists(fixtures_dir())) return dirs;
-  for (const auto& entry : fs::directory_iterator(fixtures_dir()))
-    if (fs::exists(entry.path() / "reference.safetensors")) dirs.push_back(entry.path());
-  std::sort(dirs.begin(), dirs.end());
-  return dirs;
-}
-
-struct Reference {
-  std::vector<int32_t> tokens;
-  std::vector<float> logits, mtp_logits;
-};
-
-Reference read_reference(const fs::path& dir) {
-  TensorStore store;
-  store.add_file(dir / "reference.safetensors");
-  Reference ref;
-  const TensorView& tokens = store.get("tokens");
-  for (int64_t i = 0; i < tokens.numel(); ++i) {
-    int32_t id;
-    std::memcpy(&id, static_cast<const char*>(tokens.data()) + 4 * i, 4);
-    ref.tokens.push_back(id);
-  }
-  auto floats = [&](const std::string& name, std::vector<float>& out) {
-    const TensorView& view = store.get(name);
-    out.resize(view.numel());
-    for (int64_t i = 0; i < view.numel(); ++i) out[i] = load_float(view.data(), view.dtype, i);
-  };
-  floats("logits", ref.logits);
-  if (store.contains("mtp_logits")) floats("mtp_logits", ref.mtp_logits);
-  return ref;
-}
-
-double relative_error(const std::vector<float>& ours, const std::vector<float>& ref) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(ours[i])) return INFINITY;
-    diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
-    scale = std::max(scale, std::fabs(double(ref[i])));
-  }
-  return diff / scale;
-}
 
 std::vector<float> to_host(Backend& backend, const Tensor& t) {
   std::vector<float> host(t.numel());
@@ -195,13 +153,6 @@ TEST_P(CudaFixture, GreedyMtpEqualsArEqualsCpu) {
   Qwen35Model cpu_model(*ckpt_, cpu);
   Generator cpu_generator(cpu_model, nullptr);
   EXPECT_EQ(cpu_generator.generate(prompt, greedy(0, 64)).tokens, ar.tokens);
-}
-
-std::string fixture_name(const ::testing::TestParamInfo<fs::path>& info) {
-  std::string name = info.param.filename().string();
-  std::replace_if(
-      name.begin(), name.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
-  return name;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixture, ::testing::ValuesIn(fixture_dirs()), fixture_name);

@@ -22,6 +22,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "model/qwen35.h"
+#include "support/reference.h"
 #include "support/temp_dir.h"
 
 namespace mtplx {
@@ -29,6 +30,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::fixtures_dir;
+using testing::read_reference;
+using testing::Reference;
+using testing::relative_error;
 using testing::TempDir;
 
 fs::path forge(const fs::path& src, const fs::path& out, int trunk_bits, MtpPolicy mtp = MtpPolicy::kBodyInt4,
@@ -90,27 +94,6 @@ void expect_same_tensors(const TensorStore& ours, const TensorStore& oracle,
 
 // --- logits
 
-struct Reference {
-  std::vector<int32_t> tokens;
-  std::vector<float> logits, mtp_logits;
-};
-
-Reference read_reference(const fs::path& dir) {
-  TensorStore store;
-  store.add_file(dir / "reference.safetensors");
-  Reference ref;
-  const TensorView& tokens = store.get("tokens");
-  ref.tokens.resize(tokens.numel());
-  std::memcpy(ref.tokens.data(), tokens.data(), 4 * ref.tokens.size());
-  for (auto [name, out] : {std::pair{"logits", &ref.logits}, std::pair{"mtp_logits", &ref.mtp_logits}}) {
-    if (!store.contains(name)) continue;
-    const TensorView& view = store.get(name);
-    out->resize(view.numel());
-    for (int64_t i = 0; i < view.numel(); ++i) (*out)[i] = load_float(view.data(), view.dtype, i);
-  }
-  return ref;
-}
-
 struct Logits {
   std::vector<float> trunk, mtp;
 };
@@ -131,16 +114,6 @@ Logits run_model(const fs::path& dir, const std::vector<int32_t>& tokens) {
   const std::vector<int32_t> next(tokens.begin() + 1, tokens.end());
   download(model.logits(model.mtp_forward(next, hidden.row_view(0, T - 1), 0, state)), out.mtp);
   return out;
-}
-
-// max |a - b| / max |b| over the whole matrix (the measure tests/model/fixture_test.cpp reports).
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return diff / scale;
 }
 
 // Our forward pass against transformers on unquantized fixtures (tests/model/fixture_test.cpp).

@@ -54,6 +54,7 @@ inline Reference read_reference(const std::filesystem::path& dir) {
 inline double relative_error(const std::vector<float>& ours, const std::vector<float>& ref) {
   double diff = 0, scale = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(ours[i])) return INFINITY;  // std::max would skip a NaN
     diff = std::max(diff, std::fabs(double(ours[i]) - ref[i]));
     scale = std::max(scale, std::fabs(double(ref[i])));
   }

@@ -1,6 +1,7 @@
 // A fresh temporary directory per test, removed at the end.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -28,8 +29,10 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// The checkout; MTPLX_SOURCE_DIR in the environment wins (tests built here and run on another machine).
 inline std::filesystem::path source_dir() {
-  return MTPLX_SOURCE_DIR;
+  const char* env = std::getenv("MTPLX_SOURCE_DIR");
+  return env != nullptr ? std::filesystem::path(env) : std::filesystem::path(MTPLX_SOURCE_DIR);
 }
 inline std::filesystem::path fixtures_dir() {
   return source_dir() / "tests" / "fixtures";
