@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -105,6 +106,17 @@ inline std::vector<int32_t> prompt(int n, int64_t vocab) {
     t = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(vocab));
   }
   return tokens;
+}
+
+// main() of a benchmark program: runs `run`, turning an exception into a one-line error and exit status 1.
+template <typename Run>
+int guarded_main(const char* program, Run&& run, int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+    return 1;
+  }
 }
 
 }  // namespace mtplx::bench

@@ -111,22 +111,6 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-struct Stats {
-  double mean = 0;
-  double sd = 0;
-};
-
-Stats stats(const std::vector<double>& v) {
-  Stats s;
-  s.mean = std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-  if (v.size() > 1) {
-    double sq = 0;
-    for (double x : v) sq += (x - s.mean) * (x - s.mean);
-    s.sd = std::sqrt(sq / static_cast<double>(v.size() - 1));
-  }
-  return s;
-}
-
 // Bytes read + written per second by a multi-threaded memcpy of `mib` MiB (best of 5 passes).
 double copy_bandwidth(ThreadPool& pool, int mib) {
   const size_t bytes = static_cast<size_t>(mib) << 20;
@@ -261,10 +245,5 @@ int run(int argc, char** argv) {
 }  // namespace mtplx
 
 int main(int argc, char** argv) {
-  try {
-    return mtplx::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_decode: error: %s\n", e.what());
-    return 1;
-  }
+  return mtplx::bench::guarded_main("bench_decode", mtplx::run, argc, argv);
 }

@@ -313,10 +313,5 @@ int run(int argc, char** argv) {
 }  // namespace mtplx
 
 int main(int argc, char** argv) {
-  try {
-    return mtplx::run(argc, argv);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_mtp: error: %s\n", e.what());
-    return 1;
-  }
+  return mtplx::bench::guarded_main("bench_mtp", mtplx::run, argc, argv);
 }
