@@ -9,12 +9,15 @@
 //   roofline      copy bandwidth / bytes per token, with the copy bandwidth measured in the same run by a
 //                 device-to-device copy kernel (bytes read + written).
 //   ar            decode steps after a 16-token prompt: forward(1) + full logits row + download + argmax;
-//                 t/s and % of roofline.
+//                 t/s and % of roofline; with step graphs (the default) and with every op queued from the
+//                 host (graphs off), in the same process.
 //   verify N      one captured forward of N rows + logits + download, rolled back, N = 1..5 (median ms
 //                 and the ratio to N = 1).
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
-//                 ms and the ratio to one AR step.
-//   ppN           prefill of N tokens + the logits of the last row; t/s = N / time.
+//                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads.
+//   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
+//                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR).
+//   ppN           prefill of N tokens + the logits of the last row; t/s = N / time (one run past 8192).
 // Every time is wall-clock around work that ends with a download (a host sync), after one warm-up run.
 #include <algorithm>
 #include <cstdio>
@@ -92,25 +95,33 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   const int kPrompt = 16;
   const int capacity = kPrompt + args.decode + 64;
 
-  // AR decode.
-  std::vector<double> ar_tps;
-  for (int rep = 0; rep < args.repeats + 1; ++rep) {
-    ModelState state = model.new_state(capacity);
-    const auto tokens = prompt(kPrompt, V);
-    gpu.download(model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1)), host);
-    Stopwatch clock;
-    for (int i = 0; i < args.decode; ++i) {
-      const int32_t next = argmax(host);
-      gpu.download(model.logits(model.forward(std::span(&next, 1), state)), host);
+  // AR decode, with step graphs (default) and without.
+  const auto ar_run = [&](bool graphs) {
+    gpu.set_graphs(graphs);
+    std::vector<double> tps;
+    for (int rep = 0; rep < args.repeats + 1; ++rep) {
+      ModelState state = model.new_state(capacity);
+      const auto tokens = prompt(kPrompt, V);
+      gpu.download(model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1)), host);
+      Stopwatch clock;
+      for (int i = 0; i < args.decode; ++i) {
+        const int32_t next = argmax(host);
+        gpu.download(model.logits(model.forward(std::span(&next, 1), state)), host);
+      }
+      if (rep > 0) tps.push_back(args.decode / clock.seconds());
     }
-    if (rep > 0) ar_tps.push_back(args.decode / clock.seconds());
-  }
-  const double ar = median(ar_tps);
+    return median(tps);
+  };
+  const double ar_plain = ar_run(false);
+  const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
+  std::printf("ar without step graphs: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", ar_plain,
+              100.0 * ar_plain / roofline, 1e3 / ar_plain);
 
   // Where an AR step's time goes: host time to queue the step's ops vs the time until the device is done.
-  {
+  for (bool graphs : {false, true}) {
+    gpu.set_graphs(graphs);
     ModelState state = model.new_state(capacity);
     const auto tokens = prompt(kPrompt, V);
     model.forward(tokens, state);
@@ -123,9 +134,11 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       gpu.synchronize();
       total_ms.push_back(clock.seconds() * 1e3);
     }
-    std::printf("ar step without download: host queues the ops in %.3f ms, device done after %.3f ms\n",
-                median(queue_ms), median(total_ms));
+    std::printf(
+        "ar step without download (graphs %s): host queues the ops in %.3f ms, device done after %.3f ms\n",
+        graphs ? "on" : "off", median(queue_ms), median(total_ms));
   }
+  gpu.set_graphs(true);
 
   // Single matmuls of the step's shapes, back to back (T = 1 and 3): microseconds and GB/s.
   {
@@ -192,36 +205,60 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     std::printf("%d rows %.3f ms (%.2fx)%s", n, verify_ms[n], verify_ms[n] / verify_ms[1],
                 n < 5 ? ", " : "\n");
 
-  // Draft step: one MTP slot + draft head logits (downloaded).
+  // Draft step: one MTP slot + draft head logits (downloaded), per draft head.
+  std::vector<std::pair<std::string, double>> drafts;
   if (model.has_mtp()) {
-    ModelState state = model.new_state(capacity);
-    const auto tokens = prompt(kPrompt, V);
-    const Tensor hidden = model.forward(tokens, state);
-    DraftHead head(model, {});
-    std::vector<double> ms;
-    for (int rep = 0; rep < 31; ++rep) {
-      const int32_t token = tokens[rep % kPrompt];
-      Stopwatch clock;
-      const Tensor h = model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
-      const auto logits = head.logits(h);
-      ms.push_back(clock.seconds() * 1e3);
-      if (logits.empty()) std::printf("?");
+    std::vector<int32_t> ids(static_cast<size_t>(V));
+    std::iota(ids.begin(), ids.end(), 0);
+    for (const std::string& spec : {std::string("full"), std::string("q4"), str("trim:", V / 8)}) {
+      DraftHead head(model, parse_draft_head(spec), ids);
+      ModelState state = model.new_state(capacity);
+      const auto tokens = prompt(kPrompt, V);
+      const Tensor hidden = model.forward(tokens, state);
+      std::vector<double> ms;
+      for (int rep = 0; rep < 31; ++rep) {
+        const int32_t token = tokens[rep % kPrompt];
+        Stopwatch clock;
+        const Tensor h = model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
+        const auto logits = head.logits(h);
+        ms.push_back(clock.seconds() * 1e3);
+        if (logits.empty()) std::printf("?");
+      }
+      ms.erase(ms.begin());
+      const double draft = median(ms);
+      drafts.push_back({spec, draft});
+      std::printf("draft %s: %.3f ms per MTP step (%.3fx an AR step)\n", spec.c_str(), draft,
+                  draft * ar / 1e3);
     }
-    ms.erase(ms.begin());
-    const double draft = median(ms);
-    std::printf("draft: %.3f ms per MTP step (%.2fx an AR step)\n", draft, draft * ar / 1e3);
+  }
+
+  // Projected MTP speedup from these step costs at published acceptance (cumulative a_i).
+  const double t_ar = 1e3 / ar;
+  for (const auto& [who, accept] : std::vector<std::pair<std::string, std::vector<double>>>{
+           {"Qwen3.5-4B", {0.667, 0.222}}, {"Qwen3.6-27B", {0.917, 0.837, 0.648}}}) {
+    for (const auto& [spec, t_draft] : drafts) {
+      std::printf("projected at %s acceptance, %s head:", who.c_str(), spec.c_str());
+      double tokens = 1;
+      for (size_t k = 1; k <= accept.size() && k + 1 <= 5; ++k) {
+        tokens += accept[k - 1];
+        const double cycle = (static_cast<double>(k) * t_draft + verify_ms[k + 1]) / t_ar;
+        std::printf("  K=%zu %.2fx", k, tokens / cycle);
+      }
+      std::printf("\n");
+    }
   }
 
   // Prefill.
   for (int n : args.prefill) {
     std::vector<double> tps;
-    for (int rep = 0; rep < args.repeats + 1; ++rep) {
+    const int runs = n > 8192 ? 1 : args.repeats + 1;
+    for (int rep = 0; rep < runs; ++rep) {
       ModelState state = model.new_state(n + 1);
       const auto tokens = prompt(n, V);
       Stopwatch clock;
       const Tensor hidden = model.forward(tokens, state);
       gpu.download(model.logits(hidden.row_view(n - 1, 1)), host);
-      if (rep > 0) tps.push_back(n / clock.seconds());
+      if (rep > 0 || runs == 1) tps.push_back(n / clock.seconds());
     }
     std::printf("pp%d: %.0f tok/s\n", n, median(tps));
   }

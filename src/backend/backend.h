@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
 
@@ -95,6 +96,31 @@ class Backend {
   // out = (gain * x * rsqrt(mean(x^2) + eps)) * silu(z) over each group of gain.numel() values.
   virtual void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps,
                               Tensor& out) = 0;
+
+  // --- position-carrying writes
+  // cache rows [position, position + src.rows) = src: a KV-cache append. The same as copy_rows; a backend
+  // with step graphs treats `position` as a step position (see below).
+  virtual void write_cache(const Tensor& src, Tensor& cache, int64_t position) {
+    copy_rows(src, cache, position);
+  }
+
+  // --- step graphs (optional)
+  // A backend with graphs() true can record the ops queued between begin_capture and end_capture and replay
+  // them later for other token ids and another base position, without the host queuing each op again.
+  // While a capture is open the ops are recorded, not run. Ops that take the capture's `tokens` span (the
+  // same pointer) read the ids given to replay(); the positions given to rope, attention and write_cache
+  // are taken relative to `base_position`, so a replay at base B runs them at B + (position - base).
+  // Everything else (weights, tensors, sizes) is fixed at capture: the caller replays only where those
+  // are the same. Tensors allocated while a capture is open come from memory that belongs to the graph.
+  class Graph {
+   public:
+    virtual ~Graph() = default;
+  };
+  virtual bool graphs() const { return false; }
+  virtual void begin_capture(std::span<const int32_t> tokens, int64_t base_position);
+  virtual std::unique_ptr<Graph> end_capture();
+  // Queues the recorded ops with these ids (the captured count) at this base position.
+  virtual void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position);
 };
 
 }  // namespace mtplx

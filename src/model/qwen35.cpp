@@ -11,9 +11,57 @@ Qwen35Model::Qwen35Model(const Checkpoint& ckpt, Backend& backend)
       backend_(backend),
       weights_(load_weights(ckpt, config_, backend)) {}
 
-// Capture buffers grow to the widest verify seen and are reused (no allocation per cycle).
-void Qwen35Model::ensure_rows(Tensor& buffer, int64_t rows, int64_t cols) {
-  if (buffer.empty() || buffer.rows < rows) buffer = backend_.alloc(rows, cols);
+// Capture buffers grow to the widest verify seen and are reused (no allocation per cycle). Returns whether
+// the buffer moved.
+bool Qwen35Model::ensure_rows(Tensor& buffer, int64_t rows, int64_t cols) {
+  if (!buffer.empty() && buffer.rows >= rows) return false;
+  buffer = backend_.alloc(rows, cols);
+  return true;
+}
+
+// Steps of up to this many rows (decode, verify, draft) run as step graphs where the backend has them.
+constexpr int64_t kGraphRows = 8;
+
+bool Qwen35Model::use_graph(int64_t rows) const {
+  return rows <= kGraphRows && backend_.graphs();
+}
+
+void Qwen35Model::reserve_capture_rows(ModelState& state, int64_t rows) {
+  bool moved = false;
+  for (int i = 0; i < config_.num_hidden_layers; ++i) {
+    if (!config_.is_linear(i)) continue;
+    LayerState& layer = state.layers[i];
+    moved |= ensure_rows(layer.conv_rows, rows, layer.conv.numel());
+    moved |= ensure_rows(layer.recurrent_rows, rows, layer.recurrent.numel());
+  }
+  if (moved) state.graphs->clear();  // recorded graphs write the old buffers
+}
+
+Tensor Qwen35Model::graphed(int key, std::span<const int32_t> tokens, int64_t base, ModelState& state,
+                            const Tensor* input, const std::function<Tensor(const Tensor&)>& ops) {
+  auto it = state.graphs->find(key);
+  if (it == state.graphs->end()) {
+    StepGraph step;
+    if (input != nullptr) step.input = backend_.alloc(input->rows, input->cols);
+    backend_.begin_capture(tokens, base);
+    try {
+      step.output = ops(step.input);
+    } catch (...) {
+      try {
+        backend_.end_capture();  // close the capture; the first error is the one to report
+      } catch (...) {
+      }
+      throw;
+    }
+    step.graph = backend_.end_capture();
+    it = state.graphs->emplace(key, std::move(step)).first;
+  }
+  StepGraph& step = it->second;
+  if (input != nullptr) backend_.copy_rows(*input, step.input, 0);
+  backend_.replay(*step.graph, tokens, base);
+  Tensor out = backend_.alloc(step.output.rows, step.output.cols);
+  backend_.copy_rows(step.output, out, 0);
+  return out;
 }
 
 KvCache Qwen35Model::new_kv_cache(int64_t capacity) {
@@ -53,6 +101,25 @@ Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state,
       state.position + T <= state.capacity,
       str("context full: ", state.position, " + ", T, " tokens exceed the context size of ", state.capacity),
       "", "start a new conversation or raise the context size");
+  if (options.capture_rows) reserve_capture_rows(state, T);
+  Tensor hidden;
+  if (use_graph(T)) {
+    const bool chunked = options.gdn_mode == GdnMode::kChunked;
+    const int key = static_cast<int>(T) * 4 + (options.capture_rows ? 2 : 0) + (chunked ? 1 : 0);
+    hidden = graphed(key, tokens, state.position, state, nullptr,
+                     [&](const Tensor&) { return trunk(tokens, state, options); });
+  } else {
+    hidden = trunk(tokens, state, options);
+  }
+  state.captured_from = options.capture_rows ? state.position : -1;
+  state.captured_rows = options.capture_rows ? T : 0;
+  state.position += T;
+  return hidden;
+}
+
+// The trunk's ops at positions state.position.. (state's host fields are left alone).
+Tensor Qwen35Model::trunk(std::span<const int32_t> tokens, ModelState& state, const ForwardOptions& options) {
+  const auto T = static_cast<int64_t>(tokens.size());
   Tensor x = backend_.alloc(T, config_.hidden_size);
   backend_.embed(weights_.embed, tokens, x);
   for (int i = 0; i < config_.num_hidden_layers; ++i) {
@@ -60,9 +127,6 @@ Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state,
   }
   Tensor hidden = backend_.alloc(T, config_.hidden_size);
   backend_.rms_norm(x, weights_.final_norm, config_.rms_norm_eps, hidden);
-  state.captured_from = options.capture_rows ? state.position : -1;
-  state.captured_rows = options.capture_rows ? T : 0;
-  state.position += T;
   return hidden;
 }
 
@@ -141,8 +205,8 @@ Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCach
   backend_.rms_norm(k, w.k_norm, config_.rms_norm_eps, k);
   backend_.rope(q, heads, D, config_.rotary_dim(), config_.rope_theta, pos0);
   backend_.rope(k, config_.num_key_value_heads, D, config_.rotary_dim(), config_.rope_theta, pos0);
-  backend_.copy_rows(k, kv.k, pos0);
-  backend_.copy_rows(v, kv.v, pos0);
+  backend_.write_cache(k, kv.k, pos0);
+  backend_.write_cache(v, kv.v, pos0);
   Tensor o = backend_.alloc(T, config_.attn_out_dim());
   AttentionArgs args{&q,
                      &kv.k,
@@ -179,9 +243,7 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
   Tensor conv_rows_view, recurrent_rows_view;
   Tensor* conv_rows = nullptr;
   Tensor* recurrent_rows = nullptr;
-  if (options.capture_rows) {
-    ensure_rows(state.conv_rows, T, state.conv.numel());
-    ensure_rows(state.recurrent_rows, T, state.recurrent.numel());
+  if (options.capture_rows) {  // buffers sized by forward (reserve_capture_rows)
     conv_rows_view = state.conv_rows.row_view(0, T);
     recurrent_rows_view = state.recurrent_rows.row_view(0, T);
     conv_rows = &conv_rows_view;
@@ -231,6 +293,16 @@ Tensor Qwen35Model::mtp_forward(std::span<const int32_t> tokens, const Tensor& h
   require(hidden.rows == T && hidden.cols == config_.hidden_size, "internal error: MTP hidden shape");
   require(pos0 >= 0 && pos0 <= state.mtp_length && pos0 + T <= state.capacity,
           "internal error: MTP position");
+  Tensor out = use_graph(T) ? graphed(1000 + static_cast<int>(T), tokens, pos0, state, &hidden,
+                                      [&](const Tensor& in) { return mtp_ops(tokens, in, pos0, state); })
+                            : mtp_ops(tokens, hidden, pos0, state);
+  state.mtp_length = pos0 + T;
+  return out;
+}
+
+Tensor Qwen35Model::mtp_ops(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0,
+                            ModelState& state) {
+  const auto T = static_cast<int64_t>(tokens.size());
   const MtpWeights& m = *weights_.mtp;
   const int64_t H = config_.hidden_size;
   Tensor e = backend_.alloc(T, H);
@@ -246,7 +318,6 @@ Tensor Qwen35Model::mtp_forward(std::span<const int32_t> tokens, const Tensor& h
   LayerState layer_state;
   layer_state.kv = state.mtp_kv;
   z = decoder_layer(m.layer, z, layer_state, pos0, {});
-  state.mtp_length = pos0 + T;
   Tensor out = backend_.alloc(T, H);
   backend_.rms_norm(z, m.norm, config_.rms_norm_eps, out);
   return out;

@@ -2,6 +2,7 @@
 // native MTP head, written once against the Backend ops.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <span>
 
@@ -55,13 +56,23 @@ class Qwen35Model {
   Tensor mtp_forward(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0, ModelState& state);
 
  private:
+  Tensor trunk(std::span<const int32_t> tokens, ModelState& state, const ForwardOptions& options);
+  Tensor mtp_ops(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0, ModelState& state);
+  // Runs `ops` (one step's ops on an input, returning its output) through state's step graph `key`:
+  // recorded on first use, replayed after with `tokens` at `base`. `input` (may be null) is copied into the
+  // graph's own input buffer first. Returns a copy of the output (callers may keep it across steps).
+  Tensor graphed(int key, std::span<const int32_t> tokens, int64_t base, ModelState& state,
+                 const Tensor* input, const std::function<Tensor(const Tensor&)>& ops);
+  bool use_graph(int64_t rows) const;
+  // Sizes the GDN capture buffers for `rows` rows; drops the state's graphs when a buffer moved.
+  void reserve_capture_rows(ModelState& state, int64_t rows);
   Tensor decoder_layer(const LayerWeights& layer, const Tensor& x, LayerState& state, int64_t pos0,
                        const ForwardOptions& options);
   Tensor attention(const AttentionWeights& w, const Tensor& h, KvCache& kv, int64_t pos0);
   Tensor gdn(const GdnWeights& w, const Tensor& h, LayerState& state, const ForwardOptions& options);
   Tensor mlp(const MlpWeights& w, const Tensor& h);
   KvCache new_kv_cache(int64_t capacity);
-  void ensure_rows(Tensor& buffer, int64_t rows, int64_t cols);
+  bool ensure_rows(Tensor& buffer, int64_t rows, int64_t cols);
 
   ModelConfig config_;
   Backend& backend_;

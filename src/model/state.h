@@ -4,8 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/tensor.h"
 
 namespace mtplx {
@@ -24,6 +27,14 @@ struct LayerState {
   Tensor recurrent_rows;  // [>= rows, Hv * Dk * Dv]
 };
 
+// One recorded step (Qwen35Model::forward or mtp_forward of a few rows on a backend with graphs). The graph
+// reads this state's buffers, so it belongs to the state.
+struct StepGraph {
+  std::unique_ptr<Backend::Graph> graph;
+  Tensor input;   // MTP steps: the hidden rows the graph reads (the caller's rows are copied in first)
+  Tensor output;  // what the graph writes (copied out after each replay)
+};
+
 struct ModelState {
   std::vector<LayerState> layers;
   int64_t position = 0;        // tokens in the trunk's state
@@ -32,6 +43,8 @@ struct ModelState {
   int64_t capacity = 0;  // maximum tokens
   KvCache mtp_kv;        // the MTP head's own cache; row p holds the slot at RoPE position p
   int64_t mtp_length = 0;
+  // Step graphs by shape (see Qwen35Model). Shared by copies of the state, which share its buffers too.
+  std::shared_ptr<std::map<int, StepGraph>> graphs = std::make_shared<std::map<int, StepGraph>>();
 };
 
 }  // namespace mtplx

@@ -4,9 +4,11 @@
 #
 #   tools/gpu/test.sh pack            here: build the CUDA targets in build-cuda/ and copy the binaries and the
 #                                     shared libraries they need (not on the GPU image) to build-cuda/gpu/
-#   tools/gpu/test.sh run [--no-bench] there (carry build-cuda/gpu): the CUDA tests (every op vs the CPU
+#   tools/gpu/test.sh run [--no-bench] there (carry build-cuda/gpu.tar.xz): the CUDA tests (every op vs the CPU
 #                                     backend, every fixture vs its reference), then bench_cuda on synthetic
 #                                     Qwen3.5-4B checkpoints (mtplx-q8 and mtplx-q4) written to /tmp.
+#   tools/gpu/test.sh e2e             there: the default model AR vs MTP end to end (mtplx generate --json,
+#                                     one prompt, 256 tokens, greedy and temp 0.6, depth 0..3), one line each.
 # Logs go to $OUT when it is set (the device tool brings that folder back), else to build-cuda/gpu/logs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,6 +29,10 @@ pack() {
     esac
   done
   du -sh "$dist"
+  # The tree travels to the GPU machine within a size limit: the binaries go as one compressed archive
+  # (carry build-cuda/gpu.tar.xz; `tools/gpu/test.sh unpack` there).
+  tar -C build-cuda -cJf build-cuda/gpu.tar.xz gpu
+  du -sh build-cuda/gpu.tar.xz
 }
 
 run() {
@@ -50,8 +56,29 @@ run() {
   return $status
 }
 
+unpack() {
+  [[ -d "$dist" ]] || tar -C build-cuda -xJf build-cuda/gpu.tar.xz
+}
+
+e2e() {
+  local logs="${OUT:-$dist/logs}"
+  mkdir -p "$logs"
+  export LD_LIBRARY_PATH="$PWD/$dist/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  for temp in 0 0.6; do
+    for depth in 0 1 2 3; do
+      "$dist/mtplx" generate --model models/qwen3.5-tiny-mtplx --prompt 'def main():' --max-tokens 256 \
+        --temp "$temp" --mtp-depth "$depth" --json --device cuda --seed 1 >"$logs/e2e.json" 2>&1 || true
+      python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); s=d['stats']; \
+print('e2e temp', sys.argv[2], 'depth', sys.argv[3], 'tok/s %.1f' % s['decode_tok_s'], 'first ids', d['ids'][:8], \
+{k: v for k, v in s.items() if 'accept' in k or 'cycle' in k})" "$logs/e2e.json" "$temp" "$depth" | tee -a "$logs/e2e.txt"
+    done
+  done
+}
+
 case "${1:-}" in
   pack) pack ;;
-  run) shift; run "$@" ;;
-  *) echo "usage: tools/gpu/test.sh pack | run [--no-bench]" >&2; exit 2 ;;
+  run) shift; unpack; run "$@" ;;
+  e2e) unpack; e2e ;;
+  unpack) unpack ;;
+  *) echo "usage: tools/gpu/test.sh pack | run [--no-bench] | e2e" >&2; exit 2 ;;
 esac

@@ -13,8 +13,9 @@ constexpr int kWarps = 8;
 
 template <int NPL>  // dims per lane: head_dim = 32 * NPL
 __global__ void __launch_bounds__(kWarps * 32)
-    attention_kernel(const float* q, const float* k_cache, const float* v_cache, float* out, int64_t pos0,
-                     int heads, int group, int64_t kv_cols, float scale) {
+    attention_kernel(const float* q, const float* k_cache, const float* v_cache, float* out,
+                     Position position, int heads, int group, int64_t kv_cols, float scale) {
+  const int64_t pos0 = position.get();
   constexpr int D = 32 * NPL;
   const int h = blockIdx.x;
   const int64_t t = blockIdx.y;
@@ -87,8 +88,8 @@ void CudaBackend::attention(const AttentionArgs& args) {
   const int group = args.heads / args.kv_heads;
   auto launch = [&](auto kernel) {
     kernel<<<grid, cuda::kWarps * 32, 0, ctx_->stream>>>(q.data, args.k_cache->data, args.v_cache->data,
-                                                         args.out->data, args.pos0, args.heads, group,
-                                                         kv_cols, args.scale);
+                                                         args.out->data, ctx_->position(args.pos0),
+                                                         args.heads, group, kv_cols, args.scale);
   };
   switch (D) {
     case 32:

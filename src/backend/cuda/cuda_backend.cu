@@ -104,7 +104,8 @@ __global__ void sigmoid_mul_kernel(float* x, const float* gate, int64_t n) {
 
 // NeoX rotation; angles in double as the CPU reference computes them.
 __global__ void rope_kernel(float* x, int64_t rows, int64_t cols, int heads, int head_dim, int rot_dim,
-                            double theta, int64_t pos0) {
+                            double theta, Position position) {
+  const int64_t pos0 = position.get();
   const int half = rot_dim / 2;
   const int64_t n = rows * heads * half;
   for (int64_t item = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; item < n;
@@ -280,7 +281,11 @@ void CudaBackend::embed(const WeightMatrix& table, std::span<const int32_t> toke
   cuda::InlineTokens inline_ids{};
   std::shared_ptr<void> uploaded;
   const int32_t* ids = nullptr;
-  if (tokens.size() <= static_cast<size_t>(cuda::kInlineTokens)) {
+  const auto& capture = ctx_->capture;
+  if (capture && tokens.data() == capture->tokens.data() && tokens.size() == capture->tokens.size()) {
+    // The step's own ids: a replay reads the ones it is given.
+    ids = static_cast<const cuda::StepParams*>(capture->params.get())->tokens;
+  } else if (tokens.size() <= static_cast<size_t>(cuda::kInlineTokens)) {
     std::copy(tokens.begin(), tokens.end(), inline_ids.ids);
   } else {
     uploaded = ctx_->scratch(tokens.size_bytes());
@@ -353,7 +358,7 @@ void CudaBackend::rope(Tensor& x, int heads, int head_dim, int rot_dim, double t
   const int64_t n = x.rows * heads * (rot_dim / 2);
   if (n == 0) return;
   cuda::rope_kernel<<<grid_for(n, 128), 128, 0, ctx_->stream>>>(x.data, x.rows, x.cols, heads, head_dim,
-                                                                rot_dim, theta, pos0);
+                                                                rot_dim, theta, ctx_->position(pos0));
   check_launch("rope");
 }
 

@@ -76,6 +76,14 @@ class CudaBackend final : public Backend {
   void gdn_chunked(const GdnArgs& args) override;
   void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) override;
 
+  void write_cache(const Tensor& src, Tensor& cache, int64_t position) override;
+  // Step graphs (graph.cu). On by default; off makes every op queue from the host (benchmarks compare).
+  void set_graphs(bool on);
+  bool graphs() const override;
+  void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
+  std::unique_ptr<Graph> end_capture() override;
+  void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position) override;
+
  private:
   std::unique_ptr<cuda::Context> ctx_;
 };

@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -54,6 +56,34 @@ struct DeviceFree {
 };
 using DeviceBuffer = std::unique_ptr<void, DeviceFree>;
 
+// What a step graph reads at replay: the base position and the token ids (graph.cu writes them before
+// each replay).
+constexpr int kGraphTokens = 64;
+struct StepParams {
+  int64_t position;
+  int32_t tokens[kGraphTokens];
+};
+
+// A position as kernels take it: *base + offset where base is a step graph's StepParams::position, or the
+// plain offset outside a capture.
+struct Position {
+  const int64_t* base;
+  int64_t offset;
+#ifdef __CUDACC__
+  __device__ __forceinline__ int64_t get() const {
+    return base != nullptr ? *base + offset : offset;
+  }
+#endif
+};
+
+// The capture in progress (CudaBackend::begin_capture .. end_capture).
+struct Capture {
+  std::span<const int32_t> tokens;  // the host ids the step was written with
+  int64_t base = 0;                 // the base position it was written at
+  std::shared_ptr<Pool> pool;       // the graph's own memory: every tensor allocated while capturing
+  std::shared_ptr<void> params;     // StepParams in device memory
+};
+
 struct Context {
   explicit Context(int device);
   ~Context();
@@ -63,7 +93,13 @@ struct Context {
   // A device copy of `bytes` host bytes, kept until the backend goes.
   const void* keep_upload(const void* host, size_t bytes);
   // Scratch device memory for one op (token ids, partial results): released when the shared_ptr goes.
-  std::shared_ptr<void> scratch(size_t bytes) { return Pool::get(pool, bytes); }
+  // While a capture is open it comes from the graph's pool, so no later op reuses a block the graph uses.
+  std::shared_ptr<void> scratch(size_t bytes) { return Pool::get(capture ? capture->pool : pool, bytes); }
+  // `position` for a kernel: relative to the step's base position while capturing.
+  Position position(int64_t p) const {
+    if (!capture) return {nullptr, p};
+    return {&static_cast<const StepParams*>(capture->params.get())->position, p - capture->base};
+  }
 
   int device = 0;
   int sm_count = 0;
@@ -71,6 +107,8 @@ struct Context {
   std::shared_ptr<Pool> pool = std::make_shared<Pool>();
   std::vector<DeviceBuffer> weights;
   size_t weight_bytes = 0;
+  bool graphs_enabled = true;
+  std::optional<Capture> capture;
 };
 
 // y = x W^T for T rows on `stream` (matmul.cu); x [T, w.cols], y [T, w.rows], device pointers.

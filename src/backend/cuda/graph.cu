@@ -1,0 +1,106 @@
+// Step graphs: the ops of one decode / verify / draft step recorded once with stream capture and replayed
+// as one cudaGraphLaunch, so the host no longer queues hundreds of kernels per step. What changes from
+// step to step (token ids, base position) lives in a StepParams block in device memory that the recorded
+// kernels read; replay() rewrites it with one tiny kernel, queued on the same stream just before the graph
+// (no host sync, no allocation).
+#include <algorithm>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/device_util.cuh"
+
+namespace mtplx {
+namespace cuda {
+namespace {
+
+__global__ void set_params_kernel(StepParams* params, StepParams values, int count) {
+  if (threadIdx.x == 0) params->position = values.position;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) params->tokens[i] = values.tokens[i];
+}
+
+// cache rows [position, position + rows) = src.
+__global__ void write_cache_kernel(const float* src, float* cache, int64_t rows, int64_t cols,
+                                   Position position) {
+  const int64_t n = rows * cols;
+  float* dst = cache + position.get() * cols;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] = src[i];
+}
+
+struct CudaGraph final : Backend::Graph {
+  ~CudaGraph() override {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+  }
+  cudaGraphExec_t exec = nullptr;
+  std::shared_ptr<Pool> pool;    // the memory its kernels use
+  std::shared_ptr<void> params;  // its StepParams
+  size_t tokens = 0;
+};
+
+}  // namespace
+}  // namespace cuda
+
+void CudaBackend::set_graphs(bool on) {
+  ctx_->graphs_enabled = on;
+}
+
+bool CudaBackend::graphs() const {
+  return ctx_->graphs_enabled;
+}
+
+void CudaBackend::begin_capture(std::span<const int32_t> tokens, int64_t base_position) {
+  if (ctx_->capture) fail("internal error: cuda backend: nested step-graph capture");
+  require(tokens.size() <= static_cast<size_t>(cuda::kGraphTokens),
+          "internal error: cuda backend: too many tokens for a step graph");
+  cuda::Capture capture;
+  capture.tokens = tokens;
+  capture.base = base_position;
+  capture.pool = std::make_shared<cuda::Pool>();
+  capture.params = cuda::Pool::get(capture.pool, sizeof(cuda::StepParams));
+  // Relaxed: the graph's pool may cudaMalloc a block while the capture is open.
+  MTPLX_CUDA_CHECK(cudaStreamBeginCapture(ctx_->stream, cudaStreamCaptureModeRelaxed));
+  ctx_->capture = std::move(capture);
+}
+
+std::unique_ptr<Backend::Graph> CudaBackend::end_capture() {
+  if (!ctx_->capture) fail("internal error: cuda backend: end_capture without a capture");
+  auto graph = std::make_unique<cuda::CudaGraph>();
+  graph->pool = ctx_->capture->pool;
+  graph->params = ctx_->capture->params;
+  graph->tokens = ctx_->capture->tokens.size();
+  ctx_->capture.reset();
+  cudaGraph_t recorded = nullptr;
+  MTPLX_CUDA_CHECK(cudaStreamEndCapture(ctx_->stream, &recorded));
+  const cudaError_t status = cudaGraphInstantiate(&graph->exec, recorded, 0);
+  cudaGraphDestroy(recorded);
+  MTPLX_CUDA_CHECK(status);
+  return graph;
+}
+
+void CudaBackend::replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position) {
+  auto& g = static_cast<cuda::CudaGraph&>(graph);
+  if (tokens.size() != g.tokens) fail("internal error: cuda backend: step graph replayed with another width");
+  cuda::StepParams values{};
+  values.position = base_position;
+  std::copy(tokens.begin(), tokens.end(), values.tokens);
+  cuda::set_params_kernel<<<1, 32, 0, ctx_->stream>>>(static_cast<cuda::StepParams*>(g.params.get()), values,
+                                                      static_cast<int>(tokens.size()));
+  cuda::check_launch("set_params");
+  MTPLX_CUDA_CHECK(cudaGraphLaunch(g.exec, ctx_->stream));
+}
+
+void CudaBackend::write_cache(const Tensor& src, Tensor& cache, int64_t position) {
+  if (!ctx_->capture) {
+    copy_rows(src, cache, position);
+    return;
+  }
+  if (!(src.cols == cache.cols && position >= 0 && position + src.rows <= cache.rows))
+    fail("internal error: cuda backend: write_cache out of range");
+  if (src.numel() == 0) return;
+  cuda::write_cache_kernel<<<cuda::blocks_for(src.numel(), 256), 256, 0, ctx_->stream>>>(
+      src.data, cache.data, src.rows, src.cols, ctx_->position(position));
+  cuda::check_launch("write_cache");
+}
+
+}  // namespace mtplx
