@@ -113,11 +113,16 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     return median(tps);
   };
   const double ar_plain = ar_run(false);
+  gpu.set_pdl(false);
+  const double ar_no_pdl = ar_run(true);
+  gpu.set_pdl(true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
-  std::printf("ar without step graphs: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", ar_plain,
-              100.0 * ar_plain / roofline, 1e3 / ar_plain);
+  for (const auto& [what, tps] : {std::pair{"without step graphs", ar_plain},
+                                  std::pair{"graphs, no programmatic dependent launch", ar_no_pdl}})
+    std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
+                1e3 / tps);
 
   // Where an AR step's time goes: host time to queue the step's ops vs the time until the device is done.
   for (bool graphs : {false, true}) {

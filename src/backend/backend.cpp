@@ -1,9 +1,37 @@
-// Default implementations of the optional Backend features: a backend without step graphs refuses them.
+// Default implementations of the optional Backend ops: fused ops run as their parts; a backend without step
+// graphs refuses them.
 #include "backend/backend.h"
+
+#include <cmath>
 
 #include "base/error.h"
 
 namespace mtplx {
+
+void Backend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
+                          std::span<Tensor* const> ys) {
+  require(ws.size() == ys.size(), "internal error: matmul_many needs one output per weight");
+  for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], x, *ys[i]);
+}
+
+void Backend::add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
+                           Tensor& normed) {
+  add(a, b, sum);
+  rms_norm(sum, gain, eps, normed);
+}
+
+void Backend::gdn_prepare(const GdnPrepareArgs& a) {
+  const int64_t T = a.qkv->rows;
+  const int64_t key_dim = a.q->cols, value_dim = a.v->cols;
+  Tensor conv = alloc(T, a.qkv->cols);
+  conv1d_silu(*a.qkv, *a.conv_weight, *a.conv_state, conv, a.conv_rows);
+  copy_columns(conv, 0, 0, *a.q, 0, 0, key_dim, 1);
+  copy_columns(conv, key_dim, 0, *a.k, 0, 0, key_dim, 1);
+  copy_columns(conv, 2 * key_dim, 0, *a.v, 0, 0, value_dim, 1);
+  l2_norm(*a.q, a.key_head_dim, 1.0f / std::sqrt(static_cast<float>(a.key_head_dim)));
+  l2_norm(*a.k, a.key_head_dim, 1.0f);
+  gdn_gates(*a.a, *a.b, *a.a_log, *a.dt_bias, *a.g, *a.beta);
+}
 
 void Backend::begin_capture(std::span<const int32_t>, int64_t) {
   fail(str("internal error: the ", name(), " backend has no step graphs"));

@@ -32,6 +32,26 @@ struct GdnArgs {
   int value_dim = 0;  // Dv
 };
 
+// The GDN layer's ops between its input projections and the recurrence, on T rows: conv1d_silu over qkv
+// (conv_state updated; conv_rows, when given, gets the state after each row), the result split into
+// q | k | v, q and k l2-normed per head of key_dim values (q also scaled by key_dim^-0.5), and gdn_gates.
+struct GdnPrepareArgs {
+  const Tensor* qkv = nullptr;          // [T, 2 * key_dim + value_dim] (the q_proj|k_proj|v_proj columns)
+  const Tensor* conv_weight = nullptr;  // [C, K]
+  Tensor* conv_state = nullptr;         // [K-1, C]
+  Tensor* conv_rows = nullptr;          // optional [T, (K-1) * C]
+  const Tensor* a = nullptr;            // [T, Hv]
+  const Tensor* b = nullptr;            // [T, Hv]
+  const Tensor* a_log = nullptr;        // [Hv]
+  const Tensor* dt_bias = nullptr;      // [Hv]
+  Tensor* q = nullptr;                  // [T, key_dim]
+  Tensor* k = nullptr;                  // [T, key_dim]
+  Tensor* v = nullptr;                  // [T, value_dim]
+  Tensor* g = nullptr;                  // [T, Hv]
+  Tensor* beta = nullptr;               // [T, Hv]
+  int key_head_dim = 0;                 // Dk: the l2-norm group
+};
+
 // Causal softmax attention of T query rows at positions pos0..pos0+T-1 over the cache rows [0, pos0 + t].
 struct AttentionArgs {
   const Tensor* q = nullptr;        // [T, Hq * D]
@@ -67,9 +87,17 @@ class Backend {
   // --- dense ops
   virtual void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) = 0;
   virtual void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) = 0;  // y = x W^T
+  // ys[i] = x ws[i]^T for several weights sharing one input (merged projections; a backend may run them as
+  // one pass). The same results as one matmul per weight.
+  virtual void matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
+                           std::span<Tensor* const> ys);
   // y = x * rsqrt(mean(x^2) + eps) * gain over each group of gain.numel() consecutive values.
   virtual void rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) = 0;
   virtual void add(const Tensor& a, const Tensor& b, Tensor& out) = 0;
+  // sum = a + b, then normed = rms_norm(sum, gain, eps): a residual add and the next norm in one op. The
+  // same results as add then rms_norm.
+  virtual void add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
+                            Tensor& normed);
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(gate) * up
 
   // --- gated full attention
@@ -89,6 +117,9 @@ class Backend {
                          Tensor& g, Tensor& beta) = 0;
   // x = x * rsqrt(sum(x^2) + 1e-6) * scale over each group of `group` values. In place.
   virtual void l2_norm(Tensor& x, int64_t group, float scale) = 0;
+  // conv1d_silu, the q | k | v split, both l2_norms and gdn_gates as one op (GdnPrepareArgs). The same
+  // results as those ops in that order.
+  virtual void gdn_prepare(const GdnPrepareArgs& args);
   // Token-by-token recurrence (decode, verify widths).
   virtual void gdn_recurrent(const GdnArgs& args) = 0;
   // Chunked form (prefill): the same function computed with matrix products over chunks of 64 tokens.

@@ -122,12 +122,14 @@ Tensor Qwen35Model::trunk(std::span<const int32_t> tokens, ModelState& state, co
   const auto T = static_cast<int64_t>(tokens.size());
   Tensor x = backend_.alloc(T, config_.hidden_size);
   backend_.embed(weights_.embed, tokens, x);
-  for (int i = 0; i < config_.num_hidden_layers; ++i) {
-    x = decoder_layer(weights_.layers[i], x, state.layers[i], state.position, options);
+  Tensor h = backend_.alloc(T, config_.hidden_size);
+  backend_.rms_norm(x, weights_.layers[0].input_norm, config_.rms_norm_eps, h);
+  const int layers = config_.num_hidden_layers;
+  for (int i = 0; i < layers; ++i) {
+    const Tensor& next_norm = i + 1 < layers ? weights_.layers[i + 1].input_norm : weights_.final_norm;
+    decoder_layer(weights_.layers[i], x, h, next_norm, state.layers[i], state.position, options);
   }
-  Tensor hidden = backend_.alloc(T, config_.hidden_size);
-  backend_.rms_norm(x, weights_.final_norm, config_.rms_norm_eps, hidden);
-  return hidden;
+  return h;  // the final norm of the last layer's output
 }
 
 void Qwen35Model::rollback(ModelState& state, int64_t keep) {
@@ -157,28 +159,28 @@ Tensor Qwen35Model::project(const Tensor& hidden, const WeightMatrix& head) {
   return out;
 }
 
-// Pre-norm residual block: x + mixer(norm(x)), then + mlp(norm(.)).
-Tensor Qwen35Model::decoder_layer(const LayerWeights& layer, const Tensor& x, LayerState& state, int64_t pos0,
-                                  const ForwardOptions& options) {
+// Pre-norm residual block: x + mixer(norm(x)), then + mlp(norm(.)). Each residual add is fused with the norm
+// that follows it.
+void Qwen35Model::decoder_layer(const LayerWeights& layer, Tensor& x, Tensor& h, const Tensor& next_norm,
+                                LayerState& state, int64_t pos0, const ForwardOptions& options) {
   const float eps = config_.rms_norm_eps;
-  Tensor h = backend_.alloc(x.rows, x.cols);
-  backend_.rms_norm(x, layer.input_norm, eps, h);
   Tensor mixed = layer.kind == LayerKind::kFullAttention ? attention(layer.attn, h, state.kv, pos0)
                                                          : gdn(layer.gdn, h, state, options);
   Tensor residual = backend_.alloc(x.rows, x.cols);
-  backend_.add(x, mixed, residual);
-  backend_.rms_norm(residual, layer.post_norm, eps, h);
+  backend_.add_rms_norm(x, mixed, layer.post_norm, eps, residual, h);
   Tensor mlp_out = mlp(layer.mlp, h);
-  backend_.add(residual, mlp_out, residual);
-  return residual;
+  x = backend_.alloc(x.rows, x.cols);
+  h = backend_.alloc(x.rows, x.cols);
+  backend_.add_rms_norm(residual, mlp_out, next_norm, eps, x, h);
 }
 
 Tensor Qwen35Model::mlp(const MlpWeights& w, const Tensor& h) {
   const int64_t T = h.rows;
   Tensor gate = backend_.alloc(T, config_.intermediate_size);
   Tensor up = backend_.alloc(T, config_.intermediate_size);
-  backend_.matmul(w.gate_proj, h, gate);
-  backend_.matmul(w.up_proj, h, up);
+  const WeightMatrix* ws[] = {&w.gate_proj, &w.up_proj};
+  Tensor* ys[] = {&gate, &up};
+  backend_.matmul_many(ws, h, ys);
   backend_.silu_mul(gate, up, gate);
   Tensor out = backend_.alloc(T, config_.hidden_size);
   backend_.matmul(w.down_proj, gate, out);
@@ -194,9 +196,9 @@ Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCach
   Tensor qg = backend_.alloc(T, config_.q_proj_rows());  // [T, Hq * 2D]
   Tensor k = backend_.alloc(T, config_.kv_dim());        // [T, Hkv * D]
   Tensor v = backend_.alloc(T, config_.kv_dim());        // [T, Hkv * D]
-  backend_.matmul(w.q_proj, h, qg);
-  backend_.matmul(w.k_proj, h, k);
-  backend_.matmul(w.v_proj, h, v);
+  const WeightMatrix* ws[] = {&w.q_proj, &w.k_proj, &w.v_proj};
+  Tensor* ys[] = {&qg, &k, &v};
+  backend_.matmul_many(ws, h, ys);
   Tensor q = backend_.alloc(T, config_.attn_out_dim());     // [T, Hq * D]
   Tensor gate = backend_.alloc(T, config_.attn_out_dim());  // [T, Hq * D]
   backend_.copy_columns(qg, 0, 2 * D, q, 0, D, D, heads);
@@ -235,11 +237,9 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
   Tensor z = backend_.alloc(T, value_dim);
   Tensor b = backend_.alloc(T, Hv);
   Tensor a = backend_.alloc(T, Hv);
-  backend_.matmul(w.in_proj_qkv, h, qkv);
-  backend_.matmul(w.in_proj_z, h, z);
-  backend_.matmul(w.in_proj_b, h, b);
-  backend_.matmul(w.in_proj_a, h, a);
-  Tensor conv = backend_.alloc(T, config_.conv_dim());
+  const WeightMatrix* ws[] = {&w.in_proj_qkv, &w.in_proj_z, &w.in_proj_b, &w.in_proj_a};
+  Tensor* ys[] = {&qkv, &z, &b, &a};
+  backend_.matmul_many(ws, h, ys);
   Tensor conv_rows_view, recurrent_rows_view;
   Tensor* conv_rows = nullptr;
   Tensor* recurrent_rows = nullptr;
@@ -249,16 +249,25 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
     conv_rows = &conv_rows_view;
     recurrent_rows = &recurrent_rows_view;
   }
-  backend_.conv1d_silu(qkv, w.conv1d, state.conv, conv, conv_rows);
   Tensor q = backend_.alloc(T, key_dim), k = backend_.alloc(T, key_dim), v = backend_.alloc(T, value_dim);
-  backend_.copy_columns(conv, 0, 0, q, 0, 0, key_dim, 1);
-  backend_.copy_columns(conv, key_dim, 0, k, 0, 0, key_dim, 1);
-  backend_.copy_columns(conv, 2 * key_dim, 0, v, 0, 0, value_dim, 1);
-  const int Dk = config_.linear_key_head_dim;
-  backend_.l2_norm(q, Dk, 1.0f / std::sqrt(static_cast<float>(Dk)));
-  backend_.l2_norm(k, Dk, 1.0f);
   Tensor g = backend_.alloc(T, Hv), beta = backend_.alloc(T, Hv);
-  backend_.gdn_gates(a, b, w.a_log, w.dt_bias, g, beta);
+  const int Dk = config_.linear_key_head_dim;
+  GdnPrepareArgs prepare;
+  prepare.qkv = &qkv;
+  prepare.conv_weight = &w.conv1d;
+  prepare.conv_state = &state.conv;
+  prepare.conv_rows = conv_rows;
+  prepare.a = &a;
+  prepare.b = &b;
+  prepare.a_log = &w.a_log;
+  prepare.dt_bias = &w.dt_bias;
+  prepare.q = &q;
+  prepare.k = &k;
+  prepare.v = &v;
+  prepare.g = &g;
+  prepare.beta = &beta;
+  prepare.key_head_dim = Dk;
+  backend_.gdn_prepare(prepare);
   Tensor o = backend_.alloc(T, value_dim);
   GdnArgs args{&q,
                &k,
@@ -317,10 +326,10 @@ Tensor Qwen35Model::mtp_ops(std::span<const int32_t> tokens, const Tensor& hidde
   backend_.matmul(m.fc, u, z);
   LayerState layer_state;
   layer_state.kv = state.mtp_kv;
-  z = decoder_layer(m.layer, z, layer_state, pos0, {});
-  Tensor out = backend_.alloc(T, H);
-  backend_.rms_norm(z, m.norm, config_.rms_norm_eps, out);
-  return out;
+  Tensor h = backend_.alloc(T, H);
+  backend_.rms_norm(z, m.layer.input_norm, config_.rms_norm_eps, h);
+  decoder_layer(m.layer, z, h, m.norm, layer_state, pos0, {});
+  return h;  // mtp.norm of the layer's output
 }
 
 }  // namespace mtplx

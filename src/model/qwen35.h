@@ -66,8 +66,10 @@ class Qwen35Model {
   bool use_graph(int64_t rows) const;
   // Sizes the GDN capture buffers for `rows` rows; drops the state's graphs when a buffer moved.
   void reserve_capture_rows(ModelState& state, int64_t rows);
-  Tensor decoder_layer(const LayerWeights& layer, const Tensor& x, LayerState& state, int64_t pos0,
-                       const ForwardOptions& options);
+  // One decoder layer on the residual stream x and its input norm h: sets x to the layer's output and h to
+  // that output normed with `next_norm` (the next layer's input norm, or the final norm).
+  void decoder_layer(const LayerWeights& layer, Tensor& x, Tensor& h, const Tensor& next_norm,
+                     LayerState& state, int64_t pos0, const ForwardOptions& options);
   Tensor attention(const AttentionWeights& w, const Tensor& h, KvCache& kv, int64_t pos0);
   Tensor gdn(const GdnWeights& w, const Tensor& h, LayerState& state, const ForwardOptions& options);
   Tensor mlp(const MlpWeights& w, const Tensor& h);

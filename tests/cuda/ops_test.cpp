@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -46,6 +48,10 @@ class CudaOps : public ::testing::Test {
   void SetUp() override {
     if (!cuda_device_present()) GTEST_SKIP() << cuda_device_description();
     gpu_ = std::make_unique<CudaBackend>(0);
+    // The reference in fp32: the CPU's Auto path may multiply quantized codes with quantized activations.
+    cpu_.set_matmul_isa(cpu::isa_supported(cpu::Isa::Avx512) ? cpu::Isa::Avx512
+                        : cpu::isa_supported(cpu::Isa::Avx2) ? cpu::Isa::Avx2
+                                                             : cpu::Isa::Portable);
   }
   std::vector<float> random(size_t n, float lo = -1, float hi = 1) {
     std::uniform_real_distribution<float> dist(lo, hi);
@@ -154,6 +160,93 @@ TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
   }
 }
 
+// Merged projections: runs of one format share a launch, a format change splits the run; every output
+// must equal its own matmul on the CPU.
+TEST_F(CudaOps, MatmulManyMixedFormats) {
+  const Format formats[] = {{8, 64, DType::U32}, {8, 64, DType::U32}, {4, 64, DType::U32},
+                            {4, 64, DType::U32}, {0, 0, DType::BF16}, {8, 64, DType::U32}};
+  const int64_t rows[] = {1030, 32, 301, 4, 64, 517};
+  std::vector<HostWeight> hosts;
+  std::vector<WeightMatrix> devs;
+  for (size_t i = 0; i < std::size(formats); ++i)
+    hosts.push_back(make_weight(rng_, rows[i], 512, formats[i].bits, formats[i].group, formats[i].dense));
+  for (const auto& h : hosts) devs.push_back(gpu_->prepare_weight(h.w));
+  for (int64_t T : {1, 3, 8, 12}) {
+    auto [xc, xg] = random_pair(T, 512);
+    std::vector<Tensor> yc, yg;
+    for (int64_t r : rows) {
+      auto [c, g] = outputs(T, r);
+      yc.push_back(c);
+      yg.push_back(g);
+    }
+    std::vector<const WeightMatrix*> ws;
+    std::vector<Tensor*> outs;
+    for (size_t i = 0; i < devs.size(); ++i) {
+      ws.push_back(&devs[i]);
+      outs.push_back(&yg[i]);
+      cpu_.matmul(hosts[i].w, xc, yc[i]);
+    }
+    gpu_->matmul_many(ws, xg, outs);
+    for (size_t i = 0; i < devs.size(); ++i)
+      EXPECT_LT(compare(yc[i], yg[i]), 1e-5) << "T " << T << " part " << i;
+  }
+}
+
+TEST_F(CudaOps, AddRmsNorm) {
+  for (int64_t T : {1, 5}) {
+    auto [ac, ag] = random_pair(T, 2560, -3, 3);
+    auto [bc, bg] = random_pair(T, 2560, -3, 3);
+    auto [gc, gg] = random_pair(1, 2560, 0.5, 1.5);
+    auto [sc, sg] = outputs(T, 2560);
+    auto [nc, ng] = outputs(T, 2560);
+    cpu_.add_rms_norm(ac, bc, gc, 1e-6f, sc, nc);
+    gpu_->add_rms_norm(ag, bg, gg, 1e-6f, sg, ng);
+    EXPECT_EQ(compare(sc, sg), 0.0);
+    EXPECT_LT(compare(nc, ng), 1e-6);
+  }
+}
+
+// A recorded step replays with other token ids and base positions: embed, RoPE, the KV write and
+// attention follow the replay's values, and the result equals running the ops directly.
+TEST_F(CudaOps, StepGraphReplaysAtNewPositionsAndTokens) {
+  const int heads = 4, kv_heads = 2, D = 64, cap = 40;
+  HostWeight table = make_weight(rng_, 300, heads * D, 0, 0, DType::F32);
+  const WeightMatrix dev_table = gpu_->prepare_weight(table.w);
+  auto cache_k = gpu_->upload(random(static_cast<size_t>(cap * kv_heads * D)), cap, kv_heads * D);
+  auto cache_v = gpu_->upload(random(static_cast<size_t>(cap * kv_heads * D)), cap, kv_heads * D);
+  // The step: q = embed(tokens); rope(q); k = first kv columns of q; write k/v at pos; attention.
+  const auto step = [&](std::span<const int32_t> tokens, int64_t pos, Tensor& k_cache, Tensor& v_cache) {
+    const auto T = static_cast<int64_t>(tokens.size());
+    Tensor q = gpu_->alloc(T, heads * D);
+    gpu_->embed(dev_table, tokens, q);
+    gpu_->rope(q, heads, D, D / 2, 10000.0, pos);
+    Tensor k = gpu_->alloc(T, kv_heads * D);
+    gpu_->copy_columns(q, 0, 0, k, 0, 0, kv_heads * D, 1);
+    gpu_->write_cache(k, k_cache, pos);
+    gpu_->write_cache(k, v_cache, pos);
+    Tensor o = gpu_->alloc(T, heads * D);
+    AttentionArgs args{&q, &k_cache, &v_cache, &o, pos, heads, kv_heads, D, 0.125f};
+    gpu_->attention(args);
+    return o;
+  };
+  std::vector<int32_t> tokens = {5, 17, 250};
+  gpu_->begin_capture(tokens, 10);
+  const Tensor graph_out = step(tokens, 10, cache_k, cache_v);
+  auto graph = gpu_->end_capture();
+  for (int64_t pos : {3, 20, 36}) {
+    for (auto& t : tokens) t = static_cast<int32_t>(rng_() % 300);
+    // The same cache contents for both runs.
+    const auto k0 = host(*gpu_, cache_k), v0 = host(*gpu_, cache_v);
+    gpu_->replay(*graph, tokens, pos);
+    const auto replayed = host(*gpu_, graph_out);
+    const auto k_after = host(*gpu_, cache_k);
+    Tensor k2 = gpu_->upload(k0, cap, kv_heads * D), v2 = gpu_->upload(v0, cap, kv_heads * D);
+    const auto direct = host(*gpu_, step(tokens, pos, k2, v2));
+    EXPECT_EQ(rel_error(replayed, direct), 0.0) << "pos " << pos;
+    EXPECT_EQ(rel_error(k_after, host(*gpu_, k2)), 0.0) << "pos " << pos;
+  }
+}
+
 TEST_F(CudaOps, EmbedDenseAndQuantized) {
   for (const Format f : {Format{0, 0, DType::BF16}, Format{4, 64, DType::U32}, Format{8, 64, DType::U32},
                          Format{0, 0, DType::F32}}) {
@@ -255,6 +348,44 @@ TEST_F(CudaOps, Conv1dWithRowStates) {
     EXPECT_LT(compare(oc, og), 1e-6) << "T " << T;
     EXPECT_EQ(compare(rc, rg), 0.0) << "T " << T;
     EXPECT_EQ(compare(sc, sg), 0.0) << "T " << T;
+  }
+}
+
+// The fused GDN prepare (T <= 8) and its unfused fallback (T > 8) against the CPU's op-by-op version.
+TEST_F(CudaOps, GdnPrepareFusedAndFallback) {
+  const int64_t Dk = 128, key_dim = 2 * Dk, value_dim = 4 * Dk, C = 2 * key_dim + value_dim, K = 4, Hv = 4;
+  for (int64_t T : {1, 3, 8, 12}) {
+    for (bool rows : {false, true}) {
+      auto [xc, xg] = random_pair(T, C, -2, 2);
+      auto [wc, wg] = random_pair(C, K);
+      auto [sc, sg] = random_pair(K - 1, C);
+      auto [ac, ag] = random_pair(T, Hv, -3, 3);
+      auto [bc, bg] = random_pair(T, Hv, -3, 3);
+      auto [lc, lg] = random_pair(1, Hv);
+      auto [dc, dg] = random_pair(1, Hv);
+      auto [qc, qg] = outputs(T, key_dim);
+      auto [kc, kg] = outputs(T, key_dim);
+      auto [vc, vg] = outputs(T, value_dim);
+      auto [gc, gg] = outputs(T, Hv);
+      auto [ec, eg] = outputs(T, Hv);
+      auto [rc, rg] = outputs(T, (K - 1) * C);
+      GdnPrepareArgs cpu_args{&xc, &wc, &sc, rows ? &rc : nullptr, &ac, &bc, &lc, &dc, &qc, &kc,
+                              &vc, &gc, &ec, static_cast<int>(Dk)};
+      GdnPrepareArgs gpu_args{&xg, &wg, &sg, rows ? &rg : nullptr, &ag, &bg, &lg, &dg, &qg, &kg,
+                              &vg, &gg, &eg, static_cast<int>(Dk)};
+      cpu_.gdn_prepare(cpu_args);
+      gpu_->gdn_prepare(gpu_args);
+      const std::string where = "T " + std::to_string(T) + (rows ? " rows" : "");
+      EXPECT_LT(compare(qc, qg), 1e-6) << where;
+      EXPECT_LT(compare(kc, kg), 1e-6) << where;
+      EXPECT_LT(compare(vc, vg), 1e-6) << where;
+      EXPECT_LT(compare(gc, gg), 1e-6) << where;
+      EXPECT_LT(compare(ec, eg), 1e-6) << where;
+      EXPECT_EQ(compare(sc, sg), 0.0) << where;
+      if (rows) {
+        EXPECT_EQ(compare(rc, rg), 0.0) << where;
+      }
+    }
   }
 }
 

@@ -15,6 +15,7 @@ template <int NPL>  // dims per lane: head_dim = 32 * NPL
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(const float* q, const float* k_cache, const float* v_cache, float* out,
                      Position position, int heads, int group, int64_t kv_cols, float scale) {
+  begin_dependent();
   const int64_t pos0 = position.get();
   constexpr int D = 32 * NPL;
   const int h = blockIdx.x;
@@ -86,23 +87,23 @@ void CudaBackend::attention(const AttentionArgs& args) {
   if (q.rows == 0) return;
   const dim3 grid(static_cast<unsigned>(args.heads), static_cast<unsigned>(q.rows));
   const int group = args.heads / args.kv_heads;
-  auto launch = [&](auto kernel) {
-    kernel<<<grid, cuda::kWarps * 32, 0, ctx_->stream>>>(q.data, args.k_cache->data, args.v_cache->data,
-                                                         args.out->data, ctx_->position(args.pos0),
-                                                         args.heads, group, kv_cols, args.scale);
+  auto run = [&](auto kernel) {
+    cuda::launch(kernel, grid, cuda::kWarps * 32, 0, ctx_->queue(), q.data, args.k_cache->data,
+                 args.v_cache->data, args.out->data, ctx_->position(args.pos0), args.heads, group, kv_cols,
+                 args.scale);
   };
   switch (D) {
     case 32:
-      launch(cuda::attention_kernel<1>);
+      run(cuda::attention_kernel<1>);
       break;
     case 64:
-      launch(cuda::attention_kernel<2>);
+      run(cuda::attention_kernel<2>);
       break;
     case 128:
-      launch(cuda::attention_kernel<4>);
+      run(cuda::attention_kernel<4>);
       break;
     case 256:
-      launch(cuda::attention_kernel<8>);
+      run(cuda::attention_kernel<8>);
       break;
     default:
       fail(str("attention head_dim ", D, " is not supported by the CUDA backend"), "cuda backend",

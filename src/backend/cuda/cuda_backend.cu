@@ -16,6 +16,7 @@ void expect(bool ok, const char* what) {
 }
 
 __global__ void fill_kernel(float* dst, int64_t n, float value) {
+  begin_dependent();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     dst[i] = value;
@@ -24,6 +25,7 @@ __global__ void fill_kernel(float* dst, int64_t n, float value) {
 __global__ void copy_columns_kernel(const float* src, int64_t src_cols, int64_t src_col, int64_t src_stride,
                                     float* dst, int64_t dst_cols, int64_t dst_col, int64_t dst_stride,
                                     int64_t width, int64_t count, int64_t rows) {
+  begin_dependent();
   const int64_t per_row = width * count;
   const int64_t n = rows * per_row;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -41,6 +43,7 @@ struct InlineTokens {
 };
 
 __global__ void embed_kernel(WeightView table, InlineTokens inline_ids, const int32_t* ids, float* out) {
+  begin_dependent();
   const int64_t t = blockIdx.y;
   const int32_t token = ids != nullptr ? ids[t] : inline_ids.ids[t];
   for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c < table.cols;
@@ -50,6 +53,7 @@ __global__ void embed_kernel(WeightView table, InlineTokens inline_ids, const in
 
 // One block per group of `group` values: y = x * rsqrt(mean(x^2) + eps) * gain. In place allowed.
 __global__ void rms_norm_kernel(const float* x, const float* gain, int64_t group, float eps, float* y) {
+  begin_dependent();
   __shared__ float shared[32];
   const float* in = x + blockIdx.x * group;
   float* o = y + blockIdx.x * group;
@@ -60,9 +64,28 @@ __global__ void rms_norm_kernel(const float* x, const float* gain, int64_t group
   for (int64_t i = threadIdx.x; i < group; i += blockDim.x) o[i] = in[i] * inv * gain[i];
 }
 
+// sum = a + b; normed = sum * rsqrt(mean(sum^2) + eps) * gain, one block per group.
+__global__ void add_rms_norm_kernel(const float* a, const float* b, const float* gain, int64_t group,
+                                    float eps, float* sum_out, float* normed) {
+  begin_dependent();
+  __shared__ float shared[32];
+  const int64_t base = blockIdx.x * group;
+  float sum = 0;
+  for (int64_t i = threadIdx.x; i < group; i += blockDim.x) {
+    const float v = a[base + i] + b[base + i];
+    sum_out[base + i] = v;
+    sum += v * v;
+  }
+  sum = block_sum(sum, shared);
+  const float inv = 1.0f / sqrtf(sum / static_cast<float>(group) + eps);
+  for (int64_t i = threadIdx.x; i < group; i += blockDim.x)
+    normed[base + i] = (a[base + i] + b[base + i]) * inv * gain[i];
+}
+
 // out = (gain * x * rsqrt(mean(x^2) + eps)) * silu(z). In place allowed.
 __global__ void gated_rms_norm_kernel(const float* x, const float* z, const float* gain, int64_t group,
                                       float eps, float* out) {
+  begin_dependent();
   __shared__ float shared[32];
   const int64_t base = blockIdx.x * group;
   float sum = 0;
@@ -75,6 +98,7 @@ __global__ void gated_rms_norm_kernel(const float* x, const float* z, const floa
 
 // x = x * scale * rsqrt(sum(x^2) + 1e-6) per group. In place.
 __global__ void l2_norm_kernel(float* x, int64_t group, float scale) {
+  begin_dependent();
   __shared__ float shared[32];
   float* v = x + blockIdx.x * group;
   float sum = 0;
@@ -85,18 +109,21 @@ __global__ void l2_norm_kernel(float* x, int64_t group, float scale) {
 }
 
 __global__ void add_kernel(const float* a, const float* b, float* out, int64_t n) {
+  begin_dependent();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     out[i] = a[i] + b[i];
 }
 
 __global__ void silu_mul_kernel(const float* gate, const float* up, float* out, int64_t n) {
+  begin_dependent();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     out[i] = silu(gate[i]) * up[i];
 }
 
 __global__ void sigmoid_mul_kernel(float* x, const float* gate, int64_t n) {
+  begin_dependent();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
     x[i] *= sigmoid(gate[i]);
@@ -105,6 +132,7 @@ __global__ void sigmoid_mul_kernel(float* x, const float* gate, int64_t n) {
 // NeoX rotation; angles in double as the CPU reference computes them.
 __global__ void rope_kernel(float* x, int64_t rows, int64_t cols, int heads, int head_dim, int rot_dim,
                             double theta, Position position) {
+  begin_dependent();
   const int64_t pos0 = position.get();
   const int half = rot_dim / 2;
   const int64_t n = rows * heads * half;
@@ -127,6 +155,7 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t cols, int heads, int
 // after each row into row_states.
 __global__ void conv1d_kernel(const float* x, const float* weight, const float* state, float* out,
                               float* row_states, int64_t T, int64_t C, int K) {
+  begin_dependent();
   const int64_t n = T * C;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -143,6 +172,7 @@ __global__ void conv1d_kernel(const float* x, const float* weight, const float* 
 // state row j <- input(T + j): one thread per channel walks j upwards, so a row is read (as row T + j')
 // before it is overwritten.
 __global__ void conv_state_kernel(const float* x, float* state, int64_t T, int64_t C, int K) {
+  begin_dependent();
   const int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
   if (c >= C) return;
   for (int j = 0; j < K - 1; ++j) {
@@ -153,6 +183,7 @@ __global__ void conv_state_kernel(const float* x, float* state, int64_t T, int64
 
 __global__ void gdn_gates_kernel(const float* a, const float* b, const float* a_log, const float* dt_bias,
                                  float* g, float* beta, int64_t n, int64_t H) {
+  begin_dependent();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t h = i % H;
@@ -229,7 +260,8 @@ void CudaBackend::download(const Tensor& src, std::span<float> host) {
 
 void CudaBackend::fill(Tensor& dst, float value) {
   if (dst.numel() == 0) return;
-  cuda::fill_kernel<<<grid_for(dst.numel(), 256), 256, 0, ctx_->stream>>>(dst.data, dst.numel(), value);
+  cuda::launch(cuda::fill_kernel, grid_for(dst.numel(), 256), 256, 0, ctx_->queue(), dst.data, dst.numel(),
+               value);
   check_launch("fill");
 }
 
@@ -247,9 +279,8 @@ void CudaBackend::copy_columns(const Tensor& src, int64_t src_col, int64_t src_s
   expect(dst_col + (count - 1) * dst_stride + width <= dst.cols, "copy_columns destination out of range");
   const int64_t n = src.rows * width * count;
   if (n == 0) return;
-  cuda::copy_columns_kernel<<<grid_for(n, 256), 256, 0, ctx_->stream>>>(
-      src.data, src.cols, src_col, src_stride, dst.data, dst.cols, dst_col, dst_stride, width, count,
-      src.rows);
+  cuda::launch(cuda::copy_columns_kernel, grid_for(n, 256), 256, 0, ctx_->queue(), src.data, src.cols,
+               src_col, src_stride, dst.data, dst.cols, dst_col, dst_stride, width, count, src.rows);
   check_launch("copy_columns");
 }
 
@@ -296,7 +327,8 @@ void CudaBackend::embed(const WeightMatrix& table, std::span<const int32_t> toke
   }
   const dim3 grid(static_cast<unsigned>(std::min<int64_t>((table.cols + 255) / 256, 64)),
                   static_cast<unsigned>(tokens.size()));
-  cuda::embed_kernel<<<grid, 256, 0, ctx_->stream>>>(cuda::weight_view(table), inline_ids, ids, out.data);
+  cuda::launch(cuda::embed_kernel, grid, 256, 0, ctx_->queue(), cuda::weight_view(table), inline_ids, ids,
+               out.data);
   check_launch("embed");
 }
 
@@ -305,9 +337,22 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& gain, float eps, Tenso
   expect(x.numel() == y.numel() && group > 0 && x.numel() % group == 0, "rms_norm shape");
   const int64_t groups = x.numel() / group;
   if (groups == 0) return;
-  cuda::rms_norm_kernel<<<static_cast<unsigned>(groups), cuda::norm_threads(group), 0, ctx_->stream>>>(
-      x.data, gain.data, group, eps, y.data);
+  cuda::launch(cuda::rms_norm_kernel, static_cast<unsigned>(groups), cuda::norm_threads(group), 0,
+               ctx_->queue(), x.data, gain.data, group, eps, y.data);
   check_launch("rms_norm");
+}
+
+void CudaBackend::add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
+                               Tensor& normed) {
+  const int64_t group = gain.numel();
+  expect(a.numel() == b.numel() && a.numel() == sum.numel() && a.numel() == normed.numel() && group > 0 &&
+             a.numel() % group == 0,
+         "add_rms_norm shape");
+  const int64_t groups = a.numel() / group;
+  if (groups == 0) return;
+  cuda::launch(cuda::add_rms_norm_kernel, static_cast<unsigned>(groups), cuda::norm_threads(group), 0,
+               ctx_->queue(), a.data, b.data, gain.data, group, eps, sum.data, normed.data);
+  check_launch("add_rms_norm");
 }
 
 void CudaBackend::gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps,
@@ -317,8 +362,8 @@ void CudaBackend::gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor&
          "gated_rms_norm shape");
   const int64_t groups = x.numel() / group;
   if (groups == 0) return;
-  cuda::gated_rms_norm_kernel<<<static_cast<unsigned>(groups), cuda::norm_threads(group), 0, ctx_->stream>>>(
-      x.data, z.data, gain.data, group, eps, out.data);
+  cuda::launch(cuda::gated_rms_norm_kernel, static_cast<unsigned>(groups), cuda::norm_threads(group), 0,
+               ctx_->queue(), x.data, z.data, gain.data, group, eps, out.data);
   check_launch("gated_rms_norm");
 }
 
@@ -326,30 +371,32 @@ void CudaBackend::l2_norm(Tensor& x, int64_t group, float scale) {
   expect(group > 0 && x.numel() % group == 0, "l2_norm shape");
   const int64_t groups = x.numel() / group;
   if (groups == 0) return;
-  cuda::l2_norm_kernel<<<static_cast<unsigned>(groups), cuda::norm_threads(group), 0, ctx_->stream>>>(
-      x.data, group, scale);
+  cuda::launch(cuda::l2_norm_kernel, static_cast<unsigned>(groups), cuda::norm_threads(group), 0,
+               ctx_->queue(), x.data, group, scale);
   check_launch("l2_norm");
 }
 
 void CudaBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
   expect(a.numel() == b.numel() && a.numel() == out.numel(), "add shape");
   if (a.numel() == 0) return;
-  cuda::add_kernel<<<grid_for(a.numel(), 256), 256, 0, ctx_->stream>>>(a.data, b.data, out.data, a.numel());
+  cuda::launch(cuda::add_kernel, grid_for(a.numel(), 256), 256, 0, ctx_->queue(), a.data, b.data, out.data,
+               a.numel());
   check_launch("add");
 }
 
 void CudaBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   expect(gate.numel() == up.numel() && gate.numel() == out.numel(), "silu_mul shape");
   if (gate.numel() == 0) return;
-  cuda::silu_mul_kernel<<<grid_for(gate.numel(), 256), 256, 0, ctx_->stream>>>(gate.data, up.data, out.data,
-                                                                               gate.numel());
+  cuda::launch(cuda::silu_mul_kernel, grid_for(gate.numel(), 256), 256, 0, ctx_->queue(), gate.data, up.data,
+               out.data, gate.numel());
   check_launch("silu_mul");
 }
 
 void CudaBackend::sigmoid_mul(Tensor& x, const Tensor& gate) {
   expect(x.numel() == gate.numel(), "sigmoid_mul shape");
   if (x.numel() == 0) return;
-  cuda::sigmoid_mul_kernel<<<grid_for(x.numel(), 256), 256, 0, ctx_->stream>>>(x.data, gate.data, x.numel());
+  cuda::launch(cuda::sigmoid_mul_kernel, grid_for(x.numel(), 256), 256, 0, ctx_->queue(), x.data, gate.data,
+               x.numel());
   check_launch("sigmoid_mul");
 }
 
@@ -357,8 +404,8 @@ void CudaBackend::rope(Tensor& x, int heads, int head_dim, int rot_dim, double t
   expect(x.cols == int64_t{heads} * head_dim && rot_dim % 2 == 0 && rot_dim <= head_dim, "rope shape");
   const int64_t n = x.rows * heads * (rot_dim / 2);
   if (n == 0) return;
-  cuda::rope_kernel<<<grid_for(n, 128), 128, 0, ctx_->stream>>>(x.data, x.rows, x.cols, heads, head_dim,
-                                                                rot_dim, theta, ctx_->position(pos0));
+  cuda::launch(cuda::rope_kernel, grid_for(n, 128), 128, 0, ctx_->queue(), x.data, x.rows, x.cols, heads,
+               head_dim, rot_dim, theta, ctx_->position(pos0));
   check_launch("rope");
 }
 
@@ -370,12 +417,11 @@ void CudaBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& sta
   expect(row_states == nullptr || (row_states->rows == T && row_states->cols == (K - 1) * C),
          "conv1d row_states");
   if (T == 0) return;
-  cuda::conv1d_kernel<<<grid_for(T * C, 256), 256, 0, ctx_->stream>>>(
-      x.data, weight.data, state.data, out.data, row_states ? row_states->data : nullptr, T, C,
-      static_cast<int>(K));
+  cuda::launch(cuda::conv1d_kernel, grid_for(T * C, 256), 256, 0, ctx_->queue(), x.data, weight.data,
+               state.data, out.data, row_states ? row_states->data : nullptr, T, C, static_cast<int>(K));
   check_launch("conv1d_silu");
-  cuda::conv_state_kernel<<<cuda::blocks_for(C, 256), 256, 0, ctx_->stream>>>(x.data, state.data, T, C,
-                                                                              static_cast<int>(K));
+  cuda::launch(cuda::conv_state_kernel, cuda::blocks_for(C, 256), 256, 0, ctx_->queue(), x.data, state.data,
+               T, C, static_cast<int>(K));
   check_launch("conv1d_state");
 }
 
@@ -386,8 +432,8 @@ void CudaBackend::gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_lo
              beta.numel() == a.numel(),
          "gdn_gates shape");
   if (a.numel() == 0) return;
-  cuda::gdn_gates_kernel<<<grid_for(a.numel(), 256), 256, 0, ctx_->stream>>>(
-      a.data, b.data, a_log.data, dt_bias.data, g.data, beta.data, a.numel(), H);
+  cuda::launch(cuda::gdn_gates_kernel, grid_for(a.numel(), 256), 256, 0, ctx_->queue(), a.data, b.data,
+               a_log.data, dt_bias.data, g.data, beta.data, a.numel(), H);
   check_launch("gdn_gates");
 }
 

@@ -6,6 +6,11 @@
 // block to the pool when the last reference goes. All work is ordered on the backend's stream, so a block
 // reused by the next op is safe without a host sync. download() is the only op that waits for the device.
 //
+// Decode speed (graph.cu): steps of a few rows are recorded as CUDA graphs and replayed (Backend::Graph);
+// kernels read token ids and the base position from device memory, so one graph serves every step, and
+// memory allocated while recording belongs to the graph. Every kernel is launched with programmatic
+// dependent launch, so the next kernel's launch overlaps the previous one's tail.
+//
 // This header includes no CUDA headers: the CLI and tests use it from plain C++.
 #pragma once
 
@@ -59,6 +64,8 @@ class CudaBackend final : public Backend {
   void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) override;
   void rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
+  void add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
+                    Tensor& normed) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
 
   void rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) override;
@@ -70,6 +77,7 @@ class CudaBackend final : public Backend {
   void gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias, Tensor& g,
                  Tensor& beta) override;
   void l2_norm(Tensor& x, int64_t group, float scale) override;
+  void gdn_prepare(const GdnPrepareArgs& args) override;
   void gdn_recurrent(const GdnArgs& args) override;
   // Runs the token-by-token recurrence over all T rows (the same function, exactly); a chunked
   // tensor-core form for long prefills is future work.
@@ -79,6 +87,8 @@ class CudaBackend final : public Backend {
   void write_cache(const Tensor& src, Tensor& cache, int64_t position) override;
   // Step graphs (graph.cu). On by default; off makes every op queue from the host (benchmarks compare).
   void set_graphs(bool on);
+  // Programmatic dependent launch of every kernel (on by default; benchmarks compare).
+  void set_pdl(bool on);
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;

@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "backend/weight.h"
@@ -21,6 +22,32 @@ namespace mtplx::cuda {
 void check(cudaError_t status, const char* what, const char* where);
 // After a kernel launch: launch-configuration errors surface here, asynchronous faults at the next sync.
 void check_launch(const char* kernel);
+
+// Where kernels go: the backend's stream, and launch options (benchmarks switch them to compare).
+struct Queue {
+  cudaStream_t stream;
+  bool pdl;  // programmatic dependent launch (below)
+};
+
+// Launches `kernel` on `queue.stream` with programmatic dependent launch allowed (when queue.pdl): the kernel
+// may be scheduled while its predecessor on the stream still runs, so launch latency and the predecessor's
+// tail overlap. Every kernel launched this way calls wait_for_inputs() (device_util.cuh) before it touches
+// memory that an earlier op writes or reads (only immutable weights may be read before it).
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t shared, Queue queue, Args&&... args) {
+  cudaLaunchAttribute attribute{};
+  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared;
+  config.stream = queue.stream;
+  config.attrs = &attribute;
+  config.numAttrs = queue.pdl ? 1 : 0;
+  check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx",
+        "cuda backend");
+}
 
 #define MTPLX_CUDA_CHECK(call) ::mtplx::cuda::check((call), #call, __FILE__ ":" MTPLX_CUDA_LINE(__LINE__))
 #define MTPLX_CUDA_LINE(x) MTPLX_CUDA_LINE2(x)
@@ -108,10 +135,12 @@ struct Context {
   std::vector<DeviceBuffer> weights;
   size_t weight_bytes = 0;
   bool graphs_enabled = true;
+  bool pdl = true;
+  Queue queue() const { return {stream, pdl}; }
   std::optional<Capture> capture;
 };
 
 // y = x W^T for T rows on `stream` (matmul.cu); x [T, w.cols], y [T, w.rows], device pointers.
-void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStream_t stream);
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue queue);
 
 }  // namespace mtplx::cuda

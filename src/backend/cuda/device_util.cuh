@@ -90,6 +90,14 @@ __device__ __forceinline__ float sigmoid(float x) {
   return 1.0f / (1.0f + expf(-x));
 }
 
+// Programmatic dependent launch (cuda::launch): wait until the previous kernel on the stream has finished
+// and its writes are visible, then let the next kernel be scheduled (it will wait in turn). Call before
+// touching any memory an earlier op writes or reads; only immutable weights may be loaded before it.
+__device__ __forceinline__ void begin_dependent() {
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" :::);
+}
+
 inline int blocks_for(int64_t n, int threads) {
   return static_cast<int>((n + threads - 1) / threads);
 }

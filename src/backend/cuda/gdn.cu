@@ -3,6 +3,8 @@
 // with S [Dk, Dv] in fp32. A block owns 32 value columns of one head and keeps that slice of S in
 // registers for all T rows: lane = column, each of the 4 warps holds a quarter of the Dk rows. The two
 // column sums per token (S^T k and S^T q) are reduced over the warps through shared memory.
+#include <cmath>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/device_util.cuh"
@@ -18,6 +20,7 @@ __global__ void __launch_bounds__(kGdnWarps * 32)
     gdn_recurrent_kernel(const float* q, const float* k, const float* v, const float* g, const float* beta,
                          float* state, float* out, float* row_states, int64_t T, int Hk, int Hv, int Dk,
                          int Dv) {
+  begin_dependent();
   extern __shared__ float shared[];  // q and k of the current row: 2 * Dk
   float* sq = shared;
   float* sk = shared + Dk;
@@ -87,6 +90,62 @@ __global__ void __launch_bounds__(kGdnWarps * 32)
   }
 }
 
+// gdn_prepare for a few rows: one block per Dk consecutive conv channels (thread = channel; Dk divides
+// key_dim and value_dim, so a block lies wholly in q, k or v) plus one block for the gates. A thread owns
+// its channel's conv state, so it reads the old state before overwriting it. Arithmetic as conv1d_silu,
+// l2_norm and gdn_gates do it.
+template <int K>
+__global__ void gdn_prepare_kernel(const float* qkv, const float* weight, float* state, float* conv_rows,
+                                   const float* a, const float* b, const float* a_log, const float* dt_bias,
+                                   float* q, float* k, float* v, float* g, float* beta, int64_t T, int64_t C,
+                                   int64_t key_dim, int64_t value_dim, int Hv, float q_scale) {
+  begin_dependent();
+  __shared__ float shared[32];
+  const int Dk = static_cast<int>(blockDim.x);
+  if (blockIdx.x == C / Dk) {  // the gates
+    for (int64_t i = threadIdx.x; i < T * Hv; i += blockDim.x) {
+      const int64_t h = i % Hv;
+      const float x = a[i] + dt_bias[h];
+      const float softplus = x > 20.0f ? x : log1pf(expf(x));
+      g[i] = -expf(a_log[h]) * softplus;
+      beta[i] = sigmoid(b[i]);
+    }
+    return;
+  }
+  const int64_t c = int64_t{blockIdx.x} * Dk + threadIdx.x;
+  float window[K];  // conv inputs t .. t + K - 1 ([state ; qkv] rows)
+  float w[K];
+#pragma unroll
+  for (int j = 0; j < K; ++j) w[j] = weight[c * K + j];
+#pragma unroll
+  for (int j = 0; j < K - 1; ++j) window[j] = state[j * C + c];
+  const bool is_q = c < key_dim, is_k = !is_q && c < 2 * key_dim;
+  for (int64_t t = 0; t < T; ++t) {
+    window[K - 1] = qkv[t * C + c];
+    float sum = 0;
+#pragma unroll
+    for (int j = 0; j < K; ++j) sum += w[j] * window[j];
+    const float y = silu(sum);
+#pragma unroll
+    for (int j = 0; j < K - 1; ++j) {
+      window[j] = window[j + 1];
+      if (conv_rows != nullptr) conv_rows[(t * (K - 1) + j) * C + c] = window[j];
+    }
+    if (is_q || is_k) {
+      const float squares = block_sum(y * y, shared);
+      const float factor = (is_q ? q_scale : 1.0f) / sqrtf(squares + 1e-6f);
+      if (is_q)
+        q[t * key_dim + c] = y * factor;
+      else
+        k[t * key_dim + c - key_dim] = y * factor;
+    } else {
+      v[t * value_dim + c - 2 * key_dim] = y;
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < K - 1; ++j) state[j * C + c] = window[j];
+}
+
 void check_args(const GdnArgs& a) {
   const int64_t T = a.q->rows;
   const bool ok =
@@ -99,28 +158,28 @@ void check_args(const GdnArgs& a) {
   if (!ok) fail("internal error: cuda backend: gdn argument shapes");
 }
 
-void run_recurrent(const GdnArgs& a, cudaStream_t stream) {
+void run_recurrent(const GdnArgs& a, Queue stream) {
   check_args(a);
   const int64_t T = a.q->rows;
   if (T == 0) return;
   const dim3 grid(static_cast<unsigned>(a.value_heads), static_cast<unsigned>((a.value_dim + 31) / 32));
   const size_t shared = 2 * sizeof(float) * static_cast<size_t>(a.key_dim);
-  auto launch = [&](auto kernel) {
-    kernel<<<grid, kGdnWarps * 32, shared, stream>>>(
-        a.q->data, a.k->data, a.v->data, a.g->data, a.beta->data, a.state->data, a.out->data,
-        a.row_states ? a.row_states->data : nullptr, T, a.key_heads, a.value_heads, a.key_dim, a.value_dim);
+  auto run = [&](auto kernel) {
+    launch(kernel, grid, kGdnWarps * 32, shared, stream, a.q->data, a.k->data, a.v->data, a.g->data,
+           a.beta->data, a.state->data, a.out->data, a.row_states ? a.row_states->data : nullptr, T,
+           a.key_heads, a.value_heads, a.key_dim, a.value_dim);
   };
   const int rows = (a.key_dim + kGdnWarps - 1) / kGdnWarps;
   if (rows <= 4)
-    launch(gdn_recurrent_kernel<4>);
+    run(gdn_recurrent_kernel<4>);
   else if (rows <= 8)
-    launch(gdn_recurrent_kernel<8>);
+    run(gdn_recurrent_kernel<8>);
   else if (rows <= 16)
-    launch(gdn_recurrent_kernel<16>);
+    run(gdn_recurrent_kernel<16>);
   else if (rows <= 32)
-    launch(gdn_recurrent_kernel<32>);
+    run(gdn_recurrent_kernel<32>);
   else if (rows <= 64)
-    launch(gdn_recurrent_kernel<64>);
+    run(gdn_recurrent_kernel<64>);
   else
     fail(str("GDN key head dim ", a.key_dim, " is not supported by the CUDA backend (at most 256)"),
          "cuda backend", "use --device cpu for this model");
@@ -130,12 +189,53 @@ void run_recurrent(const GdnArgs& a, cudaStream_t stream) {
 }  // namespace
 }  // namespace cuda
 
+void CudaBackend::gdn_prepare(const GdnPrepareArgs& a) {
+  const int64_t T = a.qkv->rows, C = a.qkv->cols, key_dim = a.q->cols, value_dim = a.v->cols;
+  const int64_t K = a.conv_weight->cols;
+  const int Dk = a.key_head_dim, Hv = static_cast<int>(a.g->cols);
+  // Few rows only: a block walks its rows one by one, which would serialise a long prefill.
+  const bool fused = T >= 1 && T <= 8 && Dk % 32 == 0 && Dk <= 1024 && key_dim % Dk == 0 &&
+                     value_dim % Dk == 0 && C == 2 * key_dim + value_dim && K >= 2 && K <= 5;
+  if (!fused) {
+    Backend::gdn_prepare(a);
+    return;
+  }
+  if (!(a.conv_weight->rows == C && a.conv_state->rows == K - 1 && a.conv_state->cols == C &&
+        a.q->rows == T && a.k->rows == T && a.k->cols == key_dim && a.v->rows == T && a.a->rows == T &&
+        a.a->cols == Hv && a.b->numel() == a.a->numel() && a.g->numel() == a.a->numel() &&
+        a.beta->numel() == a.a->numel() && a.a_log->numel() == Hv && a.dt_bias->numel() == Hv &&
+        (a.conv_rows == nullptr || (a.conv_rows->rows == T && a.conv_rows->cols == (K - 1) * C))))
+    fail("internal error: cuda backend: gdn_prepare shapes");
+  const auto blocks = static_cast<unsigned>(C / Dk + 1);
+  auto run = [&](auto kernel) {
+    cuda::launch(kernel, blocks, Dk, 0, ctx_->queue(), a.qkv->data, a.conv_weight->data, a.conv_state->data,
+                 a.conv_rows != nullptr ? a.conv_rows->data : nullptr, a.a->data, a.b->data, a.a_log->data,
+                 a.dt_bias->data, a.q->data, a.k->data, a.v->data, a.g->data, a.beta->data, T, C, key_dim,
+                 value_dim, Hv, 1.0f / std::sqrt(static_cast<float>(Dk)));
+  };
+  switch (K) {
+    case 2:
+      run(cuda::gdn_prepare_kernel<2>);
+      break;
+    case 3:
+      run(cuda::gdn_prepare_kernel<3>);
+      break;
+    case 4:
+      run(cuda::gdn_prepare_kernel<4>);
+      break;
+    default:
+      run(cuda::gdn_prepare_kernel<5>);
+      break;
+  }
+  cuda::check_launch("gdn_prepare");
+}
+
 void CudaBackend::gdn_recurrent(const GdnArgs& args) {
-  cuda::run_recurrent(args, ctx_->stream);
+  cuda::run_recurrent(args, ctx_->queue());
 }
 
 void CudaBackend::gdn_chunked(const GdnArgs& args) {
-  cuda::run_recurrent(args, ctx_->stream);
+  cuda::run_recurrent(args, ctx_->queue());
 }
 
 }  // namespace mtplx

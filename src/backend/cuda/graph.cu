@@ -21,6 +21,7 @@ __global__ void set_params_kernel(StepParams* params, StepParams values, int cou
 // cache rows [position, position + rows) = src.
 __global__ void write_cache_kernel(const float* src, float* cache, int64_t rows, int64_t cols,
                                    Position position) {
+  begin_dependent();
   const int64_t n = rows * cols;
   float* dst = cache + position.get() * cols;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -43,6 +44,10 @@ struct CudaGraph final : Backend::Graph {
 
 void CudaBackend::set_graphs(bool on) {
   ctx_->graphs_enabled = on;
+}
+
+void CudaBackend::set_pdl(bool on) {
+  ctx_->pdl = on;
 }
 
 bool CudaBackend::graphs() const {
@@ -98,8 +103,8 @@ void CudaBackend::write_cache(const Tensor& src, Tensor& cache, int64_t position
   if (!(src.cols == cache.cols && position >= 0 && position + src.rows <= cache.rows))
     fail("internal error: cuda backend: write_cache out of range");
   if (src.numel() == 0) return;
-  cuda::write_cache_kernel<<<cuda::blocks_for(src.numel(), 256), 256, 0, ctx_->stream>>>(
-      src.data, cache.data, src.rows, src.cols, ctx_->position(position));
+  cuda::launch(cuda::write_cache_kernel, cuda::blocks_for(src.numel(), 256), 256, 0, ctx_->queue(), src.data,
+               cache.data, src.rows, src.cols, ctx_->position(position));
   cuda::check_launch("write_cache");
 }
 

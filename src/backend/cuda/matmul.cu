@@ -58,6 +58,7 @@ __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const uint32_t* __restrict__ w, const void* scales, const void* biases, DType scale_dtype,
                 int64_t rows, int64_t cols, int group_size, const float* __restrict__ x,
                 float* __restrict__ y) {
+  begin_dependent();
   using C = Codec<BITS>;
   constexpr int kPerChunk = 4 * C::kPerWord;
   constexpr bool kQuantized = BITS <= 8;
@@ -157,6 +158,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // Any format, T <= 8: a warp per output row, lanes over the columns.
 __global__ void gemv_generic_kernel(WeightView w, const float* x, float* y, int T) {
+  begin_dependent();
   const int lane = threadIdx.x & 31;
   const int64_t row = int64_t{blockIdx.x} * (blockDim.x / 32) + (threadIdx.x >> 5);
   if (row >= w.rows) return;
@@ -178,6 +180,7 @@ __global__ void gemv_generic_kernel(WeightView w, const float* x, float* y, int 
 constexpr int kTile = 64, kDepth = 16, kPad = 4;
 
 __global__ void __launch_bounds__(256) gemm_tiled_kernel(WeightView w, const float* x, float* y, int64_t T) {
+  begin_dependent();
   __shared__ __align__(16) float xs[kDepth][kTile + kPad];
   __shared__ __align__(16) float ws[kDepth][kTile + kPad];
   const int tid = threadIdx.x;
@@ -220,24 +223,24 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(WeightView w, const flo
 }
 
 template <int BITS, int T>
-void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, cudaStream_t stream) {
+void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream) {
   const int64_t row_groups = (w.rows + kRows - 1) / kRows;
-  auto launch = [&](auto kernel, int kw) {
+  auto run = [&](auto kernel, int kw) {
     const int64_t per_block = 4 / kw;
     const auto blocks = static_cast<unsigned>((row_groups + per_block - 1) / per_block);
-    kernel<<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(w.data), w.scales, w.biases,
-                                            w.scale_dtype, w.rows, w.cols, w.group_size, x, y);
+    launch(kernel, blocks, kThreads, 0, stream, static_cast<const uint32_t*>(w.data), w.scales, w.biases,
+           w.scale_dtype, w.rows, w.cols, w.group_size, x, y);
   };
   if (row_groups <= 1024)
-    launch(gemv_kernel<BITS, T, 4>, 4);
+    run(gemv_kernel<BITS, T, 4>, 4);
   else if (row_groups <= 4096)
-    launch(gemv_kernel<BITS, T, 2>, 2);
+    run(gemv_kernel<BITS, T, 2>, 2);
   else
-    launch(gemv_kernel<BITS, T, 1>, 1);
+    run(gemv_kernel<BITS, T, 1>, 1);
 }
 
 template <int BITS>
-void launch_gemv(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStream_t stream) {
+void launch_gemv(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue stream) {
   switch (T) {
     case 1:
       launch_gemv_kw<BITS, 1>(w, x, y, stream);
@@ -298,13 +301,13 @@ void validate(const WeightMatrix& w) {
 
 }  // namespace
 
-void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStream_t stream) {
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue stream) {
   validate(w);
   if (T == 0) return;
   if (T > kMaxT) {
     const dim3 grid(static_cast<unsigned>((w.rows + kTile - 1) / kTile),
                     static_cast<unsigned>((T + kTile - 1) / kTile));
-    gemm_tiled_kernel<<<grid, 256, 0, stream>>>(weight_view(w), x, y, T);
+    launch(gemm_tiled_kernel, grid, 256, 0, stream, weight_view(w), x, y, T);
     check_launch("gemm_tiled");
     return;
   }
@@ -321,8 +324,8 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStre
     default: {
       constexpr int kWarpsPerBlock = 4;
       const auto blocks = static_cast<unsigned>((w.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
-      gemv_generic_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream>>>(weight_view(w), x, y,
-                                                                      static_cast<int>(T));
+      launch(gemv_generic_kernel, blocks, kWarpsPerBlock * 32, 0, stream, weight_view(w), x, y,
+             static_cast<int>(T));
     }
   }
   check_launch("gemv");
@@ -333,7 +336,7 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, cudaStre
 void CudaBackend::matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) {
   if (!(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows))
     fail("internal error: cuda backend: matmul shape");
-  cuda::matmul(w, x.data, y.data, x.rows, ctx_->stream);
+  cuda::matmul(w, x.data, y.data, x.rows, ctx_->queue());
 }
 
 }  // namespace mtplx
