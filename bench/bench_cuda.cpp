@@ -116,11 +116,15 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_pdl(false);
   const double ar_no_pdl = ar_run(true);
   gpu.set_pdl(true);
+  gpu.set_gemv_pipeline(true);
+  const double ar_pipe = ar_run(true);
+  gpu.set_gemv_pipeline(false);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
   for (const auto& [what, tps] : {std::pair{"without step graphs", ar_plain},
-                                  std::pair{"graphs, no programmatic dependent launch", ar_no_pdl}})
+                                  std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
+                                  std::pair{"graphs, pipelined GEMV", ar_pipe}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
 
@@ -166,7 +170,10 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     for (const auto& [name, w] : mats) {
       std::printf("matmul %-16s [%6lld x %5lld] q%d:", name.c_str(), static_cast<long long>(w->rows),
                   static_cast<long long>(w->cols), w->bits);
-      for (int64_t T : {1, 3, 8}) {
+      for (int64_t pass : {1, 3, 8, -1, -3}) {  // negative: T = -pass with the pipelined GEMV
+        const int64_t T = pass < 0 ? -pass : pass;
+        gpu.set_gemv_pipeline(pass < 0);
+        if (pass == -1) std::printf("  pipelined:");
         Tensor x = gpu.alloc(T, w->cols), y = gpu.alloc(T, w->rows);
         gpu.fill(x, 0.01f);
         const int reps = 50;
@@ -179,6 +186,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         std::printf("  T=%lld %.1f us %.0f GB/s", static_cast<long long>(T), us,
                     static_cast<double>(w->bytes()) / (us * 1e3));
       }
+      gpu.set_gemv_pipeline(false);
       std::printf("\n");
     }
   }

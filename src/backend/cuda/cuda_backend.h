@@ -87,8 +87,10 @@ class CudaBackend final : public Backend {
   void write_cache(const Tensor& src, Tensor& cache, int64_t position) override;
   // Step graphs (graph.cu). On by default; off makes every op queue from the host (benchmarks compare).
   void set_graphs(bool on);
-  // Programmatic dependent launch of every kernel (on by default; benchmarks compare).
+  // Programmatic dependent launch of every kernel (on by default), and the software-pipelined fused GEMV
+  // (off by default). Benchmarks compare.
   void set_pdl(bool on);
+  void set_gemv_pipeline(bool on);
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;

@@ -26,7 +26,8 @@ void check_launch(const char* kernel);
 // Where kernels go: the backend's stream, and launch options (benchmarks switch them to compare).
 struct Queue {
   cudaStream_t stream;
-  bool pdl;  // programmatic dependent launch (below)
+  bool pdl;            // programmatic dependent launch (below)
+  bool gemv_pipeline;  // the software-pipelined fused GEMV (matmul.cu)
 };
 
 // Launches `kernel` on `queue.stream` with programmatic dependent launch allowed (when queue.pdl): the kernel
@@ -136,7 +137,8 @@ struct Context {
   size_t weight_bytes = 0;
   bool graphs_enabled = true;
   bool pdl = true;
-  Queue queue() const { return {stream, pdl}; }
+  bool gemv_pipeline = false;
+  Queue queue() const { return {stream, pdl, gemv_pipeline}; }
   std::optional<Capture> capture;
 };
 

@@ -50,6 +50,10 @@ void CudaBackend::set_pdl(bool on) {
   ctx_->pdl = on;
 }
 
+void CudaBackend::set_gemv_pipeline(bool on) {
+  ctx_->gemv_pipeline = on;
+}
+
 bool CudaBackend::graphs() const {
   return ctx_->graphs_enabled;
 }

@@ -53,12 +53,13 @@ struct Codec {
   }
 };
 
-template <int BITS, int T, int KW>
+// PIPE: each step loads the next chunk of weights before decoding the current one (a warp always has loads
+// in flight), and the first chunk is loaded before waiting for the previous kernel (weights never change).
+template <int BITS, int T, int KW, bool PIPE>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const uint32_t* __restrict__ w, const void* scales, const void* biases, DType scale_dtype,
                 int64_t rows, int64_t cols, int group_size, const float* __restrict__ x,
                 float* __restrict__ y) {
-  begin_dependent();
   using C = Codec<BITS>;
   constexpr int kPerChunk = 4 * C::kPerWord;
   constexpr bool kQuantized = BITS <= 8;
@@ -79,10 +80,29 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int r = 0; r < kRows; ++r) acc[t][r] = 0;
 
-  for (int64_t c = int64_t{part} * 32 + lane; c < chunks; c += 32 * KW) {
-    uint4 q[kRows];
+  constexpr int64_t kStride = 32 * KW;
+  const int64_t c0 = int64_t{part} * 32 + lane;
+  uint4 next[kRows];
+  if constexpr (PIPE) {
+    if (c0 < chunks) {
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) q[r] = load_stream(row_ptr[r] + c);
+      for (int r = 0; r < kRows; ++r) next[r] = load_stream(row_ptr[r] + c0);
+    }
+  }
+  begin_dependent();
+  for (int64_t c = c0; c < chunks; c += kStride) {
+    uint4 q[kRows];
+    if constexpr (PIPE) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) q[r] = next[r];
+      if (c + kStride < chunks) {
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) next[r] = load_stream(row_ptr[r] + c + kStride);
+      }
+    } else {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) q[r] = load_stream(row_ptr[r] + c);
+    }
     float dot[T][kRows], xs[T];
 #pragma unroll
     for (int t = 0; t < T; ++t) {
@@ -222,7 +242,7 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(WeightView w, const flo
   }
 }
 
-template <int BITS, int T>
+template <int BITS, int T, bool PIPE>
 void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream) {
   const int64_t row_groups = (w.rows + kRows - 1) / kRows;
   auto run = [&](auto kernel, int kw) {
@@ -232,11 +252,19 @@ void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue strea
            w.scale_dtype, w.rows, w.cols, w.group_size, x, y);
   };
   if (row_groups <= 1024)
-    run(gemv_kernel<BITS, T, 4>, 4);
+    run(gemv_kernel<BITS, T, 4, PIPE>, 4);
   else if (row_groups <= 4096)
-    run(gemv_kernel<BITS, T, 2>, 2);
+    run(gemv_kernel<BITS, T, 2, PIPE>, 2);
   else
-    run(gemv_kernel<BITS, T, 1>, 1);
+    run(gemv_kernel<BITS, T, 1, PIPE>, 1);
+}
+
+template <int BITS, int T>
+void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream) {
+  if (stream.gemv_pipeline)
+    launch_gemv_kw<BITS, T, true>(w, x, y, stream);
+  else
+    launch_gemv_kw<BITS, T, false>(w, x, y, stream);
 }
 
 template <int BITS>
