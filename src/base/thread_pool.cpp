@@ -1,70 +1,150 @@
 #include "base/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace mtplx {
+namespace {
+
+// How long an idle worker keeps polling before it sleeps: longer than the gaps between the loops of one
+// decode step (small single-threaded ops), far shorter than a human-visible pause.
+constexpr auto kSpinTime = std::chrono::microseconds(200);
+// Chunks per thread: enough that a late or slow thread leaves its share to the others.
+constexpr int64_t kChunksPerThread = 4;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Polls `done` with pauses, checking the clock every 64 polls; returns whether it became true in time.
+template <typename Done>
+bool spin_until(Done&& done, std::chrono::microseconds budget) {
+  const auto deadline = std::chrono::steady_clock::now() + budget;
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+      cpu_relax();
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return done();
+  }
+}
+
+constexpr uint32_t generation_of(uint64_t ticket) {
+  return static_cast<uint32_t>(ticket >> 32);
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
   if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
   workers_.reserve(threads - 1);
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { worker_loop(); });
 }
 
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard lock(mutex_);
-    stopping_ = true;
+    stopping_.store(true);
   }
   wake_.notify_all();
   for (auto& worker : workers_) worker.join();
 }
 
-void ThreadPool::run_slice(int index) {
-  const int64_t blocks = (n_ + grain_ - 1) / grain_;
-  const int64_t parts = size();
-  const int64_t first = blocks * index / parts;
-  const int64_t last = blocks * (index + 1) / parts;
-  const int64_t begin = first * grain_;
-  const int64_t end = std::min(n_, last * grain_);
-  if (begin < end) (*body_)(begin, end);
+void ThreadPool::run_chunks(uint32_t generation) {
+  const auto* body = body_.load(std::memory_order_relaxed);
+  const int64_t n = n_.load(std::memory_order_relaxed);
+  const int64_t len = chunk_len_.load(std::memory_order_relaxed);
+  const uint32_t chunks = chunks_.load(std::memory_order_relaxed);
+  uint64_t ticket = ticket_.load(std::memory_order_acquire);
+  for (;;) {
+    // The compare-exchange fails when the generation moved on: the fields read above may then belong to
+    // the newer loop and must not be used.
+    if (generation_of(ticket) != generation) return;
+    const uint32_t chunk = static_cast<uint32_t>(ticket);
+    if (chunk >= chunks) return;
+    if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel)) continue;
+    const int64_t begin = chunk * len;
+    if (!failed_.load(std::memory_order_relaxed)) {
+      try {
+        (*body)(begin, std::min(n, begin + len));
+      } catch (...) {
+        std::lock_guard lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+        failed_.store(true, std::memory_order_relaxed);
+      }
+    }
+    done_.fetch_add(1, std::memory_order_release);
+    ticket = ticket_.load(std::memory_order_acquire);
+  }
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t grain) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
-  if (workers_.empty() || n <= grain) {
+  const int64_t blocks = (n + grain - 1) / grain;
+  if (workers_.empty() || blocks <= 1) {
     body(0, n);
     return;
   }
-  {
+  const int64_t chunk_blocks = std::max<int64_t>(1, blocks / (size() * kChunksPerThread));
+  const int64_t len = chunk_blocks * grain;
+  const auto chunks = static_cast<uint32_t>((n + len - 1) / len);
+  body_.store(&body, std::memory_order_relaxed);
+  n_.store(n, std::memory_order_relaxed);
+  chunk_len_.store(len, std::memory_order_relaxed);
+  chunks_.store(chunks, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  failed_.store(false, std::memory_order_relaxed);
+  const uint32_t generation = generation_of(ticket_.load(std::memory_order_relaxed)) + 1;
+  // seq_cst publish, then seq_cst load of sleepers_: paired with the worker's increment-then-check in
+  // wait_for_work, either the worker sees the new loop or we see it asleep and notify it.
+  ticket_.store(static_cast<uint64_t>(generation) << 32);
+  if (sleepers_.load() > 0) {
     std::lock_guard lock(mutex_);
-    body_ = &body;
-    n_ = n;
-    grain_ = grain;
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+    wake_.notify_all();
   }
-  wake_.notify_all();
-  run_slice(0);
-  std::unique_lock lock(mutex_);
-  done_.wait(lock, [this] { return pending_ == 0; });
-  body_ = nullptr;
-}
-
-void ThreadPool::worker_loop(int index) {
-  uint64_t seen = 0;
-  for (;;) {
-    {
-      std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-      if (stopping_) return;
-      seen = generation_;
-    }
-    run_slice(index);
+  run_chunks(generation);
+  // Only chunks that a worker claimed and is running remain: spin, then yield the core in case that
+  // worker waits for it.
+  auto all_done = [&] { return done_.load(std::memory_order_acquire) == chunks; };
+  while (!spin_until(all_done, kSpinTime)) std::this_thread::yield();
+  if (failed_.load(std::memory_order_relaxed)) {
+    std::exception_ptr error;
     {
       std::lock_guard lock(mutex_);
-      if (--pending_ == 0) done_.notify_one();
+      std::swap(error, error_);
     }
+    std::rethrow_exception(error);
+  }
+}
+
+bool ThreadPool::wait_for_work(uint32_t seen) {
+  auto has_work = [&] {
+    return generation_of(ticket_.load(std::memory_order_acquire)) != seen ||
+           stopping_.load(std::memory_order_relaxed);
+  };
+  if (!spin_until(has_work, kSpinTime)) {
+    std::unique_lock lock(mutex_);
+    sleepers_.fetch_add(1);
+    wake_.wait(lock, [&] { return generation_of(ticket_.load()) != seen || stopping_.load(); });
+    sleepers_.fetch_sub(1);
+  }
+  return !stopping_.load();
+}
+
+void ThreadPool::worker_loop() {
+  uint32_t seen = 0;
+  while (wait_for_work(seen)) {
+    seen = generation_of(ticket_.load(std::memory_order_acquire));
+    run_chunks(seen);
   }
 }
 

@@ -1,9 +1,17 @@
-// A fixed pool of worker threads for data-parallel loops. parallel_for splits [0, n) into one contiguous
-// range per thread (the caller works too) and returns when all ranges are done. One loop runs at a time.
+// A fixed pool of worker threads for data-parallel loops. parallel_for splits [0, n) into chunks that the
+// caller and the workers claim one at a time, and returns when all chunks are done. One loop runs at a time.
+//
+// Decode issues a few hundred short loops per token (each 10-300 us), so two things matter:
+//  - waking sleeping workers through the kernel on every loop would cost as much as the work, so workers
+//    poll for a short while after each loop before they block;
+//  - a worker may be descheduled (a busy machine, more threads than free cores): chunks are claimed
+//    dynamically, so the caller does the work itself instead of waiting for a worker that has not started.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -21,24 +29,38 @@ class ThreadPool {
 
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Calls body(begin, end) on disjoint ranges covering [0, n). Ranges are multiples of `grain` in size
-  // (except the last) so kernels can work on whole blocks.
+  // Calls body(begin, end) on disjoint ranges covering [0, n), possibly several per thread. Ranges are
+  // multiples of `grain` in size (except the last) so kernels can work on whole blocks. If a call of body
+  // throws, the remaining chunks are skipped and the first exception is rethrown here once every running
+  // call has returned.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t grain = 1);
 
  private:
-  void worker_loop(int index);
-  void run_slice(int index);
+  void worker_loop();
+  // Claims and runs chunks of loop `generation` until none is left.
+  void run_chunks(uint32_t generation);
+  // Waits until a loop newer than `seen` is published (or the pool stops); returns false when stopping.
+  bool wait_for_work(uint32_t seen);
 
   std::vector<std::thread> workers_;
+  // The current loop. Written by the caller only while no chunk of the previous loop is unclaimed, read by
+  // workers that then claim a chunk through ticket_ (which also checks the generation), so a worker that
+  // reads a newer loop's fields can never run a chunk with them under the old generation. Atomic (relaxed)
+  // because a late worker may read them while they change.
+  std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
+  std::atomic<int64_t> n_{0};
+  std::atomic<int64_t> chunk_len_{1};  // elements per chunk (a multiple of the grain)
+  std::atomic<uint32_t> chunks_{0};
+  // High 32 bits: generation of the current loop; low 32 bits: next unclaimed chunk.
+  std::atomic<uint64_t> ticket_{0};
+  std::atomic<uint32_t> done_{0};  // chunks of the current loop finished
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> failed_{false};  // a chunk of the current loop threw: skip the rest
+  std::exception_ptr error_;         // the first exception, guarded by mutex_
+  // Workers that sleep (after polling) count themselves in sleepers_ so the caller knows it must notify.
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::condition_variable done_;
-  const std::function<void(int64_t, int64_t)>* body_ = nullptr;
-  int64_t n_ = 0;
-  int64_t grain_ = 1;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stopping_ = false;
+  std::atomic<int> sleepers_{0};
 };
 
 }  // namespace mtplx
