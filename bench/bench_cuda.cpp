@@ -149,6 +149,25 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   }
   gpu.set_graphs(true);
 
+  // Decode deep into a long context: the attention layers read 32,000 cached rows (which hold zeros: a real
+  // 32k prefill takes half a minute here), with split-K attention and without.
+  for (bool splits : {false, true}) {
+    gpu.set_attention_splits(splits);
+    ModelState state = model.new_state(32768);
+    state.position = 32000;
+    std::vector<double> ms;
+    for (int i = 0; i < 17; ++i) {
+      const int32_t next = 1 + i;
+      Stopwatch clock;
+      gpu.download(model.logits(model.forward(std::span(&next, 1), state)), host);
+      ms.push_back(clock.seconds() * 1e3);
+    }
+    ms.erase(ms.begin());
+    std::printf("ar at position 32000 (split-K attention %s): %.3f ms/step, %.1f tok/s\n",
+                splits ? "on" : "off", median(ms), 1e3 / median(ms));
+  }
+  gpu.set_attention_splits(true);
+
   // Single matmuls of the step's shapes, back to back (T = 1 and 3): microseconds and GB/s.
   {
     const LayerWeights* gdn_layer = nullptr;

@@ -392,7 +392,16 @@ TEST_F(CudaOps, GdnPrepareFusedAndFallback) {
 TEST_F(CudaOps, AttentionGqaAtOffsets) {
   const int heads = 8, kv_heads = 2;
   for (int D : {64, 128, 256}) {
-    for (auto [T, pos0] : {std::pair<int64_t, int64_t>{1, 0}, {1, 37}, {3, 100}, {8, 500}, {50, 0}}) {
+    // Capacities past 1024 take the split-K path at T <= 8 (a split per 512 positions of capacity).
+    for (auto [T, pos0] : {std::pair<int64_t, int64_t>{1, 0},
+                           {1, 37},
+                           {3, 100},
+                           {8, 500},
+                           {50, 0},
+                           {1, 3000},
+                           {3, 2000},
+                           {8, 4000},
+                           {1, 1030}}) {
       const int64_t capacity = pos0 + T + 5;
       auto [qc, qg] = random_pair(T, int64_t{heads} * D, -2, 2);
       auto [kc, kg] = random_pair(capacity, int64_t{kv_heads} * D, -2, 2);

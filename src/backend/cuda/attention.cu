@@ -1,6 +1,13 @@
-// Causal GQA softmax attention over the KV cache. One block per (query row, head); its warps take cache
-// positions round-robin, each keeping an online softmax (running max, sum and weighted value sum in
+// Causal GQA softmax attention over the KV cache. One block per (query row, head, split); its warps take
+// cache positions round-robin, each keeping an online softmax (running max, sum and weighted value sum in
 // registers), and the block merges the warps' partial results at the end. Lane l holds dims l, l+32, ...
+// Split-K for long contexts at decode widths: the visible positions (read on the device, so a step graph
+// replays at any length) are cut into `splits` ranges, one block each; every block writes its (max, sum,
+// weighted values) and a second kernel merges them. The split count follows the cache capacity, so it is
+// fixed for a state and its graphs.
+#include <algorithm>
+#include <memory>
+
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/device_util.cuh"
@@ -14,7 +21,8 @@ constexpr int kWarps = 8;
 template <int NPL>  // dims per lane: head_dim = 32 * NPL
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(const float* q, const float* k_cache, const float* v_cache, float* out,
-                     Position position, int heads, int group, int64_t kv_cols, float scale) {
+                     Position position, int heads, int group, int64_t kv_cols, float scale, int splits,
+                     float* partial) {
   begin_dependent();
   const int64_t pos0 = position.get();
   constexpr int D = 32 * NPL;
@@ -32,7 +40,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   float m = -INFINITY, l = 0;
   const int64_t visible = pos0 + t + 1;
-  for (int64_t s = warp; s < visible; s += kWarps) {
+  const int64_t per_split = (visible + splits - 1) / splits;
+  const int64_t begin = int64_t{blockIdx.z} * per_split;
+  const int64_t end = visible < begin + per_split ? visible : begin + per_split;
+  for (int64_t s = begin + warp; s < end; s += kWarps) {
     const float* kv = k_cache + s * kv_cols + kv_off;
     const float* vv = v_cache + s * kv_cols + kv_off;
     float kr[NPL], vr[NPL];
@@ -64,6 +75,23 @@ __global__ void __launch_bounds__(kWarps * 32)
   __syncthreads();
   float M = -INFINITY;
   for (int w = 0; w < kWarps; ++w) M = fmaxf(M, shared_m[w]);
+  if (splits > 1) {
+    // (max, sum, weighted values) of this split; an empty split (M = -inf) contributes nothing.
+    float* p = partial + ((t * heads + h) * splits + blockIdx.z) * (D + 2);
+    const bool empty = M == -INFINITY;
+    float L = 0;
+    for (int w = 0; w < kWarps && !empty; ++w) L += shared_l[w] * expf(shared_m[w] - M);
+    if (threadIdx.x == 0) {
+      p[0] = M;
+      p[1] = L;
+    }
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float sum = 0;
+      for (int w = 0; w < kWarps && !empty; ++w) sum += shared_acc[w][d] * expf(shared_m[w] - M);
+      p[2 + d] = sum;
+    }
+    return;
+  }
   float L = 0;
   for (int w = 0; w < kWarps; ++w) L += shared_l[w] * expf(shared_m[w] - M);
   float* o = out + t * q_cols + int64_t{h} * D;
@@ -71,6 +99,27 @@ __global__ void __launch_bounds__(kWarps * 32)
     float sum = 0;
     for (int w = 0; w < kWarps; ++w) sum += shared_acc[w][d] * expf(shared_m[w] - M);
     o[d] = sum / L;
+  }
+}
+
+// Merges the splits of one (query row, head): thread = dim.
+__global__ void attention_combine_kernel(const float* partial, float* out, int heads, int splits, int D) {
+  begin_dependent();
+  const int h = blockIdx.x;
+  const int64_t t = blockIdx.y;
+  const float* p = partial + (t * heads + h) * splits * int64_t{D + 2};
+  float M = -INFINITY;
+  for (int z = 0; z < splits; ++z) M = fmaxf(M, p[z * (D + 2)]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float L = 0, sum = 0;
+    for (int z = 0; z < splits; ++z) {
+      const float m = p[z * (D + 2)];
+      if (m == -INFINITY) continue;
+      const float f = expf(m - M);
+      L += p[z * (D + 2) + 1] * f;
+      sum += p[z * (D + 2) + 2 + d] * f;
+    }
+    out[t * heads * int64_t{D} + int64_t{h} * D + d] = sum / L;
   }
 }
 
@@ -85,12 +134,22 @@ void CudaBackend::attention(const AttentionArgs& args) {
         args.heads % args.kv_heads == 0 && args.pos0 + q.rows <= args.k_cache->rows))
     fail("internal error: cuda backend: attention shape");
   if (q.rows == 0) return;
-  const dim3 grid(static_cast<unsigned>(args.heads), static_cast<unsigned>(q.rows));
+  // Decode widths over a long cache: about one split per 512 positions of capacity, at most 32. A few
+  // rows give only heads * rows blocks, far fewer than the SMs; prefill rows fill the GPU by themselves.
+  const int64_t capacity = args.k_cache->rows;
+  const int splits = q.rows <= 8 && ctx_->attention_splits
+                         ? static_cast<int>(std::clamp<int64_t>(capacity / 512, 1, 32))
+                         : 1;
+  std::shared_ptr<void> partial;
+  if (splits > 1)
+    partial = ctx_->scratch(sizeof(float) * static_cast<size_t>(q.rows * args.heads * splits * (D + 2)));
+  const dim3 grid(static_cast<unsigned>(args.heads), static_cast<unsigned>(q.rows),
+                  static_cast<unsigned>(splits));
   const int group = args.heads / args.kv_heads;
   auto run = [&](auto kernel) {
     cuda::launch(kernel, grid, cuda::kWarps * 32, 0, ctx_->queue(), q.data, args.k_cache->data,
                  args.v_cache->data, args.out->data, ctx_->position(args.pos0), args.heads, group, kv_cols,
-                 args.scale);
+                 args.scale, splits, static_cast<float*>(partial.get()));
   };
   switch (D) {
     case 32:
@@ -110,6 +169,13 @@ void CudaBackend::attention(const AttentionArgs& args) {
            "use --device cpu, or a model with head_dim 32, 64, 128 or 256");
   }
   cuda::check_launch("attention");
+  if (splits > 1) {
+    cuda::launch(cuda::attention_combine_kernel,
+                 dim3(static_cast<unsigned>(args.heads), static_cast<unsigned>(q.rows)),
+                 static_cast<unsigned>(D), 0, ctx_->queue(), static_cast<const float*>(partial.get()),
+                 args.out->data, args.heads, splits, static_cast<int>(D));
+    cuda::check_launch("attention_combine");
+  }
 }
 
 }  // namespace mtplx

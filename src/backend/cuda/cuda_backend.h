@@ -91,6 +91,8 @@ class CudaBackend final : public Backend {
   // (off by default). Benchmarks compare.
   void set_pdl(bool on);
   void set_gemv_pipeline(bool on);
+  // Split-K attention for decode widths over long caches (on by default; benchmarks compare).
+  void set_attention_splits(bool on);
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;

@@ -138,6 +138,7 @@ struct Context {
   bool graphs_enabled = true;
   bool pdl = true;
   bool gemv_pipeline = false;
+  bool attention_splits = true;  // split-K attention over long caches (attention.cu)
   Queue queue() const { return {stream, pdl, gemv_pipeline}; }
   std::optional<Capture> capture;
 };

@@ -54,6 +54,10 @@ void CudaBackend::set_gemv_pipeline(bool on) {
   ctx_->gemv_pipeline = on;
 }
 
+void CudaBackend::set_attention_splits(bool on) {
+  ctx_->attention_splits = on;
+}
+
 bool CudaBackend::graphs() const {
   return ctx_->graphs_enabled;
 }
