@@ -33,6 +33,18 @@ void Backend::gdn_prepare(const GdnPrepareArgs& a) {
   gdn_gates(*a.a, *a.b, *a.a_log, *a.dt_bias, *a.g, *a.beta);
 }
 
+void Backend::attention_prepare(const AttentionPrepareArgs& a) {
+  const int D = a.head_dim;
+  copy_columns(*a.qg, 0, 2 * D, *a.q, 0, D, D, a.heads);
+  copy_columns(*a.qg, D, 2 * D, *a.gate, 0, D, D, a.heads);
+  rms_norm(*a.q, *a.q_norm, a.eps, *a.q);
+  rms_norm(*a.k, *a.k_norm, a.eps, *a.k);
+  rope(*a.q, a.heads, D, a.rot_dim, a.theta, a.pos0);
+  rope(*a.k, a.kv_heads, D, a.rot_dim, a.theta, a.pos0);
+  write_cache(*a.k, *a.k_cache, a.pos0);
+  write_cache(*a.v, *a.v_cache, a.pos0);
+}
+
 void Backend::begin_capture(std::span<const int32_t>, int64_t) {
   fail(str("internal error: the ", name(), " backend has no step graphs"));
 }

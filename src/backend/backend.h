@@ -65,6 +65,28 @@ struct AttentionArgs {
   float scale = 0;
 };
 
+// The attention layer's ops between its projections and the attention, on T rows at positions pos0..:
+// the q_proj output split per head into query and gate, query and k RMS-normed per head (gains of
+// head_dim values), NeoX RoPE of the first rot_dim dims of both, and k, v appended to the caches at pos0.
+struct AttentionPrepareArgs {
+  const Tensor* qg = nullptr;      // [T, heads * 2 * head_dim]: per head [query ; gate]
+  Tensor* k = nullptr;             // [T, kv_heads * head_dim], normed and rotated in place
+  const Tensor* v = nullptr;       // [T, kv_heads * head_dim]
+  const Tensor* q_norm = nullptr;  // [head_dim]
+  const Tensor* k_norm = nullptr;  // [head_dim]
+  Tensor* q = nullptr;             // [T, heads * head_dim]
+  Tensor* gate = nullptr;          // [T, heads * head_dim]
+  Tensor* k_cache = nullptr;       // [capacity, kv_heads * head_dim]
+  Tensor* v_cache = nullptr;
+  float eps = 0;
+  int heads = 0;
+  int kv_heads = 0;
+  int head_dim = 0;
+  int rot_dim = 0;
+  double theta = 0;
+  int64_t pos0 = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -104,6 +126,9 @@ class Backend {
   // NeoX rotation of the first rot_dim dims of each head, row t at position pos0 + t. In place.
   virtual void rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) = 0;
   virtual void attention(const AttentionArgs& args) = 0;
+  // The copy_columns splits, rms_norms, ropes and write_caches of AttentionPrepareArgs as one op. The same
+  // results as those ops in that order.
+  virtual void attention_prepare(const AttentionPrepareArgs& args);
   virtual void sigmoid_mul(Tensor& x, const Tensor& gate) = 0;  // x *= sigmoid(gate), in place
 
   // --- gated DeltaNet

@@ -201,14 +201,24 @@ Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCach
   backend_.matmul_many(ws, h, ys);
   Tensor q = backend_.alloc(T, config_.attn_out_dim());     // [T, Hq * D]
   Tensor gate = backend_.alloc(T, config_.attn_out_dim());  // [T, Hq * D]
-  backend_.copy_columns(qg, 0, 2 * D, q, 0, D, D, heads);
-  backend_.copy_columns(qg, D, 2 * D, gate, 0, D, D, heads);
-  backend_.rms_norm(q, w.q_norm, config_.rms_norm_eps, q);
-  backend_.rms_norm(k, w.k_norm, config_.rms_norm_eps, k);
-  backend_.rope(q, heads, D, config_.rotary_dim(), config_.rope_theta, pos0);
-  backend_.rope(k, config_.num_key_value_heads, D, config_.rotary_dim(), config_.rope_theta, pos0);
-  backend_.write_cache(k, kv.k, pos0);
-  backend_.write_cache(v, kv.v, pos0);
+  AttentionPrepareArgs prepare;
+  prepare.qg = &qg;
+  prepare.k = &k;
+  prepare.v = &v;
+  prepare.q_norm = &w.q_norm;
+  prepare.k_norm = &w.k_norm;
+  prepare.q = &q;
+  prepare.gate = &gate;
+  prepare.k_cache = &kv.k;
+  prepare.v_cache = &kv.v;
+  prepare.eps = config_.rms_norm_eps;
+  prepare.heads = heads;
+  prepare.kv_heads = config_.num_key_value_heads;
+  prepare.head_dim = D;
+  prepare.rot_dim = config_.rotary_dim();
+  prepare.theta = config_.rope_theta;
+  prepare.pos0 = pos0;
+  backend_.attention_prepare(prepare);
   Tensor o = backend_.alloc(T, config_.attn_out_dim());
   AttentionArgs args{&q,
                      &kv.k,

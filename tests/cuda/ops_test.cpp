@@ -389,6 +389,38 @@ TEST_F(CudaOps, GdnPrepareFusedAndFallback) {
   }
 }
 
+// The fused attention prepare against the CPU's op-by-op version, partial rotary dims included.
+TEST_F(CudaOps, AttentionPrepare) {
+  const int heads = 8, kv_heads = 2;
+  for (int D : {64, 256}) {
+    for (auto [T, pos0] : {std::pair<int64_t, int64_t>{1, 0}, {3, 77}, {20, 5}}) {
+      const int64_t cap = pos0 + T + 3, kv_cols = int64_t{kv_heads} * D, q_cols = int64_t{heads} * D;
+      auto [qgc, qgg] = random_pair(T, 2 * q_cols, -2, 2);
+      auto [kc, kg] = random_pair(T, kv_cols, -2, 2);
+      auto [vc, vg] = random_pair(T, kv_cols);
+      auto [qnc, qng] = random_pair(1, D, 0.5, 1.5);
+      auto [knc, kng] = random_pair(1, D, 0.5, 1.5);
+      auto [kcc, kcg] = random_pair(cap, kv_cols);
+      auto [vcc, vcg] = pair(host(*gpu_, kcg), cap, kv_cols);
+      auto [qc, qg] = outputs(T, q_cols);
+      auto [gc, gg] = outputs(T, q_cols);
+      const int rot = D / 4;
+      AttentionPrepareArgs c{&qgc, &kc,   &vc,   &qnc,     &knc, &qc, &gc, &kcc,
+                             &vcc, 1e-6f, heads, kv_heads, D,    rot, 1e7, pos0};
+      AttentionPrepareArgs g{&qgg, &kg,   &vg,   &qng,     &kng, &qg, &gg, &kcg,
+                             &vcg, 1e-6f, heads, kv_heads, D,    rot, 1e7, pos0};
+      cpu_.attention_prepare(c);
+      gpu_->attention_prepare(g);
+      const std::string where = "D " + std::to_string(D) + " T " + std::to_string(T);
+      EXPECT_LT(compare(qc, qg), 1e-6) << where;
+      EXPECT_EQ(compare(gc, gg), 0.0) << where;
+      EXPECT_LT(compare(kc, kg), 1e-6) << where;
+      EXPECT_LT(compare(kcc, kcg), 1e-6) << where;
+      EXPECT_EQ(compare(vcc, vcg), 0.0) << where;
+    }
+  }
+}
+
 TEST_F(CudaOps, AttentionGqaAtOffsets) {
   const int heads = 8, kv_heads = 2;
   for (int D : {64, 128, 256}) {

@@ -123,8 +123,78 @@ __global__ void attention_combine_kernel(const float* partial, float* out, int h
   }
 }
 
+// attention_prepare: one block per (head, row), q heads first then kv heads, thread = dim. Arithmetic as
+// rms_norm and rope do it (angles in double); the partner of a rotated pair comes through shared memory.
+__global__ void attention_prepare_kernel(const float* qg, float* k, const float* v, const float* q_norm,
+                                         const float* k_norm, float* q, float* gate, float* k_cache,
+                                         float* v_cache, int heads, int rot_dim, double theta, float eps,
+                                         Position position, int64_t kv_cols) {
+  begin_dependent();
+  extern __shared__ float row[];  // the block's normed head
+  __shared__ float shared[32];
+  const int D = static_cast<int>(blockDim.x), i = static_cast<int>(threadIdx.x);
+  const int64_t t = blockIdx.y;
+  const bool is_q = static_cast<int>(blockIdx.x) < heads;
+  const int64_t h = is_q ? blockIdx.x : blockIdx.x - heads;
+  const int64_t q_cols = int64_t{heads} * D;
+  float x;
+  if (is_q) {
+    const float* head = qg + t * 2 * q_cols + h * 2 * D;
+    x = head[i];
+    gate[t * q_cols + h * D + i] = head[D + i];
+  } else {
+    x = k[t * kv_cols + h * D + i];
+  }
+  const float sum = block_sum(x * x, shared);
+  const float inv = 1.0f / sqrtf(sum / static_cast<float>(D) + eps);
+  const float normed = x * inv * (is_q ? q_norm : k_norm)[i];
+  row[i] = normed;
+  __syncthreads();
+  float out = normed;
+  const int half = rot_dim / 2;
+  const int64_t pos = position.get() + t;
+  if (i < rot_dim) {
+    const int j = i < half ? i : i - half;
+    const double inv_freq = pow(theta, -2.0 * j / rot_dim);
+    const double angle = static_cast<double>(pos) * inv_freq;
+    const float c = static_cast<float>(cos(angle)), s = static_cast<float>(sin(angle));
+    const float a = row[j], b = row[j + half];
+    out = i < half ? a * c - b * s : b * c + a * s;
+  }
+  if (is_q) {
+    q[t * q_cols + h * D + i] = out;
+  } else {
+    k[t * kv_cols + h * D + i] = out;
+    k_cache[pos * kv_cols + h * D + i] = out;
+    v_cache[pos * kv_cols + h * D + i] = v[t * kv_cols + h * D + i];
+  }
+}
+
 }  // namespace
 }  // namespace cuda
+
+void CudaBackend::attention_prepare(const AttentionPrepareArgs& a) {
+  const int D = a.head_dim;
+  const int64_t T = a.qg->rows, kv_cols = int64_t{a.kv_heads} * D;
+  const bool fused = D % 32 == 0 && D <= 1024 && a.rot_dim % 2 == 0 && a.rot_dim <= D &&
+                     a.q_norm->numel() == D && a.k_norm->numel() == D;
+  if (!fused) {
+    Backend::attention_prepare(a);
+    return;
+  }
+  if (!(a.qg->cols == 2 * int64_t{a.heads} * D && a.k->rows == T && a.k->cols == kv_cols && a.v->rows == T &&
+        a.v->cols == kv_cols && a.q->rows == T && a.q->cols == int64_t{a.heads} * D && a.gate->rows == T &&
+        a.gate->cols == a.q->cols && a.k_cache->cols == kv_cols && a.v_cache->cols == kv_cols &&
+        a.pos0 >= 0 && a.pos0 + T <= a.k_cache->rows && a.pos0 + T <= a.v_cache->rows))
+    fail("internal error: cuda backend: attention_prepare shapes");
+  if (T == 0) return;
+  const dim3 grid(static_cast<unsigned>(a.heads + a.kv_heads), static_cast<unsigned>(T));
+  cuda::launch(cuda::attention_prepare_kernel, grid, static_cast<unsigned>(D), sizeof(float) * D,
+               ctx_->queue(), a.qg->data, a.k->data, a.v->data, a.q_norm->data, a.k_norm->data, a.q->data,
+               a.gate->data, a.k_cache->data, a.v_cache->data, a.heads, a.rot_dim, a.theta, a.eps,
+               ctx_->position(a.pos0), kv_cols);
+  cuda::check_launch("attention_prepare");
+}
 
 void CudaBackend::attention(const AttentionArgs& args) {
   const Tensor& q = *args.q;

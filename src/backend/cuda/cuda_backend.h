@@ -70,6 +70,7 @@ class CudaBackend final : public Backend {
 
   void rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) override;
   void attention(const AttentionArgs& args) override;
+  void attention_prepare(const AttentionPrepareArgs& args) override;
   void sigmoid_mul(Tensor& x, const Tensor& gate) override;
 
   void conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
