@@ -119,12 +119,16 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_gemv_pipeline(true);
   const double ar_pipe = ar_run(true);
   gpu.set_gemv_pipeline(false);
+  gpu.set_concurrent_matmuls(false);
+  const double ar_serial = ar_run(true);
+  gpu.set_concurrent_matmuls(true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
   for (const auto& [what, tps] : {std::pair{"without step graphs", ar_plain},
                                   std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
-                                  std::pair{"graphs, pipelined GEMV", ar_pipe}})
+                                  std::pair{"graphs, pipelined GEMV", ar_pipe},
+                                  std::pair{"graphs, merged projections one after another", ar_serial}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
 

@@ -79,6 +79,8 @@ Context::Context(int dev) : device(dev) {
   MTPLX_CUDA_CHECK(cudaSetDevice(dev));
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
   MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  for (cudaStream_t& s : side) MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  for (cudaEvent_t& e : events) MTPLX_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 }
 
 Context::~Context() {
@@ -86,6 +88,10 @@ Context::~Context() {
     cudaStreamSynchronize(stream);
     cudaStreamDestroy(stream);
   }
+  for (cudaStream_t s : side)
+    if (s != nullptr) cudaStreamDestroy(s);
+  for (cudaEvent_t e : events)
+    if (e != nullptr) cudaEventDestroy(e);
 }
 
 const void* Context::keep_upload(const void* host, size_t bytes) {

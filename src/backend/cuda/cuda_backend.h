@@ -62,6 +62,8 @@ class CudaBackend final : public Backend {
 
   void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) override;
   void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) override;
+  void matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
+                   std::span<Tensor* const> ys) override;
   void rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
@@ -92,8 +94,10 @@ class CudaBackend final : public Backend {
   // (off by default). Benchmarks compare.
   void set_pdl(bool on);
   void set_gemv_pipeline(bool on);
-  // Split-K attention for decode widths over long caches (on by default; benchmarks compare).
+  // Split-K attention for decode widths over long caches, and matmul_many's matmuls on parallel streams
+  // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);
+  void set_concurrent_matmuls(bool on);
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -132,6 +133,11 @@ struct Context {
   int device = 0;
   int sm_count = 0;
   cudaStream_t stream = nullptr;
+  // Streams that run independent matmuls beside `stream` (matmul_many), forked from it and joined back
+  // through `events` (events[0] the fork, events[1 + i] side[i]'s join).
+  std::array<cudaStream_t, 3> side{};
+  std::array<cudaEvent_t, 4> events{};
+  bool concurrent_matmuls = true;
   std::shared_ptr<Pool> pool = std::make_shared<Pool>();
   std::vector<DeviceBuffer> weights;
   size_t weight_bytes = 0;

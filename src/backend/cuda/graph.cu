@@ -58,6 +58,10 @@ void CudaBackend::set_attention_splits(bool on) {
   ctx_->attention_splits = on;
 }
 
+void CudaBackend::set_concurrent_matmuls(bool on) {
+  ctx_->concurrent_matmuls = on;
+}
+
 bool CudaBackend::graphs() const {
   return ctx_->graphs_enabled;
 }

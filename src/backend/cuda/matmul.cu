@@ -361,6 +361,32 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
 
 }  // namespace cuda
 
+// Independent matmuls on one input run side by side: the first on the backend's stream, the others on side
+// streams forked from it and joined back before anything later runs, so the stream order every other op
+// relies on holds. In a step graph they become parallel branches: the small projections (the GDN's a and b,
+// k and v) and the tail of one GEMV overlap the next instead of each paying its own ramp.
+void CudaBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
+                              std::span<Tensor* const> ys) {
+  if (!ctx_->concurrent_matmuls || ws.size() < 2 || ws.size() > ctx_->side.size() + 1) {
+    Backend::matmul_many(ws, x, ys);
+    return;
+  }
+  if (ws.size() != ys.size()) fail("internal error: cuda backend: matmul_many needs one output per weight");
+  for (size_t i = 0; i < ws.size(); ++i)
+    if (!(x.cols == ws[i]->cols && ys[i]->cols == ws[i]->rows && x.rows == ys[i]->rows))
+      fail("internal error: cuda backend: matmul shape");
+  MTPLX_CUDA_CHECK(cudaEventRecord(ctx_->events[0], ctx_->stream));
+  cuda::matmul(*ws[0], x.data, ys[0]->data, x.rows, ctx_->queue());
+  for (size_t i = 1; i < ws.size(); ++i) {
+    cuda::Queue side = ctx_->queue();
+    side.stream = ctx_->side[i - 1];
+    MTPLX_CUDA_CHECK(cudaStreamWaitEvent(side.stream, ctx_->events[0], 0));
+    cuda::matmul(*ws[i], x.data, ys[i]->data, x.rows, side);
+    MTPLX_CUDA_CHECK(cudaEventRecord(ctx_->events[i], side.stream));
+    MTPLX_CUDA_CHECK(cudaStreamWaitEvent(ctx_->stream, ctx_->events[i], 0));
+  }
+}
+
 void CudaBackend::matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) {
   if (!(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows))
     fail("internal error: cuda backend: matmul shape");
