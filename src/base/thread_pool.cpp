@@ -37,8 +37,17 @@ bool spin_until(Done&& done, std::chrono::microseconds budget) {
   }
 }
 
+// Ticket layout: generation in bits 32..63, the loop's chunk count in bits 16..31, the next unclaimed chunk
+// in bits 0..15.
+constexpr uint32_t kMaxChunks = 0xffff;
 constexpr uint32_t generation_of(uint64_t ticket) {
   return static_cast<uint32_t>(ticket >> 32);
+}
+constexpr uint32_t chunk_count_of(uint64_t ticket) {
+  return static_cast<uint32_t>(ticket >> 16) & kMaxChunks;
+}
+constexpr uint32_t chunk_of(uint64_t ticket) {
+  return static_cast<uint32_t>(ticket) & kMaxChunks;
 }
 
 }  // namespace
@@ -59,18 +68,18 @@ ThreadPool::~ThreadPool() {
 }
 
 void ThreadPool::run_chunks(uint32_t generation) {
-  const auto* body = body_.load(std::memory_order_relaxed);
-  const int64_t n = n_.load(std::memory_order_relaxed);
-  const int64_t len = chunk_len_.load(std::memory_order_relaxed);
-  const uint32_t chunks = chunks_.load(std::memory_order_relaxed);
   uint64_t ticket = ticket_.load(std::memory_order_acquire);
   for (;;) {
-    // The compare-exchange fails when the generation moved on: the fields read above may then belong to
-    // the newer loop and must not be used.
+    // The chunk count travels in the ticket: a late worker must compare the index against its own loop's
+    // count, never against a newer loop's (that let it claim a chunk past the end of a finished loop).
     if (generation_of(ticket) != generation) return;
-    const uint32_t chunk = static_cast<uint32_t>(ticket);
-    if (chunk >= chunks) return;
+    const uint32_t chunk = chunk_of(ticket);
+    if (chunk >= chunk_count_of(ticket)) return;
     if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel)) continue;
+    // This loop cannot finish before our chunk does, so the caller has not replaced the fields yet.
+    const auto* body = body_.load(std::memory_order_relaxed);
+    const int64_t n = n_.load(std::memory_order_relaxed);
+    const int64_t len = chunk_len_.load(std::memory_order_relaxed);
     const int64_t begin = chunk * len;
     if (!failed_.load(std::memory_order_relaxed)) {
       try {
@@ -94,19 +103,19 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     body(0, n);
     return;
   }
-  const int64_t chunk_blocks = std::max<int64_t>(1, blocks / (size() * kChunksPerThread));
+  const int64_t chunk_blocks =
+      std::max({int64_t{1}, blocks / (size() * kChunksPerThread), (blocks + kMaxChunks - 1) / kMaxChunks});
   const int64_t len = chunk_blocks * grain;
   const auto chunks = static_cast<uint32_t>((n + len - 1) / len);
   body_.store(&body, std::memory_order_relaxed);
   n_.store(n, std::memory_order_relaxed);
   chunk_len_.store(len, std::memory_order_relaxed);
-  chunks_.store(chunks, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
   failed_.store(false, std::memory_order_relaxed);
   const uint32_t generation = generation_of(ticket_.load(std::memory_order_relaxed)) + 1;
   // seq_cst publish, then seq_cst load of sleepers_: paired with the worker's increment-then-check in
   // wait_for_work, either the worker sees the new loop or we see it asleep and notify it.
-  ticket_.store(static_cast<uint64_t>(generation) << 32);
+  ticket_.store(static_cast<uint64_t>(generation) << 32 | static_cast<uint64_t>(chunks) << 16);
   if (sleepers_.load() > 0) {
     std::lock_guard lock(mutex_);
     wake_.notify_all();

@@ -43,15 +43,14 @@ class ThreadPool {
   bool wait_for_work(uint32_t seen);
 
   std::vector<std::thread> workers_;
-  // The current loop. Written by the caller only while no chunk of the previous loop is unclaimed, read by
-  // workers that then claim a chunk through ticket_ (which also checks the generation), so a worker that
-  // reads a newer loop's fields can never run a chunk with them under the old generation. Atomic (relaxed)
-  // because a late worker may read them while they change.
+  // The current loop. Written by the caller only after every chunk of the previous loop is done, and read
+  // by a worker only after it has claimed a chunk of the current loop through ticket_, so it always sees
+  // its own loop's values. Atomic (relaxed) for the formal data-race rules only.
   std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
   std::atomic<int64_t> n_{0};
   std::atomic<int64_t> chunk_len_{1};  // elements per chunk (a multiple of the grain)
-  std::atomic<uint32_t> chunks_{0};
-  // High 32 bits: generation of the current loop; low 32 bits: next unclaimed chunk.
+  // Generation of the current loop (bits 32..63), its chunk count (16..31) and next unclaimed chunk (0..15),
+  // claimed by compare-exchange so a claim can never cross into another loop.
   std::atomic<uint64_t> ticket_{0};
   std::atomic<uint32_t> done_{0};  // chunks of the current loop finished
   std::atomic<bool> stopping_{false};
