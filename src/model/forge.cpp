@@ -217,26 +217,11 @@ class Producer {
     const int bits = p.quant.bits;
     const int group = p.quant.group_size;
     Cached& cached = cache_[p.module];
-    QuantizedMatrix& q = cached.matrix;
-    q.rows = rows;
-    q.cols = cols;
-    q.bits = bits;
-    q.group_size = group;
-    const int64_t wpr = packed_words_per_row(cols, bits);
-    const int64_t groups = cols / group;
-    q.words.resize(static_cast<size_t>(rows * wpr));
-    q.scales.resize(static_cast<size_t>(rows * groups));
-    q.biases.resize(static_cast<size_t>(rows * groups));
-    pool_.parallel_for(rows, [&](int64_t begin, int64_t end) {
-      std::vector<float> row(static_cast<size_t>(cols));
-      for (int64_t r = begin; r < end; ++r) {
-        for (int64_t c = 0; c < cols; ++c)
-          row[c] = bf16_to_float(float_to_bf16(load_float(src.data(), src.dtype, r * cols + c)));
-        quantize_row(row, bits, group, std::span(q.words).subspan(r * wpr, wpr),
-                     std::span(q.scales).subspan(r * groups, groups),
-                     std::span(q.biases).subspan(r * groups, groups));
-      }
-    });
+    cached.matrix =
+        quantize_matrix_rows(rows, cols, bits, group, &pool_, [&](int64_t r, std::span<float> out) {
+          for (int64_t c = 0; c < cols; ++c)
+            out[c] = bf16_to_float(float_to_bf16(load_float(src.data(), src.dtype, r * cols + c)));
+        });
     return cached;
   }
 

@@ -85,10 +85,9 @@ void quantize_row(std::span<const float> row, int bits, int group_size, std::spa
   pack_codes(codes, bits, words);
 }
 
-QuantizedMatrix quantize_matrix(std::span<const float> values, int64_t rows, int64_t cols, int bits,
-                                int group_size, ThreadPool* pool) {
+QuantizedMatrix quantize_matrix_rows(int64_t rows, int64_t cols, int bits, int group_size, ThreadPool* pool,
+                                     const std::function<void(int64_t, std::span<float>)>& row_values) {
   check_quant_params(cols, bits, group_size);
-  require(static_cast<int64_t>(values.size()) == rows * cols, "internal error: quantize_matrix size");
   QuantizedMatrix q;
   q.rows = rows;
   q.cols = cols;
@@ -100,8 +99,10 @@ QuantizedMatrix quantize_matrix(std::span<const float> values, int64_t rows, int
   q.scales.resize(static_cast<size_t>(rows * groups));
   q.biases.resize(static_cast<size_t>(rows * groups));
   auto body = [&](int64_t begin, int64_t end) {
+    std::vector<float> row(static_cast<size_t>(cols));
     for (int64_t r = begin; r < end; ++r) {
-      quantize_row(values.subspan(static_cast<size_t>(r * cols), static_cast<size_t>(cols)), bits, group_size,
+      row_values(r, row);
+      quantize_row(row, bits, group_size,
                    std::span(q.words).subspan(static_cast<size_t>(r * wpr), static_cast<size_t>(wpr)),
                    std::span(q.scales).subspan(static_cast<size_t>(r * groups), static_cast<size_t>(groups)),
                    std::span(q.biases).subspan(static_cast<size_t>(r * groups), static_cast<size_t>(groups)));
@@ -113,6 +114,15 @@ QuantizedMatrix quantize_matrix(std::span<const float> values, int64_t rows, int
     body(0, rows);
   }
   return q;
+}
+
+QuantizedMatrix quantize_matrix(std::span<const float> values, int64_t rows, int64_t cols, int bits,
+                                int group_size, ThreadPool* pool) {
+  require(static_cast<int64_t>(values.size()) == rows * cols, "internal error: quantize_matrix size");
+  return quantize_matrix_rows(rows, cols, bits, group_size, pool, [&](int64_t r, std::span<float> out) {
+    const auto row = values.subspan(static_cast<size_t>(r * cols), static_cast<size_t>(cols));
+    std::copy(row.begin(), row.end(), out.begin());
+  });
 }
 
 }  // namespace mtplx

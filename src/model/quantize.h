@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string_view>
 #include <vector>
@@ -58,5 +59,9 @@ struct QuantizedMatrix {
 // Quantizes a row-major [rows, cols] matrix; rows are spread over `pool` when given.
 QuantizedMatrix quantize_matrix(std::span<const float> values, int64_t rows, int64_t cols, int bits,
                                 int group_size, ThreadPool* pool = nullptr);
+// The same for a matrix whose rows are produced one at a time: row_values(r, out) writes row r's cols
+// values into out, so a source in another element type is never expanded whole.
+QuantizedMatrix quantize_matrix_rows(int64_t rows, int64_t cols, int bits, int group_size, ThreadPool* pool,
+                                     const std::function<void(int64_t, std::span<float>)>& row_values);
 
 }  // namespace mtplx
