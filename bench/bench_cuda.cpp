@@ -11,8 +11,11 @@
 //   ar            decode steps after a 16-token prompt: forward(1) + full logits row + download + argmax;
 //                 t/s and % of roofline; with step graphs (the default) and with every op queued from the
 //                 host (graphs off), in the same process.
+//   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
+//                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
+//                 of the word-interleaved GEMV (CudaBackend::set_gemv).
 //   verify N      one captured forward of N rows + logits + download, rolled back, N = 1..5 (median ms
-//                 and the ratio to N = 1).
+//                 and the ratio to N = 1), with the classic GEMV and with the default.
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
 //                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
@@ -116,9 +119,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_pdl(false);
   const double ar_no_pdl = ar_run(true);
   gpu.set_pdl(true);
-  gpu.set_gemv_pipeline(true);
-  const double ar_pipe = ar_run(true);
-  gpu.set_gemv_pipeline(false);
+  gpu.set_gemv(true);
+  const double ar_classic = ar_run(true);
+  gpu.set_gemv(false);
   gpu.set_concurrent_matmuls(false);
   const double ar_serial = ar_run(true);
   gpu.set_concurrent_matmuls(true);
@@ -127,7 +130,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
   for (const auto& [what, tps] : {std::pair{"without step graphs", ar_plain},
                                   std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
-                                  std::pair{"graphs, pipelined GEMV", ar_pipe},
+                                  std::pair{"graphs, classic GEMV", ar_classic},
                                   std::pair{"graphs, merged projections one after another", ar_serial}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
@@ -172,51 +175,80 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   }
   gpu.set_attention_splits(true);
 
-  // Single matmuls of the step's shapes, back to back (T = 1 and 3): microseconds and GB/s.
+  // Single matmuls of the step's shapes, back to back, cycling through that matrix of every layer (so the
+  // weights come from device memory, not L2): microseconds per call and GB/s of weight bytes, for the
+  // classic GEMV, the word-interleaved GEMV as chosen by shape, and with its words per unit (w) and units
+  // per lane and batch (b) forced.
   {
-    const LayerWeights* gdn_layer = nullptr;
-    const LayerWeights* attn_layer = nullptr;
-    for (const auto& l : model.weights().layers) {
-      if (l.kind == LayerKind::kFullAttention && attn_layer == nullptr) attn_layer = &l;
-      if (l.kind != LayerKind::kFullAttention && gdn_layer == nullptr) gdn_layer = &l;
-    }
-    std::vector<std::pair<std::string, const WeightMatrix*>> mats = {{"lm_head", &model.weights().lm_head}};
-    if (gdn_layer != nullptr) {
-      mats.push_back({"gdn.in_proj_qkv", &gdn_layer->gdn.in_proj_qkv});
-      mats.push_back({"gdn.in_proj_z", &gdn_layer->gdn.in_proj_z});
-      mats.push_back({"gdn.in_proj_a", &gdn_layer->gdn.in_proj_a});
-      mats.push_back({"gdn.out_proj", &gdn_layer->gdn.out_proj});
-      mats.push_back({"mlp.gate_proj", &gdn_layer->mlp.gate_proj});
-      mats.push_back({"mlp.down_proj", &gdn_layer->mlp.down_proj});
-    }
-    if (attn_layer != nullptr) mats.push_back({"attn.q_proj", &attn_layer->attn.q_proj});
-    for (const auto& [name, w] : mats) {
-      std::printf("matmul %-16s [%6lld x %5lld] q%d:", name.c_str(), static_cast<long long>(w->rows),
-                  static_cast<long long>(w->cols), w->bits);
-      for (int64_t pass : {1, 3, 8, -1, -3}) {  // negative: T = -pass with the pipelined GEMV
-        const int64_t T = pass < 0 ? -pass : pass;
-        gpu.set_gemv_pipeline(pass < 0);
-        if (pass == -1) std::printf("  pipelined:");
-        Tensor x = gpu.alloc(T, w->cols), y = gpu.alloc(T, w->rows);
+    std::vector<std::pair<std::string, std::vector<const WeightMatrix*>>> mats = {
+        {"lm_head", {&model.weights().lm_head}}};
+    const auto add = [&](const char* name, auto pick, LayerKind kind) {
+      std::vector<const WeightMatrix*> ws;
+      for (const auto& l : model.weights().layers)
+        if ((l.kind == LayerKind::kFullAttention) == (kind == LayerKind::kFullAttention))
+          ws.push_back(pick(l));
+      if (!ws.empty()) mats.push_back({name, ws});
+    };
+    const LayerKind gdn = LayerKind::kLinearAttention, attn = LayerKind::kFullAttention;
+    add(
+        "gdn.in_proj_qkv", [](const LayerWeights& l) { return &l.gdn.in_proj_qkv; }, gdn);
+    add(
+        "gdn.in_proj_z", [](const LayerWeights& l) { return &l.gdn.in_proj_z; }, gdn);
+    add(
+        "gdn.in_proj_a", [](const LayerWeights& l) { return &l.gdn.in_proj_a; }, gdn);
+    add(
+        "gdn.out_proj", [](const LayerWeights& l) { return &l.gdn.out_proj; }, gdn);
+    add(
+        "mlp.gate_proj", [](const LayerWeights& l) { return &l.mlp.gate_proj; }, gdn);
+    add(
+        "mlp.down_proj", [](const LayerWeights& l) { return &l.mlp.down_proj; }, gdn);
+    add(
+        "attn.q_proj", [](const LayerWeights& l) { return &l.attn.q_proj; }, attn);
+    add(
+        "attn.k_proj", [](const LayerWeights& l) { return &l.attn.k_proj; }, attn);
+    add(
+        "attn.o_proj", [](const LayerWeights& l) { return &l.attn.o_proj; }, attn);
+    struct Variant {
+      const char* name;
+      bool classic;
+      int batch, words;
+    };
+    const Variant variants[] = {{"classic", true, 0, 0}, {"interleaved", false, 0, 0}, {"w1b2", false, 2, 1},
+                                {"w1b4", false, 4, 1},   {"w1b8", false, 8, 1},        {"w2b1", false, 1, 2},
+                                {"w2b2", false, 2, 2},   {"w2b4", false, 4, 2},        {"w4b1", false, 1, 4},
+                                {"w4b2", false, 2, 4}};
+    for (const auto& [name, ws] : mats) {
+      const WeightMatrix& w0 = *ws.front();
+      for (int64_t T : {1, 3, 8}) {
+        std::printf("matmul %-16s [%6lld x %5lld] q%-2d T=%lld:", name.c_str(),
+                    static_cast<long long>(w0.rows), static_cast<long long>(w0.cols), w0.bits,
+                    static_cast<long long>(T));
+        Tensor x = gpu.alloc(T, w0.cols), y = gpu.alloc(T, w0.rows);
         gpu.fill(x, 0.01f);
-        const int reps = 50;
-        gpu.matmul(*w, x, y);
-        gpu.synchronize();
-        Stopwatch clock;
-        for (int i = 0; i < reps; ++i) gpu.matmul(*w, x, y);
-        gpu.synchronize();
-        const double us = clock.seconds() * 1e6 / reps;
-        std::printf("  T=%lld %.1f us %.0f GB/s", static_cast<long long>(T), us,
-                    static_cast<double>(w->bytes()) / (us * 1e3));
+        for (const Variant& v : variants) {
+          if (w0.bits == 4 && v.words > 1) continue;  // 4-bit codes always take one word per unit
+          if (w0.bits == 8 && v.words == 1) continue;
+          gpu.set_gemv(v.classic, v.batch, 0, v.words);
+          const int reps = std::max<int>(50, static_cast<int>(ws.size()) * 4);
+          for (const WeightMatrix* w : ws) gpu.matmul(*w, x, y);
+          gpu.synchronize();
+          Stopwatch clock;
+          for (int i = 0; i < reps; ++i) gpu.matmul(*ws[static_cast<size_t>(i) % ws.size()], x, y);
+          gpu.synchronize();
+          const double us = clock.seconds() * 1e6 / reps;
+          std::printf("  %s %.1f us %.0f GB/s", v.name, us, static_cast<double>(w0.bytes()) / (us * 1e3));
+        }
+        gpu.set_gemv(false);
+        std::printf("\n");
       }
-      gpu.set_gemv_pipeline(false);
-      std::printf("\n");
     }
   }
 
-  // Verify widths: captured forward of N rows, logits, download, rollback to 1 row.
+  // Verify widths: captured forward of N rows, logits, download, rollback to 1 row; with the classic GEMV
+  // first, then the default.
   std::vector<double> verify_ms(6, 0);
-  {
+  for (bool classic : {true, false}) {
+    gpu.set_gemv(classic);
     ModelState state = model.new_state(capacity);
     const auto tokens = prompt(kPrompt, V);
     model.forward(tokens, state);
@@ -235,11 +267,12 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       ms.erase(ms.begin());
       verify_ms[n] = median(ms);
     }
+    std::printf("verify%s: ", classic ? " (classic GEMV)" : "");
+    for (int n = 1; n <= 5; ++n)
+      std::printf("%d rows %.3f ms (%.2fx)%s", n, verify_ms[n], verify_ms[n] / verify_ms[1],
+                  n < 5 ? ", " : "\n");
   }
-  std::printf("verify: ");
-  for (int n = 1; n <= 5; ++n)
-    std::printf("%d rows %.3f ms (%.2fx)%s", n, verify_ms[n], verify_ms[n] / verify_ms[1],
-                n < 5 ? ", " : "\n");
+  gpu.set_gemv(false);
 
   // Draft step: one MTP slot + draft head logits (downloaded), per draft head.
   std::vector<std::pair<std::string, double>> drafts;

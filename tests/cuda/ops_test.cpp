@@ -160,6 +160,47 @@ TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
   }
 }
 
+// The fused GEMV's variants (CudaBackend::set_gemv): the classic kernel and the word-interleaved kernel with
+// every forced unit width, batch and warp count, on shapes with several batches per lane and a partial row
+// group.
+TEST_F(CudaOps, MatmulGemvVariants) {
+  const Format formats[] = {{8, 64, DType::U32},
+                            {4, 64, DType::U32},
+                            {4, 32, DType::U32},
+                            {8, 128, DType::U32},
+                            {0, 0, DType::BF16}};
+  const int64_t shapes[][2] = {{37, 9216}, {1030, 2560}, {4100, 512}};
+  struct Variant {
+    bool classic;
+    int batch, warps, words;
+  };
+  std::vector<Variant> variants = {{true, 0, 0, 0}, {false, 0, 0, 0}};
+  for (int words : {2, 4})
+    for (int batch : {1, 2, 4, 8})
+      for (int warps : {1, 2, 4}) variants.push_back({false, batch, warps, words});
+  for (const Format& f : formats) {
+    for (const auto& shape : shapes) {
+      HostWeight h = make_weight(rng_, shape[0], shape[1], f.bits, f.group, f.dense);
+      const WeightMatrix dev = gpu_->prepare_weight(h.w);
+      for (int64_t T = 1; T <= 8; ++T) {
+        auto [xc, xg] = random_pair(T, shape[1]);
+        auto [yc, yg] = outputs(T, shape[0]);
+        cpu_.matmul(h.w, xc, yc);
+        for (const Variant& v : variants) {
+          gpu_->set_gemv(v.classic, v.batch, v.warps, v.words);
+          gpu_->fill(yg, NAN);
+          gpu_->matmul(dev, xg, yg);
+          EXPECT_LT(compare(yc, yg), 1e-5)
+              << "bits " << f.bits << " group " << f.group << " [" << shape[0] << "x" << shape[1] << "] T "
+              << T << " classic " << v.classic << " batch " << v.batch << " warps " << v.warps << " words "
+              << v.words;
+        }
+      }
+    }
+  }
+  gpu_->set_gemv(false);
+}
+
 // Merged projections (mixed formats): every output must equal its own matmul on the CPU.
 TEST_F(CudaOps, MatmulManyMixedFormats) {
   const Format formats[] = {{8, 64, DType::U32}, {8, 64, DType::U32}, {4, 64, DType::U32},

@@ -90,10 +90,13 @@ class CudaBackend final : public Backend {
   void write_cache(const Tensor& src, Tensor& cache, int64_t position) override;
   // Step graphs (graph.cu). On by default; off makes every op queue from the host (benchmarks compare).
   void set_graphs(bool on);
-  // Programmatic dependent launch of every kernel (on by default), and the software-pipelined fused GEMV
-  // (off by default). Benchmarks compare.
+  // Programmatic dependent launch of every kernel (on by default). Benchmarks compare.
   void set_pdl(bool on);
-  void set_gemv_pipeline(bool on);
+  // The fused GEMV for T <= 8 rows: the word-interleaved kernel (matmul_gemv.cu, the default) or the
+  // classic one (matmul.cu); batch, warps and words force the interleaved kernel's units per lane and
+  // batch (1, 2, 4, 8), warps per row group (1, 2, 4) and words per unit of 8-bit codes (2, 4); 0 = chosen
+  // by shape. Benchmarks and tests compare.
+  void set_gemv(bool classic, int batch = 0, int warps = 0, int words = 0);
   // Split-K attention for decode widths over long caches, and matmul_many's matmuls on parallel streams
   // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);

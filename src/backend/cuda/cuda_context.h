@@ -24,11 +24,20 @@ void check(cudaError_t status, const char* what, const char* where);
 // After a kernel launch: launch-configuration errors surface here, asynchronous faults at the next sync.
 void check_launch(const char* kernel);
 
+// Which fused GEMV serves T <= 8 rows; benchmarks switch to compare (CudaBackend::set_gemv).
+struct GemvOptions {
+  bool classic = false;  // matmul.cu's kernel (one chunk per row and iteration, loaded after the wait)
+  int batch = 0;         // matmul_gemv.cu: units per lane and row loaded before use (1, 2, 4, 8); 0: by shape
+  int warps = 0;         // matmul_gemv.cu: warps per row group (1, 2, 4); 0: by shape
+  int words = 0;         // matmul_gemv.cu: 32-bit words per unit for 8-bit codes (2, 4); 0: by shape
+};
+
 // Where kernels go: the backend's stream, and launch options (benchmarks switch them to compare).
 struct Queue {
   cudaStream_t stream;
-  bool pdl;            // programmatic dependent launch (below)
-  bool gemv_pipeline;  // the software-pipelined fused GEMV (matmul.cu)
+  bool pdl;  // programmatic dependent launch (below)
+  GemvOptions gemv;
+  int sm_count;  // multiprocessors of the device (launch shapes)
 };
 
 // Launches `kernel` on `queue.stream` with programmatic dependent launch allowed (when queue.pdl): the kernel
@@ -143,9 +152,9 @@ struct Context {
   size_t weight_bytes = 0;
   bool graphs_enabled = true;
   bool pdl = true;
-  bool gemv_pipeline = false;
+  GemvOptions gemv;
   bool attention_splits = true;  // split-K attention over long caches (attention.cu)
-  Queue queue() const { return {stream, pdl, gemv_pipeline}; }
+  Queue queue() const { return {stream, pdl, gemv, sm_count}; }
   std::optional<Capture> capture;
 };
 

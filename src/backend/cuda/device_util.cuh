@@ -98,6 +98,15 @@ __device__ __forceinline__ void begin_dependent() {
   asm volatile("griddepcontrol.launch_dependents;" :::);
 }
 
+// A 16-byte load of immutable data streamed once (weights): no L1 allocation, so activations stay in L1.
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
 inline int blocks_for(int64_t n, int threads) {
   return static_cast<int>((n + threads - 1) / threads);
 }

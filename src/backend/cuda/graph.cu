@@ -50,8 +50,8 @@ void CudaBackend::set_pdl(bool on) {
   ctx_->pdl = on;
 }
 
-void CudaBackend::set_gemv_pipeline(bool on) {
-  ctx_->gemv_pipeline = on;
+void CudaBackend::set_gemv(bool classic, int batch, int warps, int words) {
+  ctx_->gemv = {classic, batch, warps, words};
 }
 
 void CudaBackend::set_attention_splits(bool on) {

@@ -1,11 +1,13 @@
 // y = x W^T on the GPU for every WeightMatrix format. Activations are fp32 and so is every product and
 // sum; quantized weights are dequantized in registers (w = s q + b), never written out.
 //
-// T <= 8 rows (decode, speculative verify): the fused GEMV reads each weight byte once for all T rows.
-// A block of 128 threads owns R = 4 output rows per row group; KW warps of the block split a row group's
-// columns (more warps in flight for short matrices). Each thread streams 16-byte chunks of the R rows
-// (ld.global.nc, no L1 allocation, so x stays in L1), decodes them with the exponent trick
-// (2^23 + q as a float bit pattern, minus 2^23: exact), and accumulates per chunk
+// T <= 8 rows (decode, speculative verify): a fused GEMV reads each weight byte once for all T rows. By
+// default the word-interleaved kernel of matmul_gemv.cu; the classic kernel here stays as an option
+// (CudaBackend::set_gemv) and for matrices that one does not take. Classic: a block of 128 threads owns
+// R = 4 output rows per row group; KW warps of the block split a row group's columns (more warps in flight
+// for short matrices). Each thread streams 16-byte chunks of the R rows (ld.global.nc, no L1 allocation, so
+// x stays in L1), decodes them with the exponent trick (2^23 + q as a float bit pattern, minus 2^23:
+// exact), and accumulates per chunk
 //   sum_c (s q_c + b) x_c = s * sum_c q_c x_c + b * sum_c x_c     (a chunk lies in one quantization group)
 // for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
 // (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.
@@ -17,6 +19,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/gemv.h"
 
 namespace mtplx {
 namespace cuda {
@@ -25,14 +28,6 @@ namespace {
 constexpr int kRows = 4;  // R: output rows per row group
 constexpr int kThreads = 128;
 constexpr int kMaxT = 8;
-
-__device__ __forceinline__ uint4 load_stream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
 
 // Values per 32-bit word and their decoding. BITS 16 means dense BF16 (two values per word).
 template <int BITS>
@@ -53,9 +48,7 @@ struct Codec {
   }
 };
 
-// PIPE: each step loads the next chunk of weights before decoding the current one (a warp always has loads
-// in flight), and the first chunk is loaded before waiting for the previous kernel (weights never change).
-template <int BITS, int T, int KW, bool PIPE>
+template <int BITS, int T, int KW>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const uint32_t* __restrict__ w, const void* scales, const void* biases, DType scale_dtype,
                 int64_t rows, int64_t cols, int group_size, const float* __restrict__ x,
@@ -82,27 +75,11 @@ __global__ void __launch_bounds__(kThreads)
 
   constexpr int64_t kStride = 32 * KW;
   const int64_t c0 = int64_t{part} * 32 + lane;
-  uint4 next[kRows];
-  if constexpr (PIPE) {
-    if (c0 < chunks) {
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) next[r] = load_stream(row_ptr[r] + c0);
-    }
-  }
   begin_dependent();
   for (int64_t c = c0; c < chunks; c += kStride) {
     uint4 q[kRows];
-    if constexpr (PIPE) {
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) q[r] = next[r];
-      if (c + kStride < chunks) {
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) next[r] = load_stream(row_ptr[r] + c + kStride);
-      }
-    } else {
-#pragma unroll
-      for (int r = 0; r < kRows; ++r) q[r] = load_stream(row_ptr[r] + c);
-    }
+    for (int r = 0; r < kRows; ++r) q[r] = load_stream(row_ptr[r] + c);
     float dot[T][kRows], xs[T];
 #pragma unroll
     for (int t = 0; t < T; ++t) {
@@ -242,7 +219,7 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(WeightView w, const flo
   }
 }
 
-template <int BITS, int T, bool PIPE>
+template <int BITS, int T>
 void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream) {
   const int64_t row_groups = (w.rows + kRows - 1) / kRows;
   auto run = [&](auto kernel, int kw) {
@@ -252,19 +229,11 @@ void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue strea
            w.scale_dtype, w.rows, w.cols, w.group_size, x, y);
   };
   if (row_groups <= 1024)
-    run(gemv_kernel<BITS, T, 4, PIPE>, 4);
+    run(gemv_kernel<BITS, T, 4>, 4);
   else if (row_groups <= 4096)
-    run(gemv_kernel<BITS, T, 2, PIPE>, 2);
+    run(gemv_kernel<BITS, T, 2>, 2);
   else
-    run(gemv_kernel<BITS, T, 1, PIPE>, 1);
-}
-
-template <int BITS, int T>
-void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream) {
-  if (stream.gemv_pipeline)
-    launch_gemv_kw<BITS, T, true>(w, x, y, stream);
-  else
-    launch_gemv_kw<BITS, T, false>(w, x, y, stream);
+    run(gemv_kernel<BITS, T, 1>, 1);
 }
 
 template <int BITS>
@@ -339,7 +308,12 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
     check_launch("gemm_tiled");
     return;
   }
-  switch (fast_path(w)) {
+  const int path = fast_path(w);
+  if (path != 0 && !stream.gemv.classic && gemv_wide(w, path, x, y, T, stream)) {
+    check_launch("gemv_wide");
+    return;
+  }
+  switch (path) {
     case 8:
       launch_gemv<8>(w, x, y, T, stream);
       break;
