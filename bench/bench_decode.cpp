@@ -1,9 +1,10 @@
 // bench_decode: CPU prefill and decode speed of checkpoints, as a markdown table.
 //
 //   bench_decode --model DIR [--model DIR ...] [--threads N] [--prefill 128,512] [--decode 32]
-//                [--repeats 3] [--copy-mib 1024] [--isa avx2,avx512]
+//                [--repeats 3] [--copy-mib 1024] [--isa avx2,avx512,int8]
 //
-// --isa runs every test on each listed matmul path (auto, portable, avx2, avx512), alternating the paths
+// --isa runs every test on each listed matmul path (auto, portable, avx2, avx512, int8 = QuantDot::Int8
+// on AVX-512), alternating the paths
 // repeat by repeat so load from other processes hits them alike; the layout column names the path.
 //
 // Tests, each repeated on a fresh state (mean ± sample sd over the repeats, after one untimed warm-up):
@@ -52,21 +53,8 @@ struct Args {
   int decode = 32;
   int repeats = 3;
   int copy_mib = 1024;
-  std::vector<cpu::Isa> isas = {cpu::Isa::Auto};
+  std::vector<cpu::MatmulOptions> isas = {cpu::MatmulOptions{}};
 };
-
-const char* isa_name(cpu::Isa isa) {
-  switch (isa) {
-    case cpu::Isa::Portable:
-      return "portable";
-    case cpu::Isa::Avx2:
-      return "avx2";
-    case cpu::Isa::Avx512:
-      return "avx512";
-    default:
-      return "auto";
-  }
-}
 
 Args parse_args(int argc, char** argv) {
   Args a;
@@ -92,12 +80,13 @@ Args parse_args(int argc, char** argv) {
       std::stringstream in(value);
       std::string item;
       while (std::getline(in, item, ',')) {
-        const cpu::Isa all[] = {cpu::Isa::Auto, cpu::Isa::Portable, cpu::Isa::Avx2, cpu::Isa::Avx512};
-        const auto* it =
-            std::find_if(std::begin(all), std::end(all), [&](cpu::Isa p) { return item == isa_name(p); });
-        require(it != std::end(all), str("unknown --isa value ", item), "",
-                "use auto, portable, avx2, avx512");
-        a.isas.push_back(*it);
+        const auto path = cpu::parse_matmul_path(item);
+        require(path.has_value(), str("unknown --isa value ", item), "",
+                "use auto, portable, avx2, avx512, int8");
+        require(
+            cpu::isa_supported(path->isa) && (path->dot == cpu::QuantDot::Exact || cpu::int8_dot_supported()),
+            str("--isa ", item, " is not available on this CPU"));
+        a.isas.push_back(*path);
       }
       require(!a.isas.empty(), "--isa needs at least one path");
     } else {
@@ -196,8 +185,8 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, 
   const ModelWeights& w = model.weights();
   const std::string layout = str(layout_name(ckpt.layout), " ", format_of(w.layers.front().mlp.gate_proj));
   const double per_token = static_cast<double>(decode_bytes_per_token(w));
-  auto prefix = [&](cpu::Isa isa) {
-    const std::string path = args.isas.size() > 1 ? str(" (", isa_name(isa), ")") : "";
+  auto prefix = [&](const cpu::MatmulOptions& isa) {
+    const std::string path = args.isas.size() > 1 ? str(" (", cpu::matmul_path_name(isa), ")") : "";
     return str("| ", model_name(ckpt), " | ", layout, path, " | ", human(static_cast<double>(w.weight_bytes)),
                " | ", args.threads);
   };
@@ -205,13 +194,13 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, 
   auto run = [&](const std::string& test, auto&& once) {
     std::fprintf(stderr, "bench_decode: %s %s ...\n", dir.c_str(), test.c_str());
     std::vector<std::vector<double>> samples(args.isas.size());
-    for (cpu::Isa isa : args.isas) {
-      backend.set_matmul_isa(isa);
+    for (const cpu::MatmulOptions& isa : args.isas) {
+      backend.set_matmul_options(isa);
       once();  // warm-up: page in the weights, size the buffers
     }
     for (int r = 0; r < args.repeats; ++r)
       for (size_t k = 0; k < args.isas.size(); ++k) {
-        backend.set_matmul_isa(args.isas[k]);
+        backend.set_matmul_options(args.isas[k]);
         samples[k].push_back(once());
       }
     std::vector<Stats> out;

@@ -5,13 +5,13 @@
 // Each shape is allocated in enough copies to exceed the last-level cache (>= 512 MB in all) and the
 // calls rotate through them, so every call reads its weights from DRAM as a model's decode step would.
 //
-// With several instruction sets (--isa avx2,avx512) every shape is timed on each of them in the same run,
-// alternating call by call, and the table gains a column with the time ratio to the first one: under a
-// noisy shared machine the ratio is steadier than the absolute figures.
+// With several paths (--isa avx2,avx512,int8; int8 = QuantDot::Int8 on AVX-512) every shape is timed on each
+// of them in the same run, alternating call by call, and the table gains a column with the time ratio to the
+// first one: under a noisy shared machine the ratio is steadier than the absolute figures.
 //
 // Usage: bench_matmul [--threads N] [--isa LIST] [--reps N] [--no-lm-head-prefill] [--dtypes LIST]
 //                     [--shapes LIST]
-//   LIST: comma-separated; --isa from auto, portable, avx2, avx512; --dtypes from BF16, q8, q4;
+//   LIST: comma-separated; --isa from auto, portable, avx2, avx512, int8; --dtypes from BF16, q8, q4;
 //   --shapes from gate/up, down, lm_head
 #include <algorithm>
 #include <cstdio>
@@ -101,19 +101,6 @@ std::vector<std::string> split(std::string_view text) {
   return out;
 }
 
-const char* isa_name(mtplx::cpu::Isa isa) {
-  switch (isa) {
-    case mtplx::cpu::Isa::Portable:
-      return "portable";
-    case mtplx::cpu::Isa::Avx2:
-      return "avx2";
-    case mtplx::cpu::Isa::Avx512:
-      return "avx512";
-    default:
-      return "auto";
-  }
-}
-
 struct Shape {
   const char* name;
   int64_t rows, cols;
@@ -124,11 +111,11 @@ struct Shape {
 int main(int argc, char** argv) {
   int threads = 0, reps = 15;
   bool lm_head_prefill = true;
-  std::vector<mtplx::cpu::Isa> isas;
+  std::vector<mtplx::cpu::MatmulOptions> isas;
   std::vector<std::string> dtypes = {"BF16", "q8", "q4"};
   std::vector<std::string> shape_names = {"gate/up", "down", "lm_head"};
   const char* usage =
-      "usage: bench_matmul [--threads N] [--isa auto|portable|avx2|avx512[,...]] [--reps N] "
+      "usage: bench_matmul [--threads N] [--isa auto|portable|avx2|avx512|int8[,...]] [--reps N] "
       "[--no-lm-head-prefill] [--dtypes BF16,q8,q4] [--shapes gate/up,down,lm_head]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
@@ -144,29 +131,24 @@ int main(int argc, char** argv) {
       shape_names = split(argv[++i]);
     else if (arg == "--isa" && i + 1 < argc) {
       for (const std::string& v : split(argv[++i])) {
-        mtplx::cpu::Isa isa = mtplx::cpu::Isa::Auto;
-        if (v == "portable")
-          isa = mtplx::cpu::Isa::Portable;
-        else if (v == "avx2")
-          isa = mtplx::cpu::Isa::Avx2;
-        else if (v == "avx512")
-          isa = mtplx::cpu::Isa::Avx512;
-        else if (v != "auto") {
+        const auto path = mtplx::cpu::parse_matmul_path(v);
+        if (!path) {
           std::fprintf(stderr, "%s", usage);
           return 2;
         }
-        if (!mtplx::cpu::isa_supported(isa)) {
+        if (!mtplx::cpu::isa_supported(path->isa) ||
+            (path->dot == mtplx::cpu::QuantDot::Int8 && !mtplx::cpu::int8_dot_supported())) {
           std::fprintf(stderr, "bench_matmul: %s is not available on this CPU\n", v.c_str());
           return 2;
         }
-        isas.push_back(isa);
+        isas.push_back(*path);
       }
     } else {
       std::fprintf(stderr, "%s", usage);
       return 2;
     }
   }
-  if (isas.empty()) isas.push_back(mtplx::cpu::Isa::Auto);
+  if (isas.empty()) isas.push_back({});
   ThreadPool pool(threads);
   const double copy1 = [&] {
     ThreadPool single(1);
@@ -219,7 +201,8 @@ int main(int argc, char** argv) {
           const double gbs = static_cast<double>(one) / t / 1e9;
           const double flops = 2.0 * static_cast<double>(shape.rows * shape.cols * T) / t / 1e9;
           std::printf("| %s | %s | %lld | %s | %.3f | %.1f | %.0f%% | %.1f |", dtype.c_str(), shape.name,
-                      static_cast<long long>(T), isa_name(isas[k]), t * 1e3, gbs, 100.0 * gbs / copy, flops);
+                      static_cast<long long>(T), std::string(mtplx::cpu::matmul_path_name(isas[k])).c_str(),
+                      t * 1e3, gbs, 100.0 * gbs / copy, flops);
           if (compare) std::printf(" %.2f |", t / first);
           std::printf("\n");
         }

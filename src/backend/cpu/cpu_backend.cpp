@@ -46,7 +46,12 @@ CpuBackend::CpuBackend(int threads) : pool_(threads) {}
 void CpuBackend::set_matmul_isa(cpu::Isa isa) {
   require(cpu::isa_supported(isa), "the requested CPU instruction set is not available on this machine", {},
           "use Isa::Auto");
-  isa_ = isa;
+  matmul_.isa = isa;
+}
+
+void CpuBackend::set_matmul_options(const cpu::MatmulOptions& options) {
+  set_matmul_isa(options.isa);
+  matmul_.dot = options.dot;
 }
 
 Tensor CpuBackend::alloc(int64_t rows, int64_t cols) {
@@ -102,7 +107,7 @@ void CpuBackend::embed(const WeightMatrix& table, std::span<const int32_t> token
 
 void CpuBackend::matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) {
   expect(x.cols == w.cols && y.cols == w.rows && x.rows == y.rows, "matmul shape");
-  cpu::matmul(w, x.data, y.data, x.rows, pool_, isa_);
+  cpu::matmul(w, x.data, y.data, x.rows, pool_, matmul_);
 }
 
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) {

@@ -18,6 +18,11 @@ class CpuBackend final : public Backend {
   // Instruction-set path of the matrix kernels (Auto: the widest this CPU runs); benchmarks compare paths.
   // Throws mtplx::Error when `isa` is not available here.
   void set_matmul_isa(cpu::Isa isa);
+  // How decode and verify multiply 4/8-bit weights (cpu::QuantDot; Exact unless set).
+  void set_quant_dot(cpu::QuantDot dot) { matmul_.dot = dot; }
+  // Both at once (a path from cpu::parse_matmul_path); throws like set_matmul_isa.
+  void set_matmul_options(const cpu::MatmulOptions& options);
+  const cpu::MatmulOptions& matmul_options() const { return matmul_; }
 
   Tensor alloc(int64_t rows, int64_t cols) override;
   Tensor upload(std::span<const float> host, int64_t rows, int64_t cols) override;
@@ -49,7 +54,7 @@ class CpuBackend final : public Backend {
 
  private:
   ThreadPool pool_;
-  cpu::Isa isa_ = cpu::Isa::Auto;
+  cpu::MatmulOptions matmul_;
 };
 
 }  // namespace mtplx

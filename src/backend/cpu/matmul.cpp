@@ -62,6 +62,16 @@ bool cpu_has_avx512() {
 #endif
 }
 
+bool cpu_has_int8_dot() {
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool has =
+      cpu_has_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("gfni");
+  return has;
+#else
+  return false;
+#endif
+}
+
 Isa resolve(Isa isa) {
   if (isa == Isa::Auto) return cpu_has_avx512() ? Isa::Avx512 : cpu_has_avx2() ? Isa::Avx2 : Isa::Portable;
   require(isa_supported(isa), "the requested CPU instruction set is not available on this machine", {},
@@ -73,29 +83,42 @@ Isa resolve(Isa isa) {
 // (tens of microseconds) than the work.
 constexpr size_t kParallelBytes = 96 * 1024;
 
-void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
+void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa,
+              bool int8) {
   detail::RowArgs args;
   args.x = x;
   args.xq = x;  // unless the kernel asks for a permuted order below
   args.y = y;
   args.T = T;
   std::vector<float> xq, xsum;
+  std::vector<int8_t> xi;
+  std::vector<float> xi_scale;
   if (w.quantized()) {
     // Per-group sums of x carry the bias term: sum_c (s q_c + b) x_c = s sum q_c x_c + b sum x_c.
     const int64_t groups = w.cols / w.group_size;
     xsum.resize(static_cast<size_t>(T * groups));
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t g = 0; g < groups; ++g) {
-        const float* xs = x + t * w.cols + g * w.group_size;
-        float sum = 0;
-        for (int i = 0; i < w.group_size; ++i) sum += xs[i];
-        xsum[t * groups + g] = sum;
-      }
+    if (int8) {  // the rounded x, its scales and its sums
+      detail::int8_x_layout(w, args.xi_stride, args.xi_blocks);
+      xi.resize(static_cast<size_t>(T * args.xi_stride));
+      xi_scale.resize(static_cast<size_t>(T * args.xi_blocks));
+      detail::quantize_x_int8(w, x, T, xi.data(), xi_scale.data(), xsum.data());
+      args.xi = xi.data();
+      args.xi_scale = xi_scale.data();
+    } else {
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t g = 0; g < groups; ++g) {
+          const float* xs = x + t * w.cols + g * w.group_size;
+          float sum = 0;
+          for (int i = 0; i < w.group_size; ++i) sum += xs[i];
+          xsum[t * groups + g] = sum;
+        }
+    }
     args.xsum = xsum.data();
   }
-  const detail::XOrder order = isa == Isa::Avx512 ? detail::x_order_avx512(w)
-                               : isa == Isa::Avx2 ? detail::x_order_avx2(w)
-                                                  : detail::XOrder{};
+  const detail::XOrder order = int8                 ? detail::XOrder{}
+                               : isa == Isa::Avx512 ? detail::x_order_avx512(w)
+                               : isa == Isa::Avx2   ? detail::x_order_avx2(w)
+                                                    : detail::XOrder{};
   if (order.per_lane > 1) {
     // Whole pieces are permuted; a tail shorter than a piece (dense columns only: quantized rows are whole
     // groups, which hold whole pieces) stays in natural order.
@@ -115,7 +138,9 @@ void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, Thread
   }
   auto body = [&](int64_t r0, int64_t r1) {
     std::vector<float> scratch(static_cast<size_t>(w.cols));  // per call and thread, never per row
-    if (isa == Isa::Avx512)
+    if (int8)
+      detail::rows_int8(w, args, r0, r1, scratch);
+    else if (isa == Isa::Avx512)
       detail::rows_avx512(w, args, r0, r1, scratch);
     else if (isa == Isa::Avx2)
       detail::rows_avx2(w, args, r0, r1, scratch);
@@ -194,16 +219,48 @@ bool isa_supported(Isa isa) {
   }
 }
 
-void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
+std::optional<MatmulOptions> parse_matmul_path(std::string_view name) {
+  if (name == "auto") return MatmulOptions{};
+  if (name == "portable") return MatmulOptions{Isa::Portable};
+  if (name == "avx2") return MatmulOptions{Isa::Avx2};
+  if (name == "avx512") return MatmulOptions{Isa::Avx512};
+  if (name == "int8") return MatmulOptions{Isa::Avx512, QuantDot::Int8};
+  return std::nullopt;
+}
+
+std::string_view matmul_path_name(const MatmulOptions& options) {
+  if (options.dot == QuantDot::Int8) return options.isa == Isa::Avx512 ? "int8" : "int8 (auto)";
+  switch (options.isa) {
+    case Isa::Portable:
+      return "portable";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512:
+      return "avx512";
+    default:
+      return "auto";
+  }
+}
+
+bool int8_dot_supported() {
+  return cpu_has_int8_dot();
+}
+
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool,
+            const MatmulOptions& options) {
   validate(w);
   require(T >= 0, str("matmul got a negative row count T = ", T));
   if (T == 0) return;
   require(x != nullptr && y != nullptr, "matmul needs input and output buffers");
-  isa = resolve(isa);
-  if (T <= kMaxRowKernelT)
-    run_rows(w, x, y, T, pool, isa);
-  else
-    run_tiles(w, x, y, T, pool, isa);
+  const Isa isa = resolve(options.isa);
+  if (T > kMaxRowKernelT) return run_tiles(w, x, y, T, pool, isa);
+  const bool int8 =
+      options.dot == QuantDot::Int8 && (isa == Isa::Avx512) && int8_dot_supported() && detail::int8_format(w);
+  run_rows(w, x, y, T, pool, isa, int8);
+}
+
+void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {
+  matmul(w, x, y, T, pool, MatmulOptions{isa, QuantDot::Exact});
 }
 
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool) {
