@@ -8,6 +8,15 @@
 
 namespace mtplx::cli {
 
+void add_cpu_matmul_option(CLI::App& cmd, std::string& mode) {
+  cmd.add_option("--cpu-matmul", mode,
+                 "CPU decode with 4/8-bit weights: exact (fp32, the reference) or int8 (activations rounded "
+                 "to int8 per 64 columns, integer dot products; faster, ~1e-3 relative error; needs "
+                 "AVX-512 VNNI)")
+      ->check(CLI::IsMember({"exact", "int8"}))
+      ->capture_default_str();
+}
+
 void GenerationFlags::add_to(CLI::App& cmd) {
   cmd.add_option("--model", model_dir, "Checkpoint folder")->required();
   cmd.add_option("--max-tokens", max_tokens, "Tokens to generate at most (default 256)");
@@ -30,6 +39,7 @@ void GenerationFlags::add_to(CLI::App& cmd) {
                  "Where the model runs: auto (CUDA when built with it and a GPU is present), cpu, cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+  add_cpu_matmul_option(cmd, cpu_matmul);
   // allow_extra_args(false): each --stop takes exactly one value, so a later flag is never swallowed.
   cmd.add_option("--stop", stop, "Stop before this text (repeatable); the text itself is not shown")
       ->allow_extra_args(false);
@@ -58,7 +68,7 @@ GenerationConfig resolve(const GenerationFlags& f, GenerationConfig c) {
 
 LoadedModel::LoadedModel(const GenerationFlags& flags)
     : ckpt(open_checkpoint(flags.model_dir)),
-      backend(make_backend(flags.device, flags.threads)),
+      backend(make_backend(flags.device, flags.threads, parse_quant_dot(flags.cpu_matmul))),
       model(ckpt, *backend) {
   GenerationDefaults defaults = generation_defaults(ckpt, model.config(), model.has_mtp());
   config = resolve(flags, defaults.config);

@@ -31,11 +31,15 @@ struct GenerationFlags {
   std::optional<int64_t> context;
   int threads = 0;
   std::string device = "auto";
+  std::string cpu_matmul = "exact";
   // Text, not tokens: the generator knows nothing of them; the front end stops it through its TokenSink.
   std::vector<std::string> stop;
 
   void add_to(CLI::App& cmd);
 };
+
+// --cpu-matmul exact|int8 (cpu::QuantDot) on a command, stored in `mode`.
+void add_cpu_matmul_option(CLI::App& cmd, std::string& mode);
 
 // A loaded model with its draft head and the defaults resolved against the flags.
 struct LoadedModel {

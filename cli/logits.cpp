@@ -7,6 +7,7 @@
 #include "backend/device.h"
 #include "base/error.h"
 #include "commands.h"
+#include "generation_options.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
 #include "token_list.h"
@@ -36,6 +37,7 @@ void add_logits_command(CLI::App& app) {
   auto with_mtp = std::make_shared<bool>(false);
   auto threads = std::make_shared<int>(0);
   auto device = std::make_shared<std::string>("auto");
+  auto cpu_matmul = std::make_shared<std::string>("exact");
   cmd->add_option("--model", *model_dir, "Checkpoint folder")->required();
   cmd->add_option("--tokens", *tokens_text, "Comma-separated token ids")->required();
   cmd->add_flag("--mtp", *with_mtp, "Also print the MTP head's logits for slots 0..T-2");
@@ -44,10 +46,12 @@ void add_logits_command(CLI::App& app) {
                   "Where the model runs: auto (CUDA when built with it and a GPU is present), cpu, cuda")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
       ->capture_default_str();
+  add_cpu_matmul_option(*cmd, *cpu_matmul);
   cmd->callback([=] {
     const auto tokens = parse_token_ids(*tokens_text);
     const Checkpoint ckpt = open_checkpoint(*model_dir);
-    const std::unique_ptr<Backend> backend_ptr = make_backend(*device, *threads);
+    const std::unique_ptr<Backend> backend_ptr =
+        make_backend(*device, *threads, parse_quant_dot(*cpu_matmul));
     Backend& backend = *backend_ptr;
     Qwen35Model model(ckpt, backend);
     require(!*with_mtp || model.has_mtp(), "--mtp given but the checkpoint has no MTP head", *model_dir);

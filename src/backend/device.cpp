@@ -1,5 +1,7 @@
 #include "backend/device.h"
 
+#include <cstdio>
+
 #include "backend/cpu/cpu_backend.h"
 #include "base/error.h"
 #if MTPLX_HAVE_CUDA
@@ -23,9 +25,23 @@ std::string default_device() {
   return "cpu";
 }
 
-std::unique_ptr<Backend> make_backend(std::string_view device, int threads) {
+cpu::QuantDot parse_quant_dot(std::string_view name) {
+  if (name == "exact") return cpu::QuantDot::Exact;
+  if (name == "int8") return cpu::QuantDot::Int8;
+  fail(str("unknown CPU matmul mode \"", name, "\""), "--cpu-matmul", "use exact or int8");
+}
+
+std::unique_ptr<Backend> make_backend(std::string_view device, int threads, cpu::QuantDot dot) {
   const std::string name = device == "auto" ? default_device() : std::string(device);
-  if (name == "cpu") return std::make_unique<CpuBackend>(threads);
+  if (name == "cpu") {
+    auto backend = std::make_unique<CpuBackend>(threads);
+    if (dot == cpu::QuantDot::Int8 && !cpu::int8_dot_supported())
+      std::fprintf(stderr,
+                   "mtplx: --cpu-matmul int8 needs AVX-512 VNNI and GFNI, which this CPU lacks; "
+                   "running the exact kernels\n");
+    backend->set_quant_dot(dot);
+    return backend;
+  }
   if (name == "cuda") {
 #if MTPLX_HAVE_CUDA
     require(cuda_device_present(), str("--device cuda: ", cuda_device_description()), "",

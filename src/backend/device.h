@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "backend/backend.h"
+#include "backend/cpu/matmul.h"
 
 namespace mtplx {
 
@@ -14,7 +15,12 @@ namespace mtplx {
 bool cuda_built();
 // "cuda" or "cpu": what "auto" resolves to on this machine.
 std::string default_device();
-// A backend for `device` ("auto", "cpu", "cuda"); CPU threads (0 = all) apply to the CPU backend.
-std::unique_ptr<Backend> make_backend(std::string_view device, int threads);
+// A backend for `device` ("auto", "cpu", "cuda"); CPU threads (0 = all) and the quantized dot product
+// (cpu::QuantDot) apply to the CPU backend.
+std::unique_ptr<Backend> make_backend(std::string_view device, int threads,
+                                      cpu::QuantDot dot = cpu::QuantDot::Exact);
+
+// "exact" or "int8" (the --cpu-matmul flag) as a cpu::QuantDot; an unknown name is a clear error.
+cpu::QuantDot parse_quant_dot(std::string_view name);
 
 }  // namespace mtplx
