@@ -65,6 +65,30 @@ TEST(CliLogits, BadArgumentsFailClearly) {
   EXPECT_NE(r.err.find("/nonexistent/model"), std::string::npos) << r.err;
 }
 
+// --cpu-matmul int8 runs the int8 kernels (the logits move, within the int8 fixture tolerance of
+// tests/model/int8_fixture_test.cpp) where the CPU has them, and an unknown mode is refused.
+TEST(CliLogits, CpuMatmulInt8) {
+  const fs::path dir = testing::fixtures_dir() / "mlx-q4";
+  const testing::Reference ref = testing::read_reference(dir);
+  const std::vector<int32_t> tokens(ref.tokens.begin(), ref.tokens.begin() + 8);  // one decode-width call
+  std::string ids;
+  for (int32_t t : tokens) {
+    if (!ids.empty()) ids.push_back(',');
+    ids.append(std::to_string(t));
+  }
+  const std::vector<float> expected(ref.logits.begin(), ref.logits.begin() + 8 * ref.vocab);
+  CommandResult r = run_mtplx({"logits", "--model", dir.string(), "--tokens", ids, "--cpu-matmul", "int8"});
+  ASSERT_EQ(r.status, 0) << r.err;
+  const double error = testing::relative_error(flatten(nlohmann::json::parse(r.out)["logits"]), expected);
+  EXPECT_LT(error, 6e-2);
+  if (r.err.find("lacks") == std::string::npos) {
+    EXPECT_GT(error, 1e-4) << "the exact kernels ran";
+  }
+  r = run_mtplx({"logits", "--model", dir.string(), "--tokens", ids, "--cpu-matmul", "fast"});
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--cpu-matmul"), std::string::npos) << r.err;
+}
+
 TEST(CliInspect, DescribesAnArtifact) {
   const CommandResult r = run_mtplx({"inspect", (testing::fixtures_dir() / "mtplx-q4").string()});
   ASSERT_EQ(r.status, 0) << r.err;
