@@ -9,8 +9,9 @@
 //   roofline      copy bandwidth / bytes per token, with the copy bandwidth measured in the same run by a
 //                 device-to-device copy kernel (bytes read + written).
 //   ar            decode steps after a 16-token prompt: forward(1) + full logits row + download + argmax;
-//                 t/s and % of roofline; with step graphs (the default) and with every op queued from the
-//                 host (graphs off), in the same process.
+//                 t/s and % of roofline; with step graphs (the default) and in the same process with every
+//                 op queued from the host (graphs off), without programmatic dependent launch, with the
+//                 classic GEMV, with the loop norm kernels and with merged projections one after another.
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
 //                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
 //                 of the word-interleaved GEMV (CudaBackend::set_gemv).
@@ -122,16 +123,20 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_gemv(true);
   const double ar_classic = ar_run(true);
   gpu.set_gemv(false);
+  gpu.set_vector_norms(false);
+  const double ar_loop_norms = ar_run(true);
+  gpu.set_vector_norms(true);
   gpu.set_concurrent_matmuls(false);
   const double ar_serial = ar_run(true);
   gpu.set_concurrent_matmuls(true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
-  for (const auto& [what, tps] : {std::pair{"without step graphs", ar_plain},
-                                  std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
-                                  std::pair{"graphs, classic GEMV", ar_classic},
-                                  std::pair{"graphs, merged projections one after another", ar_serial}})
+  for (const auto& [what, tps] :
+       {std::pair{"without step graphs", ar_plain},
+        std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
+        std::pair{"graphs, classic GEMV", ar_classic}, std::pair{"graphs, loop norm kernels", ar_loop_norms},
+        std::pair{"graphs, merged projections one after another", ar_serial}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
 

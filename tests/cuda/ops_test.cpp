@@ -234,18 +234,24 @@ TEST_F(CudaOps, MatmulManyMixedFormats) {
   }
 }
 
+// Widths that take the float4 kernel (2560, 5120, 16384, 100) and the loop kernel (not a multiple of 4,
+// wider than 4 float4 per thread of 1024); rms_norm at the same widths.
 TEST_F(CudaOps, AddRmsNorm) {
-  for (int64_t T : {1, 5}) {
-    auto [ac, ag] = random_pair(T, 2560, -3, 3);
-    auto [bc, bg] = random_pair(T, 2560, -3, 3);
-    auto [gc, gg] = random_pair(1, 2560, 0.5, 1.5);
-    auto [sc, sg] = outputs(T, 2560);
-    auto [nc, ng] = outputs(T, 2560);
-    cpu_.add_rms_norm(ac, bc, gc, 1e-6f, sc, nc);
-    gpu_->add_rms_norm(ag, bg, gg, 1e-6f, sg, ng);
-    EXPECT_EQ(compare(sc, sg), 0.0);
-    EXPECT_LT(compare(nc, ng), 1e-6);
-  }
+  for (int64_t width : {2560, 5120, 16384, 100, 2562, 16388})
+    for (int64_t T : {1, 5}) {
+      auto [ac, ag] = random_pair(T, width, -3, 3);
+      auto [bc, bg] = random_pair(T, width, -3, 3);
+      auto [gc, gg] = random_pair(1, width, 0.5, 1.5);
+      auto [sc, sg] = outputs(T, width);
+      auto [nc, ng] = outputs(T, width);
+      cpu_.add_rms_norm(ac, bc, gc, 1e-6f, sc, nc);
+      gpu_->add_rms_norm(ag, bg, gg, 1e-6f, sg, ng);
+      EXPECT_EQ(compare(sc, sg), 0.0) << "width " << width << " T " << T;
+      EXPECT_LT(compare(nc, ng), 1e-6) << "width " << width << " T " << T;
+      cpu_.rms_norm(ac, gc, 1e-6f, nc);
+      gpu_->rms_norm(ag, gg, 1e-6f, ng);
+      EXPECT_LT(compare(nc, ng), 1e-6) << "rms_norm width " << width << " T " << T;
+    }
 }
 
 // A recorded step replays with other token ids and base positions: embed, RoPE, the KV write and

@@ -101,6 +101,8 @@ class CudaBackend final : public Backend {
   // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);
   void set_concurrent_matmuls(bool on);
+  // rms_norm / add_rms_norm rows held in registers as float4 (on by default) or the earlier loop kernels.
+  void set_vector_norms(bool on);
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;

@@ -154,6 +154,7 @@ struct Context {
   bool pdl = true;
   GemvOptions gemv;
   bool attention_splits = true;  // split-K attention over long caches (attention.cu)
+  bool vector_norms = true;      // float4 row kernels for rms_norm / add_rms_norm (cuda_backend.cu)
   Queue queue() const { return {stream, pdl, gemv, sm_count}; }
   std::optional<Capture> capture;
 };

@@ -54,6 +54,10 @@ void CudaBackend::set_gemv(bool classic, int batch, int warps, int words) {
   ctx_->gemv = {classic, batch, warps, words};
 }
 
+void CudaBackend::set_vector_norms(bool on) {
+  ctx_->vector_norms = on;
+}
+
 void CudaBackend::set_attention_splits(bool on) {
   ctx_->attention_splits = on;
 }
