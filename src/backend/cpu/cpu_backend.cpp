@@ -110,6 +110,17 @@ void CpuBackend::matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) {
   cpu::matmul(w, x.data, y.data, x.rows, pool_, matmul_);
 }
 
+void CpuBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
+                             std::span<Tensor* const> ys) {
+  expect(ws.size() == ys.size(), "matmul_many needs one output per weight");
+  std::vector<float*> outputs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    expect(x.cols == ws[i]->cols && ys[i]->cols == ws[i]->rows && x.rows == ys[i]->rows, "matmul shape");
+    outputs.push_back(ys[i]->data);
+  }
+  cpu::matmul_many(ws, x.data, outputs, x.rows, pool_, matmul_);
+}
+
 void CpuBackend::rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) {
   const int64_t group = gain.numel();
   expect(x.numel() == y.numel() && x.numel() % group == 0, "rms_norm shape");

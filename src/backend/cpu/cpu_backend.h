@@ -35,6 +35,8 @@ class CpuBackend final : public Backend {
 
   void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) override;
   void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) override;
+  void matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
+                   std::span<Tensor* const> ys) override;
   void rms_norm(const Tensor& x, const Tensor& gain, float eps, Tensor& y) override;
   void add(const Tensor& a, const Tensor& b, Tensor& out) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;

@@ -83,37 +83,48 @@ Isa resolve(Isa isa) {
 // (tens of microseconds) than the work.
 constexpr size_t kParallelBytes = 96 * 1024;
 
-void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa,
-              bool int8) {
+// One weight's row-kernel call: the activations prepared for its kernel (RowArgs points into the
+// buffers here, which a move keeps in place) and the kernel that runs it.
+struct RowJob {
+  const WeightMatrix* w = nullptr;
+  Isa isa = Isa::Portable;
+  bool int8 = false;
   detail::RowArgs args;
+  std::vector<float> xq, xsum, xi_scale;
+  std::vector<int8_t> xi;
+};
+
+RowJob prepare_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, Isa isa, bool int8) {
+  RowJob job;
+  job.w = &w;
+  job.isa = isa;
+  job.int8 = int8;
+  detail::RowArgs& args = job.args;
   args.x = x;
   args.xq = x;  // unless the kernel asks for a permuted order below
   args.y = y;
   args.T = T;
-  std::vector<float> xq, xsum;
-  std::vector<int8_t> xi;
-  std::vector<float> xi_scale;
   if (w.quantized()) {
     // Per-group sums of x carry the bias term: sum_c (s q_c + b) x_c = s sum q_c x_c + b sum x_c.
     const int64_t groups = w.cols / w.group_size;
-    xsum.resize(static_cast<size_t>(T * groups));
+    job.xsum.resize(static_cast<size_t>(T * groups));
     if (int8) {  // the rounded x, its scales and its sums
       detail::int8_x_layout(w, args.xi_stride, args.xi_blocks);
-      xi.resize(static_cast<size_t>(T * args.xi_stride));
-      xi_scale.resize(static_cast<size_t>(T * args.xi_blocks));
-      detail::quantize_x_int8(w, x, T, xi.data(), xi_scale.data(), xsum.data());
-      args.xi = xi.data();
-      args.xi_scale = xi_scale.data();
+      job.xi.resize(static_cast<size_t>(T * args.xi_stride));
+      job.xi_scale.resize(static_cast<size_t>(T * args.xi_blocks));
+      detail::quantize_x_int8(w, x, T, job.xi.data(), job.xi_scale.data(), job.xsum.data());
+      args.xi = job.xi.data();
+      args.xi_scale = job.xi_scale.data();
     } else {
       for (int64_t t = 0; t < T; ++t)
         for (int64_t g = 0; g < groups; ++g) {
           const float* xs = x + t * w.cols + g * w.group_size;
           float sum = 0;
           for (int i = 0; i < w.group_size; ++i) sum += xs[i];
-          xsum[t * groups + g] = sum;
+          job.xsum[t * groups + g] = sum;
         }
     }
-    args.xsum = xsum.data();
+    args.xsum = job.xsum.data();
   }
   const detail::XOrder order = int8                 ? detail::XOrder{}
                                : isa == Isa::Avx512 ? detail::x_order_avx512(w)
@@ -125,32 +136,55 @@ void run_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, Thread
     const int piece = order.piece();
     std::vector<int> natural(static_cast<size_t>(piece));
     for (int i = 0; i < piece; ++i) natural[i] = order.natural(i);
-    xq.resize(static_cast<size_t>(T * w.cols));
+    job.xq.resize(static_cast<size_t>(T * w.cols));
     for (int64_t t = 0; t < T; ++t) {
       const float* xt = x + t * w.cols;
-      float* out = xq.data() + t * w.cols;
+      float* out = job.xq.data() + t * w.cols;
       int64_t c = 0;
       for (; c + piece <= w.cols; c += piece)
         for (int i = 0; i < piece; ++i) out[c + i] = xt[c + natural[i]];
       for (; c < w.cols; ++c) out[c] = xt[c];
     }
-    args.xq = xq.data();
+    args.xq = job.xq.data();
   }
-  auto body = [&](int64_t r0, int64_t r1) {
-    std::vector<float> scratch(static_cast<size_t>(w.cols));  // per call and thread, never per row
-    if (int8)
-      detail::rows_int8(w, args, r0, r1, scratch);
-    else if (isa == Isa::Avx512)
-      detail::rows_avx512(w, args, r0, r1, scratch);
-    else if (isa == Isa::Avx2)
-      detail::rows_avx2(w, args, r0, r1, scratch);
-    else
-      detail::rows_portable(w, args, r0, r1, scratch);
-  };
-  if (w.bytes() < kParallelBytes || pool.size() == 1)
-    body(0, w.rows);
+  return job;
+}
+
+// Rows [r0, r1) of the job's weight. `scratch` holds at least w.cols floats.
+void run_rows(const RowJob& job, int64_t r0, int64_t r1, std::span<float> scratch) {
+  if (job.int8)
+    detail::rows_int8(*job.w, job.args, r0, r1, scratch);
+  else if (job.isa == Isa::Avx512)
+    detail::rows_avx512(*job.w, job.args, r0, r1, scratch);
+  else if (job.isa == Isa::Avx2)
+    detail::rows_avx2(*job.w, job.args, r0, r1, scratch);
   else
-    pool.parallel_for(w.rows, body, 8);
+    detail::rows_portable(*job.w, job.args, r0, r1, scratch);
+}
+
+// All rows of several jobs as one loop over the pool (one wake-up and one tail for all of them): rows are
+// numbered through the jobs in order and each chunk is cut at job boundaries.
+void run_jobs(std::span<const RowJob> jobs, ThreadPool& pool) {
+  int64_t rows = 0, cols = 0;
+  size_t bytes = 0;
+  for (const RowJob& job : jobs) {
+    rows += job.w->rows;
+    cols = std::max(cols, job.w->cols);
+    bytes += job.w->bytes();
+  }
+  auto body = [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(cols));  // per chunk, never per row
+    int64_t first = 0;                                      // global index of the job's row 0
+    for (const RowJob& job : jobs) {
+      const int64_t r0 = std::max(begin, first) - first, r1 = std::min(end, first + job.w->rows) - first;
+      if (r0 < r1) run_rows(job, r0, r1, scratch);
+      first += job.w->rows;
+    }
+  };
+  if (bytes < kParallelBytes || pool.size() == 1)
+    body(0, rows);
+  else
+    pool.parallel_for(rows, body, 8);
 }
 
 // Matrix-matrix path (prefill). Each thread owns a range of output rows. For a block of kRowBlock rows and
@@ -219,6 +253,14 @@ bool isa_supported(Isa isa) {
   }
 }
 
+namespace {
+// Whether QuantDot::Int8 applies to this weight on this path.
+bool use_int8(const WeightMatrix& w, Isa isa, const MatmulOptions& options) {
+  return options.dot == QuantDot::Int8 && isa == Isa::Avx512 && int8_dot_supported() &&
+         detail::int8_format(w);
+}
+}  // namespace
+
 std::optional<MatmulOptions> parse_matmul_path(std::string_view name) {
   if (name == "auto") return MatmulOptions{};
   if (name == "portable") return MatmulOptions{Isa::Portable};
@@ -254,9 +296,28 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPo
   require(x != nullptr && y != nullptr, "matmul needs input and output buffers");
   const Isa isa = resolve(options.isa);
   if (T > kMaxRowKernelT) return run_tiles(w, x, y, T, pool, isa);
-  const bool int8 =
-      options.dot == QuantDot::Int8 && (isa == Isa::Avx512) && int8_dot_supported() && detail::int8_format(w);
-  run_rows(w, x, y, T, pool, isa, int8);
+  const RowJob job = prepare_rows(w, x, y, T, isa, use_int8(w, isa, options));
+  run_jobs(std::span(&job, 1), pool);
+}
+
+void matmul_many(std::span<const WeightMatrix* const> ws, const float* x, std::span<float* const> ys,
+                 int64_t T, ThreadPool& pool, const MatmulOptions& options) {
+  require(ws.size() == ys.size(), "matmul_many needs one output per weight");
+  for (const WeightMatrix* w : ws) validate(*w);
+  require(T >= 0, str("matmul got a negative row count T = ", T));
+  if (T == 0 || ws.empty()) return;
+  require(x != nullptr, "matmul needs an input buffer");
+  for (float* y : ys) require(y != nullptr, "matmul needs output buffers");
+  const Isa isa = resolve(options.isa);
+  if (T > kMaxRowKernelT) {
+    for (size_t i = 0; i < ws.size(); ++i) run_tiles(*ws[i], x, ys[i], T, pool, isa);
+    return;
+  }
+  std::vector<RowJob> jobs;
+  jobs.reserve(ws.size());
+  for (size_t i = 0; i < ws.size(); ++i)
+    jobs.push_back(prepare_rows(*ws[i], x, ys[i], T, isa, use_int8(*ws[i], isa, options)));
+  run_jobs(jobs, pool);
 }
 
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool, Isa isa) {

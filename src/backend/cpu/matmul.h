@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string_view>
 
 #include "backend/weight.h"
@@ -46,6 +47,11 @@ struct MatmulOptions {
   Isa isa = Isa::Auto;
   QuantDot dot = QuantDot::Exact;
 };
+
+// ys[i] = x ws[i]^T for weights sharing one input (merged projections), the same results as one matmul
+// per weight; at decode widths all their rows go over the pool as one loop.
+void matmul_many(std::span<const WeightMatrix* const> ws, const float* x, std::span<float* const> ys,
+                 int64_t T, ThreadPool& pool, const MatmulOptions& options);
 
 // Names of matmul paths for benchmarks and tools: "auto", "portable", "avx2", "avx512" (exact), and
 // "int8" (AVX-512 with QuantDot::Int8). nullopt for an unknown name; availability is not checked here.
