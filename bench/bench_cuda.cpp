@@ -11,12 +11,13 @@
 //   ar            decode steps after a 16-token prompt: forward(1) + full logits row + download + argmax;
 //                 t/s and % of roofline; with step graphs (the default) and in the same process with every
 //                 op queued from the host (graphs off), without programmatic dependent launch, with the
-//                 classic GEMV, with the loop norm kernels and with merged projections one after another.
+//                 classic GEMV, with the loop norm kernels, with both, and with merged projections one after
+//                 another.
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
 //                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
 //                 of the word-interleaved GEMV (CudaBackend::set_gemv).
 //   verify N      one captured forward of N rows + logits + download, rolled back, N = 1..5 (median ms
-//                 and the ratio to N = 1), with the classic GEMV and with the default.
+//                 and the ratio to N = 1), with the classic GEMV and loop norm kernels, then the default.
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
 //                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
@@ -125,6 +126,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_gemv(false);
   gpu.set_vector_norms(false);
   const double ar_loop_norms = ar_run(true);
+  gpu.set_gemv(true);
+  const double ar_before = ar_run(true);  // both as before this round (issue #5, 2026-11-26)
+  gpu.set_gemv(false);
   gpu.set_vector_norms(true);
   gpu.set_concurrent_matmuls(false);
   const double ar_serial = ar_run(true);
@@ -136,6 +140,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
        {std::pair{"without step graphs", ar_plain},
         std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
         std::pair{"graphs, classic GEMV", ar_classic}, std::pair{"graphs, loop norm kernels", ar_loop_norms},
+        std::pair{"graphs, classic GEMV and loop norm kernels (as before)", ar_before},
         std::pair{"graphs, merged projections one after another", ar_serial}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
@@ -254,6 +259,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   std::vector<double> verify_ms(6, 0);
   for (bool classic : {true, false}) {
     gpu.set_gemv(classic);
+    gpu.set_vector_norms(!classic);
     ModelState state = model.new_state(capacity);
     const auto tokens = prompt(kPrompt, V);
     model.forward(tokens, state);
@@ -272,7 +278,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       ms.erase(ms.begin());
       verify_ms[n] = median(ms);
     }
-    std::printf("verify%s: ", classic ? " (classic GEMV)" : "");
+    std::printf("verify%s: ", classic ? " (classic GEMV, loop norm kernels)" : "");
     for (int n = 1; n <= 5; ++n)
       std::printf("%d rows %.3f ms (%.2fx)%s", n, verify_ms[n], verify_ms[n] / verify_ms[1],
                   n < 5 ? ", " : "\n");

@@ -37,7 +37,6 @@ struct Queue {
   cudaStream_t stream;
   bool pdl;  // programmatic dependent launch (below)
   GemvOptions gemv;
-  int sm_count;  // multiprocessors of the device (launch shapes)
 };
 
 // Launches `kernel` on `queue.stream` with programmatic dependent launch allowed (when queue.pdl): the kernel
@@ -155,7 +154,7 @@ struct Context {
   GemvOptions gemv;
   bool attention_splits = true;  // split-K attention over long caches (attention.cu)
   bool vector_norms = true;      // float4 row kernels for rms_norm / add_rms_norm (cuda_backend.cu)
-  Queue queue() const { return {stream, pdl, gemv, sm_count}; }
+  Queue queue() const { return {stream, pdl, gemv}; }
   std::optional<Capture> capture;
 };
 

@@ -1,13 +1,13 @@
 // y = x W^T on the GPU for every WeightMatrix format. Activations are fp32 and so is every product and
 // sum; quantized weights are dequantized in registers (w = s q + b), never written out.
 //
-// T <= 8 rows (decode, speculative verify): a fused GEMV reads each weight byte once for all T rows. By
-// default the word-interleaved kernel of matmul_gemv.cu; the classic kernel here stays as an option
-// (CudaBackend::set_gemv) and for matrices that one does not take. Classic: a block of 128 threads owns
-// R = 4 output rows per row group; KW warps of the block split a row group's columns (more warps in flight
-// for short matrices). Each thread streams 16-byte chunks of the R rows (ld.global.nc, no L1 allocation, so
-// x stays in L1), decodes them with the exponent trick (2^23 + q as a float bit pattern, minus 2^23:
-// exact), and accumulates per chunk
+// T <= 8 rows (decode, speculative verify): a fused GEMV reads each weight byte once for all T rows: the
+// word-interleaved kernel of matmul_gemv.cu where it measured faster (4-bit codes at T >= 2, 8-bit codes
+// at T >= 5), else the classic kernel here (CudaBackend::set_gemv selects either for comparison). Classic: a
+// block of 128 threads owns R = 4 output rows per row group; KW warps of the block split a row group's
+// columns (more warps in flight for short matrices). Each thread streams 16-byte chunks of the R rows
+// (ld.global.nc, no L1 allocation, so x stays in L1), decodes them with the exponent trick (2^23 + q as a
+// float bit pattern, minus 2^23: exact), and accumulates per chunk
 //   sum_c (s q_c + b) x_c = s * sum_c q_c x_c + b * sum_c x_c     (a chunk lies in one quantization group)
 // for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
 // (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.

@@ -9,8 +9,9 @@
 // a row, so a warp's weight load is 128 V contiguous bytes and its x loads are 32 or 64 contiguous bytes
 // per lane. Each lane issues U units of each of its R = 4 rows before using any, the first batch before
 // griddepcontrol.wait: weights never change, so they stream in while the previous kernel still runs.
-// Where it serves (gemv_wide): 4-bit codes at every T, 8-bit codes at T >= 5 (at T <= 4 the classic kernel
-// measured as fast or faster); both selectable for comparison (CudaBackend::set_gemv).
+// Where it serves by default (gemv_wide): 4-bit codes at T >= 2, 8-bit codes at T >= 5 (elsewhere the
+// classic kernel measured as fast or faster in a decode step); every variant can be forced for comparison
+// (CudaBackend::set_gemv).
 //
 // Decoding (exact in fp32, as the classic kernel):
 //   8-bit  byte q -> prmt into 0x4B0000qq = 2^23 + q, minus 2^23 (2 ops per value)
@@ -302,19 +303,11 @@ void launch_bits(const WeightMatrix& w, const float* x, float* y, int64_t T, Que
 bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_t T, Queue queue) {
   if (path != 8 && path != 4) return false;  // BF16 stays on the classic kernel (not measured here)
   const bool forced = queue.gemv.batch != 0 || queue.gemv.words != 0 || queue.gemv.warps != 0;
-  if (path == 8 && T <= 4 && !forced) {
-    // 8-bit codes at T <= 4: the classic kernel measured as fast or faster than every unit width here
-    // (H100 and H200, 2026-11-26; docs/benchmarks.md), except at T = 1 for grids that the classic kernel
-    // (8 blocks per SM) cannot finish in one full wave while 16-byte units, two in flight (5 blocks per
-    // SM), can (k/o/out/down projections: 640 blocks or fewer) or both need more than one (gate/up).
-    // Grids smaller than the device stay classic (the 32-row GDN projections measured slightly faster).
-    if (T != 1) return false;
-    const int64_t row_groups = (w.rows + kRows - 1) / kRows, per_block = 4 / warps_for(row_groups);
-    const int64_t blocks = (row_groups + per_block - 1) / per_block, sms = queue.sm_count;
-    if (!((blocks >= sms && blocks <= 5 * sms) || (blocks > 8 * sms && blocks <= 16 * sms))) return false;
-    queue.gemv.words = 4;
-    queue.gemv.batch = 2;
-  }
+  // Measured (bench_cuda, H100 and H200, 2026-11-26; docs/benchmarks.md): at T = 1 single GEMVs of both
+  // widths run 10-30% faster here, yet an AR step ran 1-2% slower than with the classic kernel in every
+  // same-run comparison; 8-bit codes at T = 2..4 are as fast or faster with the classic kernel. So this
+  // kernel serves 4-bit codes at T >= 2 and 8-bit codes at T >= 5 unless forced.
+  if (!forced && (T == 1 || (path == 8 && T <= 4))) return false;
   const int words = path == 4 ? 1 : words_for<8>(queue.gemv.words) >= 4 ? 4 : 2;
   // Units within one group, a power-of-two number of them per group: the group index is a shift.
   const int unit_cols = 32 / path * words;
