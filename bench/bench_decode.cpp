@@ -22,8 +22,9 @@
 // For prefill the weights are read once per pass, so bytes/token there is that figure / N and the GB/s and
 // %-of-copy columns are left empty: prefill is bound by compute, not by memory.
 //
-// GB/s = bytes/token x t/s. Copy bandwidth is measured in the same run with the same thread count: a
-// multi-threaded memcpy of --copy-mib MiB (larger than every cache), counted as bytes read + bytes written.
+// GB/s = bytes/token x t/s. Copy bandwidth is measured in the same run with the same thread count before
+// every repeat round of the decode test: a multi-threaded memcpy of --copy-mib MiB (larger than every
+// cache, best of 5 passes), counted as bytes read + bytes written; the table gives the mean.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -172,14 +173,14 @@ void print_row(const std::string& prefix, const Row& r, double copy_bw) {
               human(r.bytes_per_token).c_str());
   if (r.bandwidth) {
     const double gbs = r.bytes_per_token * r.tps.mean / 1e9;
-    std::printf(" %.2f | %.0f%% |\n", gbs, 100.0 * gbs * 1e9 / copy_bw);
+    std::printf(" %.2f | %.2f | %.0f%% |\n", gbs, copy_bw / 1e9, 100.0 * gbs * 1e9 / copy_bw);
   } else {
-    std::printf(" — | — |\n");
+    std::printf(" — | — | — |\n");
   }
   std::fflush(stdout);
 }
 
-void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, double copy_bw) {
+void bench_model(const std::string& dir, const Args& args, CpuBackend& backend) {
   const Checkpoint ckpt = open_checkpoint(dir);
   Qwen35Model model(ckpt, backend);
   const ModelWeights& w = model.weights();
@@ -190,7 +191,10 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, 
     return str("| ", model_name(ckpt), " | ", layout, path, " | ", human(static_cast<double>(w.weight_bytes)),
                " | ", args.threads);
   };
-  // Each path gets its own untimed warm-up, then the repeats alternate between the paths.
+  // Each path gets its own untimed warm-up, then the repeats alternate between the paths. Before each
+  // round the copy bandwidth is measured again (this machine's drifts by +-20% over minutes); the decode
+  // rows are set against the mean of those measurements.
+  std::vector<double> copies;
   auto run = [&](const std::string& test, auto&& once) {
     std::fprintf(stderr, "bench_decode: %s %s ...\n", dir.c_str(), test.c_str());
     std::vector<std::vector<double>> samples(args.isas.size());
@@ -198,11 +202,14 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, 
       backend.set_matmul_options(isa);
       once();  // warm-up: page in the weights, size the buffers
     }
-    for (int r = 0; r < args.repeats; ++r)
+    copies.clear();
+    for (int r = 0; r < args.repeats; ++r) {
+      copies.push_back(copy_bandwidth(backend.pool(), args.copy_mib));
       for (size_t k = 0; k < args.isas.size(); ++k) {
         backend.set_matmul_options(args.isas[k]);
         samples[k].push_back(once());
       }
+    }
     std::vector<Stats> out;
     for (const auto& v : samples) out.push_back(stats(v));
     return out;
@@ -210,23 +217,27 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend, 
   for (int n : args.prefill) {
     const auto s = run(str("pp", n), [&] { return time_prefill(model, n); });
     for (size_t k = 0; k < s.size(); ++k)
-      print_row(prefix(args.isas[k]), {str("pp", n), s[k], per_token / n, false}, copy_bw);
+      print_row(prefix(args.isas[k]), {str("pp", n), s[k], per_token / n, false}, 0);
   }
   const auto s = run(str("tg", args.decode), [&] { return time_decode(model, args.decode); });
+  const Stats copy = stats(copies);
+  std::fprintf(stderr, "bench_decode: copy bandwidth around tg%d: %.2f ± %.2f GB/s\n", args.decode,
+               copy.mean / 1e9, copy.sd / 1e9);
   for (size_t k = 0; k < s.size(); ++k)
-    print_row(prefix(args.isas[k]), {str("tg", args.decode), s[k], per_token, true}, copy_bw);
+    print_row(prefix(args.isas[k]), {str("tg", args.decode), s[k], per_token, true}, copy.mean);
 }
 
 int run(int argc, char** argv) {
   const Args args = parse_args(argc, argv);
   CpuBackend backend(args.threads);
-  const double copy_bw = copy_bandwidth(backend.pool(), args.copy_mib);
-  std::printf("copy bandwidth (%d threads, %d MiB memcpy, read + write): %.2f GB/s\n\n", args.threads,
-              args.copy_mib, copy_bw / 1e9);
+  std::printf("copy bw: %d-thread memcpy of %d MiB (read + write), measured before each repeat round\n\n",
+              args.threads, args.copy_mib);
   std::printf(
-      "| model | layout | size | threads | test | t/s (mean ± sd) | bytes/token | GB/s | %% of copy bw |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
-  for (const auto& dir : args.models) bench_model(dir, args, backend, copy_bw);
+      "| model | layout | size | threads | test | t/s (mean ± sd) | bytes/token | GB/s | copy bw GB/s | %% "
+      "of copy "
+      "bw |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const auto& dir : args.models) bench_model(dir, args, backend);
   return 0;
 }
 
