@@ -225,13 +225,19 @@ void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& stat
   auto input = [&](int64_t r, int64_t c) {
     return r < K - 1 ? state.data[r * C + c] : x.data[(r - (K - 1)) * C + c];
   };
-  for_rows(pool_, T, C * K, [&](int64_t t) {
-    for (int64_t c = 0; c < C; ++c) {
-      float sum = 0;
-      for (int64_t j = 0; j < K; ++j) sum += weight.data[c * K + j] * input(t + j, c);
-      out.data[t * C + c] = silu(sum);
-    }
-  });
+  // Split over channels, not rows: decode has one row, and its 6k-8k channels are worth two threads.
+  auto channels = [&](int64_t c0, int64_t c1) {
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t c = c0; c < c1; ++c) {
+        float sum = 0;
+        for (int64_t j = 0; j < K; ++j) sum += weight.data[c * K + j] * input(t + j, c);
+        out.data[t * C + c] = silu(sum);
+      }
+  };
+  if (T * C * K < (1 << 14))
+    channels(0, C);
+  else
+    pool_.parallel_for(C, channels, 64);
   if (row_states != nullptr) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t j = 0; j < K - 1; ++j)
