@@ -27,17 +27,8 @@ using namespace matmul_oracle;  // NOLINT: the oracle's matrices and reference
 // single wrong code or scale in a row (see the ...Detects... test) is orders of magnitude above it.
 constexpr double kTolerance = 1e-5;
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Portable:
-      return "portable";
-    case Isa::Avx2:
-      return "avx2";
-    case Isa::Avx512:
-      return "avx512";
-    default:
-      return "auto";
-  }
+std::string isa_name(Isa isa) {
+  return std::string(matmul_path_name(MatmulOptions{isa}));
 }
 
 std::vector<Format> formats() {
