@@ -11,13 +11,18 @@
 //   ar            decode steps after a 16-token prompt: forward(1) + full logits row + download + argmax;
 //                 t/s and % of roofline; with step graphs (the default) and in the same process with every
 //                 op queued from the host (graphs off), without programmatic dependent launch, with the
-//                 classic GEMV, with the loop norm kernels, with both, and with merged projections one after
-//                 another.
+//                 classic GEMV, with the loop norm kernels, with both, with merged projections one after
+//                 another, with the T = 1 GEMV's first weights loaded before / after the PDL wait, and with
+//                 the classic GEMV's warps per row group forced to 1, 2, 4, and with the logits downloaded
+//                 straight into pageable memory (CudaBackend::set_pinned_downloads).
+//   logits row    download of a ready logits row, pageable and through pinned staging, and the host argmax.
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
 //                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
 //                 of the word-interleaved GEMV (CudaBackend::set_gemv).
 //   verify N      one captured forward of N rows + logits + download, rolled back, N = 1..5 (median ms
-//                 and the ratio to N = 1), with the classic GEMV and loop norm kernels, then the default.
+//                 and the ratio to N = 1), with the classic GEMV and loop norm kernels, with 8-bit codes at
+//                 2..4 rows on the classic GEMV (as at a0e9d0a), with the GEMV's first weights before the
+//                 PDL wait, then the default.
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
 //                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
@@ -133,6 +138,27 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_concurrent_matmuls(false);
   const double ar_serial = ar_run(true);
   gpu.set_concurrent_matmuls(true);
+  // Where the T = 1 GEMV loads its first weights relative to the PDL wait, for the classic kernel and the
+  // interleaved one forced at T = 1 (docs/benchmarks.md: faster alone, slower in the step).
+  gpu.set_gemv_early(1);
+  const double ar_classic_early = ar_run(true);
+  gpu.set_gemv(false, 0, 0, 2);
+  gpu.set_gemv_early(0);
+  const double ar_wide_early = ar_run(true);
+  gpu.set_gemv_early(-1);
+  const double ar_wide_late = ar_run(true);
+  gpu.set_gemv(false);
+  gpu.set_gemv_early(0);
+  // The classic kernel's warps per row group forced (by shape: 4 up to 1024 row groups, then 2, then 1).
+  double ar_classic_warps[3];
+  for (int i = 0; i < 3; ++i) {
+    gpu.set_gemv(true, 0, 1 << i);
+    ar_classic_warps[i] = ar_run(true);
+  }
+  gpu.set_gemv(false);
+  gpu.set_pinned_downloads(false);
+  const double ar_pageable = ar_run(true);
+  gpu.set_pinned_downloads(true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
@@ -141,9 +167,38 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
         std::pair{"graphs, classic GEMV", ar_classic}, std::pair{"graphs, loop norm kernels", ar_loop_norms},
         std::pair{"graphs, classic GEMV and loop norm kernels (as before)", ar_before},
-        std::pair{"graphs, merged projections one after another", ar_serial}})
+        std::pair{"graphs, merged projections one after another", ar_serial},
+        std::pair{"graphs, classic GEMV loading its first weights before the PDL wait", ar_classic_early},
+        std::pair{"graphs, interleaved GEMV at T = 1, first weights before the PDL wait", ar_wide_early},
+        std::pair{"graphs, interleaved GEMV at T = 1, first weights after the PDL wait", ar_wide_late},
+        std::pair{"graphs, classic GEMV with 1 warp per row group", ar_classic_warps[0]},
+        std::pair{"graphs, classic GEMV with 2 warps per row group", ar_classic_warps[1]},
+        std::pair{"graphs, classic GEMV with 4 warps per row group", ar_classic_warps[2]},
+        std::pair{"graphs, logits downloaded straight into pageable memory", ar_pageable}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
+
+  // The host's part of an AR step: downloading a ready logits row (pageable / through pinned staging) and
+  // the argmax over it.
+  {
+    const Tensor row = gpu.upload(host, 1, V);
+    std::vector<double> ms[3];
+    for (int i = 0; i < 21; ++i) {
+      for (int pinned = 0; pinned < 2; ++pinned) {
+        gpu.set_pinned_downloads(pinned == 1);
+        Stopwatch clock;
+        gpu.download(row, host);
+        ms[pinned].push_back(clock.seconds() * 1e3);
+      }
+      Stopwatch clock;
+      volatile int32_t best = argmax(host);
+      ms[2].push_back(clock.seconds() * 1e3);
+      (void)best;
+    }
+    std::printf(
+        "logits row (%lld floats): download pageable %.3f ms, pinned staging %.3f ms; host argmax %.3f ms\n",
+        static_cast<long long>(V), median(ms[0]), median(ms[1]), median(ms[2]));
+  }
 
   // Where an AR step's time goes: host time to queue the step's ops vs the time until the device is done.
   for (bool graphs : {false, true}) {
@@ -257,9 +312,19 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   // Verify widths: captured forward of N rows, logits, download, rollback to 1 row; with the classic GEMV
   // first, then the default.
   std::vector<double> verify_ms(6, 0);
-  for (bool classic : {true, false}) {
+  struct VerifyRun {
+    const char* what;
+    bool classic;
+    int early, wide8_from;
+  };
+  for (const auto& [what, classic, early, wide8_from] :
+       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2},
+        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5},
+        VerifyRun{" (first GEMV weights before the PDL wait)", false, 1, 2}, VerifyRun{"", false, 0, 2}}) {
     gpu.set_gemv(classic);
     gpu.set_vector_norms(!classic);
+    gpu.set_gemv_early(early);
+    gpu.set_gemv_wide8_from(wide8_from);
     ModelState state = model.new_state(capacity);
     const auto tokens = prompt(kPrompt, V);
     model.forward(tokens, state);
@@ -278,7 +343,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       ms.erase(ms.begin());
       verify_ms[n] = median(ms);
     }
-    std::printf("verify%s: ", classic ? " (classic GEMV, loop norm kernels)" : "");
+    std::printf("verify%s: ", what);
     for (int n = 1; n <= 5; ++n)
       std::printf("%d rows %.3f ms (%.2fx)%s", n, verify_ms[n], verify_ms[n] / verify_ms[1],
                   n < 5 ? ", " : "\n");

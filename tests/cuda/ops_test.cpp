@@ -160,8 +160,27 @@ TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
   }
 }
 
+// download() through the chunked page-locked staging buffer and straight into pageable memory: every
+// value comes back bit for bit, at sizes below, at and across the chunk and staging sizes (the buffer grows
+// and is reused).
+TEST_F(CudaOps, DownloadPinnedAndPageable) {
+  for (bool pinned : {true, false}) {
+    gpu_->set_pinned_downloads(pinned);
+    for (int64_t n : {1, 1000, 16384, 16385, 300000, 262144 * 3 + 7, 1000}) {
+      const std::vector<float> values = random(static_cast<size_t>(n));
+      const Tensor t = gpu_->upload(values, 1, n);
+      std::vector<float> back(static_cast<size_t>(n), NAN);
+      gpu_->download(t, back);
+      EXPECT_EQ(0, std::memcmp(back.data(), values.data(), sizeof(float) * values.size()))
+          << "n " << n << " pinned " << pinned;
+    }
+  }
+  gpu_->set_pinned_downloads(true);
+}
+
 // The fused GEMV's variants (CudaBackend::set_gemv): the classic kernel and the word-interleaved kernel with
-// every forced unit width, batch and warp count, on shapes with several batches per lane and a partial row
+// every forced unit width, batch and warp count, and with weights loaded before or after the PDL wait
+// (set_gemv_early), on shapes with several batches per lane and a partial row
 // group.
 TEST_F(CudaOps, MatmulGemvVariants) {
   const Format formats[] = {{8, 64, DType::U32},
@@ -173,8 +192,13 @@ TEST_F(CudaOps, MatmulGemvVariants) {
   struct Variant {
     bool classic;
     int batch, warps, words;
+    int early = 0;       // set_gemv_early
+    int wide8_from = 2;  // set_gemv_wide8_from
   };
-  std::vector<Variant> variants = {{true, 0, 0, 0}, {false, 0, 0, 0}};
+  std::vector<Variant> variants = {{true, 0, 0, 0},       {false, 0, 0, 0},     {true, 0, 0, 0, 1},
+                                   {false, 0, 0, 0, -1},  {false, 2, 0, 2, -1}, {false, 4, 1, 2, 1},
+                                   {true, 0, 1, 0},       {true, 0, 2, 0, 1},   {true, 0, 4, 0},
+                                   {false, 0, 0, 0, 0, 5}};
   for (int words : {2, 4})
     for (int batch : {1, 2, 4, 8})
       for (int warps : {1, 2, 4}) variants.push_back({false, batch, warps, words});
@@ -188,17 +212,21 @@ TEST_F(CudaOps, MatmulGemvVariants) {
         cpu_.matmul(h.w, xc, yc);
         for (const Variant& v : variants) {
           gpu_->set_gemv(v.classic, v.batch, v.warps, v.words);
+          gpu_->set_gemv_early(v.early);
+          gpu_->set_gemv_wide8_from(v.wide8_from);
           gpu_->fill(yg, NAN);
           gpu_->matmul(dev, xg, yg);
           EXPECT_LT(compare(yc, yg), 1e-5)
               << "bits " << f.bits << " group " << f.group << " [" << shape[0] << "x" << shape[1] << "] T "
               << T << " classic " << v.classic << " batch " << v.batch << " warps " << v.warps << " words "
-              << v.words;
+              << v.words << " early " << v.early << " wide8_from " << v.wide8_from;
         }
       }
     }
   }
   gpu_->set_gemv(false);
+  gpu_->set_gemv_early(0);
+  gpu_->set_gemv_wide8_from(2);
 }
 
 // Merged projections (mixed formats): every output must equal its own matmul on the CPU.

@@ -81,6 +81,8 @@ Context::Context(int dev) : device(dev) {
   MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (cudaStream_t& s : side) MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   for (cudaEvent_t& e : events) MTPLX_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  for (cudaEvent_t& e : download_events)
+    MTPLX_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
 }
 
 Context::~Context() {
@@ -92,6 +94,20 @@ Context::~Context() {
     if (s != nullptr) cudaStreamDestroy(s);
   for (cudaEvent_t e : events)
     if (e != nullptr) cudaEventDestroy(e);
+  for (cudaEvent_t e : download_events)
+    if (e != nullptr) cudaEventDestroy(e);
+}
+
+void* Context::staging_for(size_t bytes) {
+  if (bytes > staging_bytes) {
+    staging.reset();
+    void* p = nullptr;
+    check(cudaMallocHost(&p, bytes), str("cudaMallocHost of ", bytes, " bytes").c_str(),
+          "cuda backend download");
+    staging.reset(p);
+    staging_bytes = bytes;
+  }
+  return staging.get();
 }
 
 const void* Context::keep_upload(const void* host, size_t bytes) {

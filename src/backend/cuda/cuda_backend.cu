@@ -328,12 +328,37 @@ Tensor CudaBackend::upload(std::span<const float> host, int64_t rows, int64_t co
   return t;
 }
 
+// Large downloads (a logits row every decode step) go through page-locked staging memory in chunks: the
+// copy engine writes chunk i + 1 while the host copies chunk i out. Straight into pageable memory the driver
+// stages the copy itself, which measured slower (docs/benchmarks.md).
 void CudaBackend::download(const Tensor& src, std::span<float> host) {
   expect(static_cast<int64_t>(host.size()) == src.numel(), "download size mismatch");
   if (host.empty()) return;
-  MTPLX_CUDA_CHECK(
-      cudaMemcpyAsync(host.data(), src.data, host.size_bytes(), cudaMemcpyDeviceToHost, ctx_->stream));
-  MTPLX_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+  const size_t bytes = host.size_bytes();
+  constexpr size_t kSmall = size_t{64} << 10;
+  if (!ctx_->pinned_downloads || bytes < kSmall) {
+    MTPLX_CUDA_CHECK(cudaMemcpyAsync(host.data(), src.data, bytes, cudaMemcpyDeviceToHost, ctx_->stream));
+    MTPLX_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+    return;
+  }
+  auto* stage = static_cast<char*>(ctx_->staging_for(bytes));
+  const auto* from = reinterpret_cast<const char*>(src.data);
+  auto* to = reinterpret_cast<char*>(host.data());
+  const size_t parts = ctx_->download_events.size();
+  const size_t chunk = std::max(kSmall, (bytes + parts - 1) / parts);
+  for (size_t i = 0, off = 0; off < bytes; ++i, off += chunk) {
+    MTPLX_CUDA_CHECK(cudaMemcpyAsync(stage + off, from + off, std::min(chunk, bytes - off),
+                                     cudaMemcpyDeviceToHost, ctx_->stream));
+    MTPLX_CUDA_CHECK(cudaEventRecord(ctx_->download_events[i], ctx_->stream));
+  }
+  for (size_t i = 0, off = 0; off < bytes; ++i, off += chunk) {
+    MTPLX_CUDA_CHECK(cudaEventSynchronize(ctx_->download_events[i]));
+    std::memcpy(to + off, stage + off, std::min(chunk, bytes - off));
+  }
+}
+
+void CudaBackend::set_pinned_downloads(bool on) {
+  ctx_->pinned_downloads = on;
 }
 
 void CudaBackend::fill(Tensor& dst, float value) {

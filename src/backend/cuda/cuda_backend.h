@@ -95,14 +95,24 @@ class CudaBackend final : public Backend {
   // The fused GEMV for T <= 8 rows: the word-interleaved kernel (matmul_gemv.cu, the default) or the
   // classic one (matmul.cu); batch, warps and words force the interleaved kernel's units per lane and
   // batch (1, 2, 4, 8), warps per row group (1, 2, 4) and words per unit of 8-bit codes (2, 4); 0 = chosen
-  // by shape. Benchmarks and tests compare.
+  // by shape (with classic, warps forces the classic kernel's warps per row group). Benchmarks and tests
+  // compare.
   void set_gemv(bool classic, int batch = 0, int warps = 0, int words = 0);
+  // Where either GEMV loads its first weights: 1 before the wait on the previous kernel (PDL), -1 after it,
+  // 0 by kernel (the interleaved one before, the classic one after). Benchmarks and tests compare.
+  void set_gemv_early(int mode);
+  // The fewest rows (T) at which 8-bit codes take the interleaved kernel by default: 2 (5 before
+  // 2026-11-26, when 8-bit T = 2..4 stayed on the classic kernel). Benchmarks compare.
+  void set_gemv_wide8_from(int rows);
   // Split-K attention for decode widths over long caches, and matmul_many's matmuls on parallel streams
   // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);
   void set_concurrent_matmuls(bool on);
   // rms_norm / add_rms_norm rows held in registers as float4 (on by default) or the earlier loop kernels.
   void set_vector_norms(bool on);
+  // download() of 64 KiB and more through page-locked staging memory (on by default) or straight into the
+  // caller's pageable memory. Benchmarks and tests compare.
+  void set_pinned_downloads(bool on);
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;

@@ -30,6 +30,10 @@ struct GemvOptions {
   int batch = 0;         // matmul_gemv.cu: units per lane and row loaded before use (1, 2, 4, 8); 0: by shape
   int warps = 0;         // matmul_gemv.cu: warps per row group (1, 2, 4); 0: by shape
   int words = 0;         // matmul_gemv.cu: 32-bit words per unit for 8-bit codes (2, 4); 0: by shape
+  // Where a GEMV's first weights are loaded: 1 before griddepcontrol.wait (they stream in while the previous
+  // kernel runs), -1 after it, 0 by kernel (interleaved before, classic after). CudaBackend::set_gemv_early.
+  int early = 0;
+  int wide8_from = 2;  // fewest rows at which 8-bit codes take the interleaved kernel (set_gemv_wide8_from)
 };
 
 // Where kernels go: the backend's stream, and launch options (benchmarks switch them to compare).
@@ -92,6 +96,10 @@ struct DeviceFree {
   void operator()(void* p) const { cudaFree(p); }
 };
 using DeviceBuffer = std::unique_ptr<void, DeviceFree>;
+struct HostFree {
+  void operator()(void* p) const { cudaFreeHost(p); }
+};
+using PinnedBuffer = std::unique_ptr<void, HostFree>;
 
 // What a step graph reads at replay: the base position and the token ids (graph.cu writes them before
 // each replay).
@@ -154,6 +162,13 @@ struct Context {
   GemvOptions gemv;
   bool attention_splits = true;  // split-K attention over long caches (attention.cu)
   bool vector_norms = true;      // float4 row kernels for rms_norm / add_rms_norm (cuda_backend.cu)
+  // download() through page-locked memory (cuda_backend.cu): the staging buffer, grown on demand, and one
+  // event per chunk in flight.
+  bool pinned_downloads = true;
+  PinnedBuffer staging;
+  size_t staging_bytes = 0;
+  std::array<cudaEvent_t, 8> download_events{};
+  void* staging_for(size_t bytes);
   Queue queue() const { return {stream, pdl, gemv}; }
   std::optional<Capture> capture;
 };

@@ -10,8 +10,8 @@ namespace mtplx::cuda {
 
 // y = x W^T for T = 1..8 rows with the word-interleaved kernel, for fused-GEMV path `path` (matmul.cu's
 // fast_path: 8 or 4 for affine codes, 16 for BF16). False when it does not serve this matrix, width or these
-// options (BF16; T = 1 and 8-bit codes at T <= 4 unless forced; other group sizes): the caller then runs the
-// classic kernel.
+// options (BF16; T = 1, and 8-bit codes below GemvOptions::wide8_from rows, unless forced; other group
+// sizes): the caller then runs the classic kernel.
 bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_t T, Queue queue);
 
 }  // namespace mtplx::cuda

@@ -2,12 +2,13 @@
 // sum; quantized weights are dequantized in registers (w = s q + b), never written out.
 //
 // T <= 8 rows (decode, speculative verify): a fused GEMV reads each weight byte once for all T rows: the
-// word-interleaved kernel of matmul_gemv.cu where it measured faster (4-bit codes at T >= 2, 8-bit codes
-// at T >= 5), else the classic kernel here (CudaBackend::set_gemv selects either for comparison). Classic: a
+// word-interleaved kernel of matmul_gemv.cu where it measured faster (4-bit and 8-bit codes
+// at T >= 2), else the classic kernel here (CudaBackend::set_gemv selects either for comparison). Classic: a
 // block of 128 threads owns R = 4 output rows per row group; KW warps of the block split a row group's
 // columns (more warps in flight for short matrices). Each thread streams 16-byte chunks of the R rows
-// (ld.global.nc, no L1 allocation, so x stays in L1), decodes them with the exponent trick (2^23 + q as a
-// float bit pattern, minus 2^23: exact), and accumulates per chunk
+// (ld.global.nc, no L1 allocation, so x stays in L1; the first chunk after the PDL wait unless
+// GemvOptions::early), decodes them with the exponent trick (2^23 + q as a float bit pattern, minus 2^23:
+// exact), and accumulates per chunk
 //   sum_c (s q_c + b) x_c = s * sum_c q_c x_c + b * sum_c x_c     (a chunk lies in one quantization group)
 // for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
 // (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.
@@ -52,7 +53,7 @@ template <int BITS, int T, int KW>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const uint32_t* __restrict__ w, const void* scales, const void* biases, DType scale_dtype,
                 int64_t rows, int64_t cols, int group_size, const float* __restrict__ x,
-                float* __restrict__ y) {
+                float* __restrict__ y, bool early) {
   using C = Codec<BITS>;
   constexpr int kPerChunk = 4 * C::kPerWord;
   constexpr bool kQuantized = BITS <= 8;
@@ -75,11 +76,16 @@ __global__ void __launch_bounds__(kThreads)
 
   constexpr int64_t kStride = 32 * KW;
   const int64_t c0 = int64_t{part} * 32 + lane;
-  begin_dependent();
-  for (int64_t c = c0; c < chunks; c += kStride) {
-    uint4 q[kRows];
+  uint4 q[kRows];
+  const auto load = [&](int64_t c) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) q[r] = load_stream(row_ptr[r] + c);
+  };
+  // Weights never change: with `early` the first chunk streams in while the previous kernel still runs.
+  if (early && c0 < chunks) load(c0);
+  begin_dependent();
+  for (int64_t c = c0; c < chunks; c += kStride) {
+    if (c != c0 || !early) load(c);
     float dot[T][kRows], xs[T];
 #pragma unroll
     for (int t = 0; t < T; ++t) {
@@ -226,11 +232,12 @@ void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue strea
     const int64_t per_block = 4 / kw;
     const auto blocks = static_cast<unsigned>((row_groups + per_block - 1) / per_block);
     launch(kernel, blocks, kThreads, 0, stream, static_cast<const uint32_t*>(w.data), w.scales, w.biases,
-           w.scale_dtype, w.rows, w.cols, w.group_size, x, y);
+           w.scale_dtype, w.rows, w.cols, w.group_size, x, y, stream.gemv.early > 0);
   };
-  if (row_groups <= 1024)
+  const int forced = stream.gemv.warps;  // CudaBackend::set_gemv(true, 0, warps): benchmarks compare
+  if (forced == 4 || (forced == 0 && row_groups <= 1024))
     run(gemv_kernel<BITS, T, 4>, 4);
-  else if (row_groups <= 4096)
+  else if (forced == 2 || (forced == 0 && row_groups <= 4096))
     run(gemv_kernel<BITS, T, 2>, 2);
   else
     run(gemv_kernel<BITS, T, 1>, 1);

@@ -8,10 +8,10 @@
 // 32-bit words (V = 1 for 4-bit codes: 8 columns; 2 for 8-bit: 8 columns) of each stretch of 32 V words of
 // a row, so a warp's weight load is 128 V contiguous bytes and its x loads are 32 or 64 contiguous bytes
 // per lane. Each lane issues U units of each of its R = 4 rows before using any, the first batch before
-// griddepcontrol.wait: weights never change, so they stream in while the previous kernel still runs.
-// Where it serves by default (gemv_wide): 4-bit codes at T >= 2, 8-bit codes at T >= 5 (elsewhere the
-// classic kernel measured as fast or faster in a decode step); every variant can be forced for comparison
-// (CudaBackend::set_gemv).
+// griddepcontrol.wait (unless GemvOptions::early < 0): weights never change, so they stream in while the
+// previous kernel still runs. Where it serves by default (gemv_wide): 4-bit and 8-bit codes
+// at T >= 2 (at T = 1 the classic kernel measured as fast or faster in a decode step); every variant can
+// be forced for comparison (CudaBackend::set_gemv).
 //
 // Decoding (exact in fp32, as the classic kernel):
 //   8-bit  byte q -> prmt into 0x4B0000qq = 2^23 + q, minus 2^23 (2 ops per value)
@@ -41,6 +41,7 @@ struct WideArgs {
   int64_t rows, cols;
   int group_shift;  // log2(units per quantization group)
   int kw;           // warps per row group: 1, 2 or 4
+  bool early;       // first batch loaded before griddepcontrol.wait
   const float* x;
   float* y;
 };
@@ -154,12 +155,15 @@ __global__ void __launch_bounds__(kThreads) gemv_wide_kernel(WideArgs a) {
   }
 
   Unit<V> q[U][kRows];
+  const auto load = [&](int64_t base) {
 #pragma unroll
-  for (int u = 0; u < U; ++u)
-    if (first + u * stride < units)
+    for (int u = 0; u < U; ++u)
+      if (base + u * stride < units)
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) q[u][r].load(ptr[r] + (first + u * stride) * V);
-  begin_dependent();  // x is written by the previous kernel; the weights above are not
+        for (int r = 0; r < kRows; ++r) q[u][r].load(ptr[r] + (base + u * stride) * V);
+  };
+  if (a.early) load(first);
+  begin_dependent();  // x is written by the previous kernel; the weights are not
 
   float acc[T][kRows];
 #pragma unroll
@@ -167,13 +171,7 @@ __global__ void __launch_bounds__(kThreads) gemv_wide_kernel(WideArgs a) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) acc[t][r] = 0;
   for (int64_t base = first; base < units; base += U * stride) {
-    if (base != first) {
-#pragma unroll
-      for (int u = 0; u < U; ++u)
-        if (base + u * stride < units)
-#pragma unroll
-          for (int r = 0; r < kRows; ++r) q[u][r].load(ptr[r] + (base + u * stride) * V);
-    }
+    if (base != first || !a.early) load(base);
 #pragma unroll
     for (int u = 0; u < U; ++u)
       if (base + u * stride < units) unit_product<BITS, T, V>(a, q[u], row, base + u * stride, acc);
@@ -204,10 +202,12 @@ int warps_for(int64_t row_groups) {
 }
 
 // Units per lane and row loaded before use: as many as the lane has, up to what the registers allow at
-// this T (8, 4 or 2 words of each of 4 rows).
-int batch_for(int64_t per_lane, int64_t T, int V, int forced) {
+// this T (8, 4 or 2 words of each of 4 rows); one for 8-bit codes at T <= 4 (at T = 3 one unit of 2 words
+// measured 8-30% faster than two on the step's larger matrices, H100, 2026-11-26).
+int batch_for(int64_t per_lane, int64_t T, int BITS, int V, int forced) {
   const int most = std::max(1, (T <= 2 ? 8 : T <= 4 ? 4 : 2) / V);
   if (forced > 0) return std::min(forced, most);
+  if (BITS == 8 && T <= 4) return 1;
   return static_cast<int>(std::min<int64_t>(std::bit_ceil(static_cast<uint64_t>(per_lane)), most));
 }
 
@@ -226,7 +226,7 @@ void launch_v(const WeightMatrix& w, const float* x, float* y, Queue queue) {
   const int64_t units = w.cols / kUnit;
   const int kw = queue.gemv.warps > 0 ? queue.gemv.warps : warps_for(row_groups);
   const int64_t per_lane = (units + 32 * kw - 1) / (32 * kw);
-  const int U = batch_for(per_lane, T, V, queue.gemv.batch);
+  const int U = batch_for(per_lane, T, BITS, V, queue.gemv.batch);
   const int group_shift = std::countr_zero(static_cast<unsigned>(w.group_size / kUnit));
   const WideArgs args{static_cast<const uint32_t*>(w.data),
                       w.scales,
@@ -236,6 +236,7 @@ void launch_v(const WeightMatrix& w, const float* x, float* y, Queue queue) {
                       w.cols,
                       group_shift,
                       kw,
+                      queue.gemv.early >= 0,
                       x,
                       y};
   const int64_t per_block = 4 / kw;
@@ -305,9 +306,9 @@ bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_
   const bool forced = queue.gemv.batch != 0 || queue.gemv.words != 0 || queue.gemv.warps != 0;
   // Measured (bench_cuda, H100 and H200, 2026-11-26; docs/benchmarks.md): at T = 1 single GEMVs of both
   // widths run 10-30% faster here, yet an AR step ran 1-2% slower than with the classic kernel in every
-  // same-run comparison; 8-bit codes at T = 2..4 are as fast or faster with the classic kernel. So this
-  // kernel serves 4-bit codes at T >= 2 and 8-bit codes at T >= 5 unless forced.
-  if (!forced && (T == 1 || (path == 8 && T <= 4))) return false;
+  // same-run comparison. So this kernel serves 4-bit codes at T >= 2 and 8-bit codes from
+  // GemvOptions::wide8_from rows (2; 5 before one unit per batch was chosen at T <= 4) unless forced.
+  if (!forced && (T == 1 || (path == 8 && T < queue.gemv.wide8_from))) return false;
   const int words = path == 4 ? 1 : words_for<8>(queue.gemv.words) >= 4 ? 4 : 2;
   // Units within one group, a power-of-two number of them per group: the group index is a shift.
   const int unit_cols = 32 / path * words;
