@@ -26,7 +26,7 @@ void check_launch(const char* kernel);
 
 // Which fused GEMV serves T <= 8 rows; benchmarks switch to compare (CudaBackend::set_gemv).
 struct GemvOptions {
-  bool classic = false;  // matmul.cu's kernel (one chunk per row and iteration, loaded after the wait)
+  bool classic = false;  // matmul.cu's kernel (one chunk per row and iteration)
   int batch = 0;         // matmul_gemv.cu: units per lane and row loaded before use (1, 2, 4, 8); 0: by shape
   int warps = 0;         // matmul_gemv.cu: warps per row group (1, 2, 4); 0: by shape
   int words = 0;         // matmul_gemv.cu: 32-bit words per unit for 8-bit codes (2, 4); 0: by shape
