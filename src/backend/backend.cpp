@@ -2,11 +2,46 @@
 // graphs refuses them.
 #include "backend/backend.h"
 
+#include <array>
 #include <cmath>
+#include <vector>
 
 #include "base/error.h"
 
 namespace mtplx {
+namespace {
+
+// Index of the largest non-NaN value (lowest on ties), -1 if there is none. Two passes as in
+// decode/sampling.cpp: a maximum over eight independent lanes (vectorisable), then the first index holding
+// it.
+int64_t greedy_index(std::span<const float> row) {
+  std::array<float, 8> lanes;
+  lanes.fill(-INFINITY);
+  size_t i = 0;
+  for (; i + 8 <= row.size(); i += 8)
+    for (size_t j = 0; j < 8; ++j) lanes[j] = row[i + j] > lanes[j] ? row[i + j] : lanes[j];
+  for (; i < row.size(); ++i) lanes[0] = row[i] > lanes[0] ? row[i] : lanes[0];
+  float top = lanes[0];
+  for (float lane : lanes) top = lane > top ? lane : top;
+  for (size_t k = 0; k < row.size(); ++k)
+    if (row[k] == top) return static_cast<int64_t>(k);
+  return -1;  // empty or all NaN (-inf == -inf, so an all -inf row finds index 0)
+}
+
+}  // namespace
+
+std::vector<int32_t> Backend::greedy_tokens(const Tensor& logits) {
+  std::vector<float> host(static_cast<size_t>(logits.numel()));
+  download(logits, host);
+  std::vector<int32_t> ids(static_cast<size_t>(logits.rows));
+  for (int64_t r = 0; r < logits.rows; ++r) {
+    const int64_t id = greedy_index(std::span<const float>(host).subspan(static_cast<size_t>(r * logits.cols),
+                                                                         static_cast<size_t>(logits.cols)));
+    require(id >= 0, "argmax of a row with no comparable entry (empty or all NaN)", "greedy_tokens");
+    ids[static_cast<size_t>(r)] = static_cast<int32_t>(id);
+  }
+  return ids;
+}
 
 void Backend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
                           std::span<Tensor* const> ys) {

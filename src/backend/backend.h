@@ -9,6 +9,7 @@
 #include <memory>
 #include <span>
 #include <string_view>
+#include <vector>
 
 #include "backend/tensor.h"
 #include "backend/weight.h"
@@ -159,6 +160,13 @@ class Backend {
   virtual void write_cache(const Tensor& src, Tensor& cache, int64_t position) {
     copy_rows(src, cache, position);
   }
+
+  // --- greedy pick
+  // The index of the largest value of each row of `logits` [rows, vocab]: ties go to the lowest index, NaN
+  // is never chosen, an all -inf row gives 0, and a row with no comparable value (all NaN, or empty) throws.
+  // The same rule as decode/sampling.h's argmax, so a greedy decode loop can take the token without the
+  // row crossing to the host. Default: download the rows, then pick on the host.
+  virtual std::vector<int32_t> greedy_tokens(const Tensor& logits);
 
   // --- step graphs (optional)
   // A backend with graphs() true can record the ops queued between begin_capture and end_capture and replay

@@ -12,6 +12,8 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
+#include "base/error.h"
+#include "support/greedy_rows.h"
 
 namespace mtplx {
 namespace {
@@ -176,6 +178,25 @@ TEST_F(CudaOps, DownloadPinnedAndPageable) {
     }
   }
   gpu_->set_pinned_downloads(true);
+}
+
+// greedy_tokens on the device against an independent host loop (tests/support/greedy_rows.h): ties, -inf,
+// NaN, +inf and +0 / -0 planted per row, at sizes below, at and across the kernel's 2048-value chunk, the
+// Qwen3.5 vocabulary (248,320) and several rows; a row of NaN alone throws.
+TEST_F(CudaOps, GreedyTokensMatchOracle) {
+  for (const int64_t rows : {1, 3, 9, 16}) {
+    for (const int64_t cols : {1, 7, 255, 2047, 2048, 2049, 4100, 248320}) {
+      const std::vector<float> x = test::greedy_rows(rows, cols, static_cast<uint32_t>(rows * 1000 + cols));
+      const std::vector<int32_t> ids = gpu_->greedy_tokens(gpu_->upload(x, rows, cols));
+      ASSERT_EQ(ids.size(), static_cast<size_t>(rows));
+      for (int64_t r = 0; r < rows; ++r)
+        EXPECT_EQ(ids[r], test::oracle_greedy(std::span(x).subspan(r * cols, cols)))
+            << "row " << r << " of " << rows << " x " << cols;
+    }
+  }
+  std::vector<float> nan_row(3 * 5000, 0.5f);
+  for (int c = 5000; c < 10000; ++c) nan_row[c] = NAN;
+  EXPECT_THROW(gpu_->greedy_tokens(gpu_->upload(nan_row, 3, 5000)), Error);
 }
 
 // The fused GEMV's variants (CudaBackend::set_gemv): the classic kernel and the word-interleaved kernel with

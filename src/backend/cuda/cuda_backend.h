@@ -88,6 +88,8 @@ class CudaBackend final : public Backend {
   void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) override;
 
   void write_cache(const Tensor& src, Tensor& cache, int64_t position) override;
+  // The argmax of each logits row on the device (greedy.cu); only the ids come back.
+  std::vector<int32_t> greedy_tokens(const Tensor& logits) override;
   // Step graphs (graph.cu). On by default; off makes every op queue from the host (benchmarks compare).
   void set_graphs(bool on);
   // Programmatic dependent launch of every kernel (on by default). Benchmarks compare.
