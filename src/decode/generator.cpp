@@ -123,9 +123,7 @@ class Run {
     state_ = model_.new_state(capacity());
     const Tensor hidden = model_.forward(prompt_, state_);
     const Tensor last = model_.logits(hidden.row_view(hidden.rows - 1, 1));
-    logits_.resize(last.numel());
-    model_.backend().download(last, logits_);
-    const int32_t first = draw_target(std::span<const float>(logits_), {});
+    const int32_t first = draw_first(last);
     if (config_.mtp_depth > 0) {
       pending_tokens_.assign(prompt_.begin() + 1, prompt_.end());
       pending_tokens_.push_back(first);
@@ -137,11 +135,18 @@ class Run {
     return !finished_;
   }
 
-  int32_t draw_target(std::span<const float> row, std::span<const int32_t> extra) {
-    if (config_.target.greedy() && !config_.target.has_penalties()) return argmax(row);
+  // Greedy without penalties: the target token is the logits' argmax, which the backend picks where the
+  // logits are (Backend::greedy_tokens, the same rule as argmax), so the rows need not come to the host.
+  bool greedy_target() const { return config_.target.greedy() && !config_.target.has_penalties(); }
+
+  // The first token, from the logits row after the prompt: picked by the backend when greedy, else
+  // sampled on the host.
+  int32_t draw_first(const Tensor& last) {
+    if (greedy_target()) return model_.backend().greedy_tokens(last)[0];
+    logits_.resize(last.numel());
+    model_.backend().download(last, logits_);
     history_.assign(result_.tokens.begin(), result_.tokens.end());
-    history_.insert(history_.end(), extra.begin(), extra.end());
-    target_.filter(row, TokenHistory{prompt_, history_}, p_.emplace_back());
+    target_.filter(logits_, TokenHistory{prompt_, history_}, p_.emplace_back());
     const int32_t token = sample(p_.back(), rng_);
     p_.clear();
     return token;
@@ -202,8 +207,12 @@ class Run {
     const int64_t pos0 = state_.position;
     const Tensor hidden = model_.forward(rows_, state_, {GdnMode::kAuto, K > 0});
     const Tensor logits = model_.logits(hidden);
-    logits_.resize(logits.numel());
-    model_.backend().download(logits, logits_);
+    if (greedy_target()) {
+      argmaxes_ = model_.backend().greedy_tokens(logits);
+    } else {
+      logits_.resize(logits.numel());
+      model_.backend().download(logits, logits_);
+    }
     const Verdict verdict = judge(K);
     const int kept = emit(verdict.emitted(), verdict.count());
     if (K > 0) model_.rollback(state_, std::max(1, std::min(kept, verdict.accepted + 1)));
@@ -221,11 +230,7 @@ class Run {
     const auto row = [&](int i) {
       return std::span<const float>(logits_).subspan(size_t(i) * vocab_, vocab_);
     };
-    if (config_.target.greedy() && !config_.target.has_penalties()) {
-      argmaxes_.resize(K + 1);
-      for (int i = 0; i <= K; ++i) argmaxes_[i] = argmax(row(i));
-      return verify_greedy(drafts_, argmaxes_);
-    }
+    if (greedy_target()) return verify_greedy(drafts_, argmaxes_);  // argmaxes_ from verify()
     p_.resize(K + 1);
     for (int i = 0; i <= K; ++i) {
       history_.assign(result_.tokens.begin(), result_.tokens.end());
@@ -294,7 +299,7 @@ class Run {
   std::vector<float> logits_;      // [K + 1, V] host copy of the verify logits
   std::vector<Distribution> q_;    // [K]
   std::vector<Distribution> p_;    // [K + 1]
-  std::vector<int32_t> argmaxes_;  // [K + 1]
+  std::vector<int32_t> argmaxes_;  // [K + 1] greedy target tokens of the verify rows
   std::vector<int32_t> history_;   // generated tokens + drafts before a row (penalties)
   Distribution local_q_, residual_;
 };
