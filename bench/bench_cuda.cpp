@@ -8,7 +8,9 @@
 //                 are not counted).
 //   roofline      copy bandwidth / bytes per token, with the copy bandwidth measured in the same run by a
 //                 device-to-device copy kernel (bytes read + written).
-//   ar            decode steps after a 16-token prompt: forward(1) + full logits row + download + argmax;
+//   ar            decode steps after a 16-token prompt: forward(1) + full logits row + the greedy token
+//                 picked on the GPU (Backend::greedy_tokens; only the id is downloaded), and in the same
+//                 process with the row downloaded and the argmax taken on the host (as before 2026-11-26);
 //                 t/s and % of roofline; with step graphs (the default) and in the same process with every
 //                 op queued from the host (graphs off), without programmatic dependent launch, with the
 //                 classic GEMV, with the loop norm kernels, with both, with merged projections one after
@@ -19,10 +21,11 @@
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
 //                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
 //                 of the word-interleaved GEMV (CudaBackend::set_gemv).
-//   verify N      one captured forward of N rows + logits + download, rolled back, N = 1..5 (median ms
-//                 and the ratio to N = 1), with the classic GEMV and loop norm kernels, with 8-bit codes at
-//                 2..4 rows on the classic GEMV (as at a0e9d0a), with the GEMV's first weights before the
-//                 PDL wait, then the default.
+//   verify N      one captured forward of N rows + logits + the greedy tokens of the N rows picked on the
+//                 GPU, rolled back, N = 1..5 (median ms and the ratio to N = 1), with the classic GEMV and
+//                 loop norm kernels, with 8-bit codes at 2..4 rows on the classic GEMV (as at a0e9d0a), with
+//                 the GEMV's first weights before the PDL wait, with the rows downloaded (the host's argmax
+//                 not timed, as before), then the default.
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
 //                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
@@ -105,18 +108,25 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   const int kPrompt = 16;
   const int capacity = kPrompt + args.decode + 64;
 
-  // AR decode, with step graphs (default) and without.
-  const auto ar_run = [&](bool graphs) {
+  // AR decode, with step graphs (default) and without; the greedy token picked on the GPU (default) or
+  // from the downloaded row on the host.
+  const auto ar_run = [&](bool graphs, bool host_pick = false) {
     gpu.set_graphs(graphs);
     std::vector<double> tps;
     for (int rep = 0; rep < args.repeats + 1; ++rep) {
       ModelState state = model.new_state(capacity);
       const auto tokens = prompt(kPrompt, V);
-      gpu.download(model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1)), host);
+      int32_t next =
+          gpu.greedy_tokens(model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1)))[0];
       Stopwatch clock;
       for (int i = 0; i < args.decode; ++i) {
-        const int32_t next = argmax(host);
-        gpu.download(model.logits(model.forward(std::span(&next, 1), state)), host);
+        const Tensor logits = model.logits(model.forward(std::span(&next, 1), state));
+        if (host_pick) {
+          gpu.download(logits, host);
+          next = argmax(host);
+        } else {
+          next = gpu.greedy_tokens(logits)[0];
+        }
       }
       if (rep > 0) tps.push_back(args.decode / clock.seconds());
     }
@@ -157,8 +167,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   }
   gpu.set_gemv(false);
   gpu.set_pinned_downloads(false);
-  const double ar_pageable = ar_run(true);
+  const double ar_pageable = ar_run(true, true);
   gpu.set_pinned_downloads(true);
+  const double ar_host = ar_run(true, true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
@@ -174,15 +185,16 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         std::pair{"graphs, classic GEMV with 1 warp per row group", ar_classic_warps[0]},
         std::pair{"graphs, classic GEMV with 2 warps per row group", ar_classic_warps[1]},
         std::pair{"graphs, classic GEMV with 4 warps per row group", ar_classic_warps[2]},
-        std::pair{"graphs, logits downloaded straight into pageable memory", ar_pageable}})
+        std::pair{"graphs, logits downloaded straight into pageable memory, host argmax", ar_pageable},
+        std::pair{"graphs, logits downloaded (pinned staging), host argmax (as before)", ar_host}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
 
   // The host's part of an AR step: downloading a ready logits row (pageable / through pinned staging) and
-  // the argmax over it.
+  // the argmax over it, against picking the token on the GPU (two kernels + a 4-byte download).
   {
     const Tensor row = gpu.upload(host, 1, V);
-    std::vector<double> ms[3];
+    std::vector<double> ms[4];
     for (int i = 0; i < 21; ++i) {
       for (int pinned = 0; pinned < 2; ++pinned) {
         gpu.set_pinned_downloads(pinned == 1);
@@ -193,11 +205,15 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       Stopwatch clock;
       volatile int32_t best = argmax(host);
       ms[2].push_back(clock.seconds() * 1e3);
+      Stopwatch gpu_clock;
+      best = gpu.greedy_tokens(row)[0];
+      ms[3].push_back(gpu_clock.seconds() * 1e3);
       (void)best;
     }
     std::printf(
-        "logits row (%lld floats): download pageable %.3f ms, pinned staging %.3f ms; host argmax %.3f ms\n",
-        static_cast<long long>(V), median(ms[0]), median(ms[1]), median(ms[2]));
+        "logits row (%lld floats): download pageable %.3f ms, pinned staging %.3f ms; host argmax %.3f ms; "
+        "greedy token on the GPU %.3f ms\n",
+        static_cast<long long>(V), median(ms[0]), median(ms[1]), median(ms[2]), median(ms[3]));
   }
 
   // Where an AR step's time goes: host time to queue the step's ops vs the time until the device is done.
@@ -316,11 +332,13 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     const char* what;
     bool classic;
     int early, wide8_from;
+    bool download;  // the rows downloaded instead of their greedy tokens picked on the GPU
   };
-  for (const auto& [what, classic, early, wide8_from] :
-       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2},
-        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5},
-        VerifyRun{" (first GEMV weights before the PDL wait)", false, 1, 2}, VerifyRun{"", false, 0, 2}}) {
+  for (const auto& [what, classic, early, wide8_from, download] :
+       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, false},
+        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, false},
+        VerifyRun{" (first GEMV weights before the PDL wait)", false, 1, 2, false},
+        VerifyRun{" (rows downloaded, as before)", false, 0, 2, true}, VerifyRun{"", false, 0, 2, false}}) {
     gpu.set_gemv(classic);
     gpu.set_vector_norms(!classic);
     gpu.set_gemv_early(early);
@@ -335,7 +353,10 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         const auto rows = prompt(n, V);
         Stopwatch clock;
         const Tensor logits = model.logits(model.forward(rows, state, {GdnMode::kAuto, true}));
-        gpu.download(logits, std::span(rows_host.data(), static_cast<size_t>(V * n)));
+        if (download)
+          gpu.download(logits, std::span(rows_host.data(), static_cast<size_t>(V * n)));
+        else
+          gpu.greedy_tokens(logits);
         ms.push_back(clock.seconds() * 1e3);
         model.rollback(state, 1);
         state.position -= 1;  // stay at the same position: the next verify overwrites the same rows
