@@ -63,6 +63,30 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+// The end of a GEMV block whose warps work in row groups of `group_warps` warps: every warp sums acc[t][r]
+// over its lanes, then the first warp of each group (part == 0) adds its group's partial sums and writes
+// y[t * rows + row0 + r], dropping rows past `rows`. All threads of the block must call it.
+template <int T, int R, int kWarps>
+__device__ __forceinline__ void store_row_group_sums(const float (&acc)[T][R], int warp, int lane, int part,
+                                                     int group_warps, int64_t row0, int64_t rows, float* y) {
+  __shared__ float partial[kWarps][T * R];
+#pragma unroll
+  for (int t = 0; t < T; ++t)
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float v = warp_sum(acc[t][r]);
+      if (lane == 0) partial[warp][t * R + r] = v;
+    }
+  __syncthreads();
+  if (lane < T * R && part == 0) {
+    float sum = 0;
+#pragma unroll
+    for (int p = 0; p < group_warps; ++p) sum += partial[warp + p][lane];
+    const int t = lane / R, r = lane % R;
+    if (row0 + r < rows) y[t * rows + row0 + r] = sum;
+  }
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

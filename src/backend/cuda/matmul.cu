@@ -140,23 +140,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int r = 0; r < kRows; ++r) acc[t][r] += dot[t][r];
     }
   }
-  // Sum over the lanes, then over the KW warps of the row group.
-  __shared__ float partial[kThreads / 32][T * kRows];
-#pragma unroll
-  for (int t = 0; t < T; ++t)
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const float v = warp_sum(acc[t][r]);
-      if (lane == 0) partial[warp][t * kRows + r] = v;
-    }
-  __syncthreads();
-  if (lane < T * kRows && part == 0) {
-    float sum = 0;
-#pragma unroll
-    for (int p = 0; p < KW; ++p) sum += partial[warp + p][lane];
-    const int t = lane / kRows, r = lane % kRows;
-    if (row0 + r < rows) y[t * rows + row0 + r] = sum;
-  }
+  store_row_group_sums<T, kRows, kThreads / 32>(acc, warp, lane, part, KW, row0, rows, y);
 }
 
 // Any format, T <= 8: a warp per output row, lanes over the columns.

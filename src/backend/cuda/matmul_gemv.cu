@@ -177,22 +177,7 @@ __global__ void __launch_bounds__(kThreads) gemv_wide_kernel(WideArgs a) {
       if (base + u * stride < units) unit_product<BITS, T, V>(a, q[u], row, base + u * stride, acc);
   }
 
-  // Sum over the lanes, then over the KW warps of the row group.
-  __shared__ float partial[kThreads / 32][T * kRows];
-#pragma unroll
-  for (int t = 0; t < T; ++t)
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      const float v = warp_sum(acc[t][r]);
-      if (lane == 0) partial[warp][t * kRows + r] = v;
-    }
-  __syncthreads();
-  if (lane < T * kRows && part == 0) {
-    float sum = 0;
-    for (int p = 0; p < kw; ++p) sum += partial[warp + p][lane];
-    const int t = lane / kRows, r = lane % kRows;
-    if (row0 + r < a.rows) a.y[t * a.rows + row0 + r] = sum;
-  }
+  store_row_group_sums<T, kRows, kThreads / 32>(acc, warp, lane, part, kw, row0, a.rows, a.y);
 }
 
 // Warps per row group: all four of a block while that still gives 1024 blocks or fewer, then two, then one
