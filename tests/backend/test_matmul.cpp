@@ -163,32 +163,36 @@ TEST(Matmul, AutoPicksTheWidestSupportedPath) {
 }
 
 // Several weights sharing one input (one loop over the pool at decode widths) give bit-identical results
-// to one matmul per weight, on the exact and the int8 path, for mixed formats and sizes.
+// to one matmul per weight, on the exact and the int8 path, for mixed formats and sizes. Weights of one
+// format share the rounded x on the int8 path (q4g64 and q4g128 must not: their group sums differ).
 TEST(Matmul, ManyEqualsOneByOne) {
   ThreadPool pool(3);
   const int64_t cols = 512;
-  const Format formats[] = {{"q4g64", DType::U32, 4, 64, DType::BF16},
-                            {"q8g64", DType::U32, 8, 64, DType::BF16},
-                            {"BF16", DType::BF16},
-                            {"q4g128", DType::U32, 4, 128, DType::F16}};
-  const int64_t rows[] = {301, 16, 1000, 3};
+  constexpr int kWeights = 6;
+  const Format formats[kWeights] = {{"q4g64", DType::U32, 4, 64, DType::BF16},
+                                    {"q8g64", DType::U32, 8, 64, DType::BF16},
+                                    {"BF16", DType::BF16},
+                                    {"q4g128", DType::U32, 4, 128, DType::F16},
+                                    {"q4g64 (2)", DType::U32, 4, 64, DType::BF16},
+                                    {"q8g64 (2)", DType::U32, 8, 64, DType::BF16}};
+  const int64_t rows[kWeights] = {301, 16, 1000, 3, 40, 77};
   std::vector<TestMatrix> matrices;
   std::vector<const WeightMatrix*> ws;
-  for (int i = 0; i < 4; ++i) matrices.push_back(make_matrix(formats[i], rows[i], cols, 40 + i));
+  for (int i = 0; i < kWeights; ++i) matrices.push_back(make_matrix(formats[i], rows[i], cols, 40 + i));
   for (const TestMatrix& m : matrices) ws.push_back(&m.w);
   for (const QuantDot dot : {QuantDot::Exact, QuantDot::Int8})
     for (int64_t T : {1, 4, 9}) {
       const auto x = random_x(T, cols, 50 + T);
-      std::vector<std::vector<float>> want(4), got(4);
+      std::vector<std::vector<float>> want(kWeights), got(kWeights);
       std::vector<float*> outputs;
-      for (int i = 0; i < 4; ++i) {
+      for (int i = 0; i < kWeights; ++i) {
         want[i].resize(static_cast<size_t>(T * rows[i]));
         got[i].resize(want[i].size(), std::nanf(""));
         matmul(*ws[i], x.data(), want[i].data(), T, pool, MatmulOptions{Isa::Auto, dot});
         outputs.push_back(got[i].data());
       }
       matmul_many(ws, x.data(), outputs, T, pool, MatmulOptions{Isa::Auto, dot});
-      for (int i = 0; i < 4; ++i)
+      for (int i = 0; i < kWeights; ++i)
         EXPECT_EQ(std::memcmp(want[i].data(), got[i].data(), sizeof(float) * want[i].size()), 0)
             << formats[i].name << " T=" << T << (dot == QuantDot::Int8 ? " int8" : " exact");
     }

@@ -150,6 +150,24 @@ RowJob prepare_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, 
   return job;
 }
 
+// Whether two int8 weights read the same rounded x: its layout depends on the bit width, its group sums
+// on the group size.
+bool same_int8_x(const WeightMatrix& a, const WeightMatrix& b) {
+  return a.cols == b.cols && a.bits == b.bits && a.group_size == b.group_size;
+}
+
+// A job for `w` over the activations `prepared` already rounded (merged projections of one input: gate and
+// up both read x).
+RowJob share_rows(const RowJob& prepared, const WeightMatrix& w, float* y) {
+  RowJob job;
+  job.w = &w;
+  job.isa = prepared.isa;
+  job.int8 = true;
+  job.args = prepared.args;
+  job.args.y = y;
+  return job;
+}
+
 // Rows [r0, r1) of the job's weight. `scratch` holds at least w.cols floats.
 void run_rows(const RowJob& job, int64_t r0, int64_t r1, std::span<float> scratch) {
   if (job.int8)
@@ -290,14 +308,9 @@ bool int8_dot_supported() {
 
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool,
             const MatmulOptions& options) {
-  validate(w);
-  require(T >= 0, str("matmul got a negative row count T = ", T));
-  if (T == 0) return;
-  require(x != nullptr && y != nullptr, "matmul needs input and output buffers");
-  const Isa isa = resolve(options.isa);
-  if (T > kMaxRowKernelT) return run_tiles(w, x, y, T, pool, isa);
-  const RowJob job = prepare_rows(w, x, y, T, isa, use_int8(w, isa, options));
-  run_jobs(std::span(&job, 1), pool);
+  const WeightMatrix* ws[] = {&w};
+  float* ys[] = {y};
+  matmul_many(ws, x, ys, T, pool, options);
 }
 
 void matmul_many(std::span<const WeightMatrix* const> ws, const float* x, std::span<float* const> ys,
@@ -314,9 +327,15 @@ void matmul_many(std::span<const WeightMatrix* const> ws, const float* x, std::s
     return;
   }
   std::vector<RowJob> jobs;
-  jobs.reserve(ws.size());
-  for (size_t i = 0; i < ws.size(); ++i)
-    jobs.push_back(prepare_rows(*ws[i], x, ys[i], T, isa, use_int8(*ws[i], isa, options)));
+  jobs.reserve(ws.size());  // no reallocation: a job's RowArgs may point into an earlier job's buffers
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const bool int8 = use_int8(*ws[i], isa, options);
+    const RowJob* same_x = nullptr;  // an earlier int8 job whose rounded x this weight can read as is
+    for (const RowJob& job : jobs)
+      if (int8 && job.int8 && same_int8_x(*job.w, *ws[i])) same_x = &job;
+    jobs.push_back(same_x ? share_rows(*same_x, *ws[i], ys[i])
+                          : prepare_rows(*ws[i], x, ys[i], T, isa, int8));
+  }
   run_jobs(jobs, pool);
 }
 
