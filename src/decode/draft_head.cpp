@@ -155,4 +155,10 @@ std::span<const float> DraftHead::logits(const Tensor& hidden_row) {
   return host_logits_;
 }
 
+int32_t DraftHead::greedy_token(const Tensor& hidden_row) {
+  const Tensor out = model_.project(hidden_row, head_);
+  const int32_t index = model_.backend().greedy_tokens(out).at(0);
+  return ids_.empty() ? index : ids_[static_cast<size_t>(index)];  // ids_ ascending: ties stay lowest-id
+}
+
 }  // namespace mtplx

@@ -181,8 +181,14 @@ class Run {
     int64_t position = pending_pos0_ + h.rows - 1;
     h = h.row_view(h.rows - 1, 1);
     for (int s = 0; s < K; ++s) {
-      draft_distribution(head_->logits(h), q_[s]);
-      drafts_.push_back(sample(q_[s], rng_));
+      if (draft_.config().greedy()) {  // q is a point mass: only the token leaves the device
+        drafts_.push_back(head_->greedy_token(h));
+        q_[s].reset_sparse(vocab_);
+        q_[s].push(drafts_.back(), 1.0f);
+      } else {
+        draft_distribution(head_->logits(h), q_[s]);
+        drafts_.push_back(sample(q_[s], rng_));
+      }
       if (s + 1 < K) {
         h = model_.mtp_forward({&drafts_.back(), 1}, h, ++position, state_);
       }
