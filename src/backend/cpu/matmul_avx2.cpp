@@ -256,24 +256,7 @@ MTPLX_AVX2 void tile_kernel(const float* const* xrows, const float* panel, int64
 }  // namespace
 
 void rows_avx2(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch) {
-  switch (a.T) {
-    case 1:
-      return rows_t<1>(w, a, r0, r1, scratch);
-    case 2:
-      return rows_t<2>(w, a, r0, r1, scratch);
-    case 3:
-      return rows_t<3>(w, a, r0, r1, scratch);
-    case 4:
-      return rows_t<4>(w, a, r0, r1, scratch);
-    case 5:
-      return rows_t<5>(w, a, r0, r1, scratch);
-    case 6:
-      return rows_t<6>(w, a, r0, r1, scratch);
-    case 7:
-      return rows_t<7>(w, a, r0, r1, scratch);
-    default:
-      return rows_t<8>(w, a, r0, r1, scratch);
-  }
+  with_row_count(a.T, [&]<int T>() { rows_t<T>(w, a, r0, r1, scratch); });
 }
 
 void tile_avx2(const float* const* xrows, const float* panel, int64_t kc, float* c) {

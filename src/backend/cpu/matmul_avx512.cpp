@@ -309,24 +309,7 @@ MTPLX_AVX512 void rows_t(const WeightMatrix& w, const RowArgs& a, int64_t r0, in
 
 void rows_avx512(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch) {
   if (w.quantized() && w.bits != 8 && !table_kernel(w)) return rows_avx2(w, a, r0, r1, scratch);
-  switch (a.T) {
-    case 1:
-      return rows_t<1>(w, a, r0, r1, scratch);
-    case 2:
-      return rows_t<2>(w, a, r0, r1, scratch);
-    case 3:
-      return rows_t<3>(w, a, r0, r1, scratch);
-    case 4:
-      return rows_t<4>(w, a, r0, r1, scratch);
-    case 5:
-      return rows_t<5>(w, a, r0, r1, scratch);
-    case 6:
-      return rows_t<6>(w, a, r0, r1, scratch);
-    case 7:
-      return rows_t<7>(w, a, r0, r1, scratch);
-    default:
-      return rows_t<8>(w, a, r0, r1, scratch);
-  }
+  with_row_count(a.T, [&]<int T>() { rows_t<T>(w, a, r0, r1, scratch); });
 }
 
 XOrder x_order_avx512(const WeightMatrix& w) {

@@ -299,24 +299,7 @@ MTPLX_VNNI void int8_rows(const WeightMatrix& w, const RowArgs& a, int64_t r0, i
 template <int B, int G>
 MTPLX_VNNI void int8_rows_t(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1,
                             std::span<float> scratch) {
-  switch (a.T) {
-    case 1:
-      return int8_rows<B, 1, G>(w, a, r0, r1, scratch);
-    case 2:
-      return int8_rows<B, 2, G>(w, a, r0, r1, scratch);
-    case 3:
-      return int8_rows<B, 3, G>(w, a, r0, r1, scratch);
-    case 4:
-      return int8_rows<B, 4, G>(w, a, r0, r1, scratch);
-    case 5:
-      return int8_rows<B, 5, G>(w, a, r0, r1, scratch);
-    case 6:
-      return int8_rows<B, 6, G>(w, a, r0, r1, scratch);
-    case 7:
-      return int8_rows<B, 7, G>(w, a, r0, r1, scratch);
-    default:
-      return int8_rows<B, 8, G>(w, a, r0, r1, scratch);
-  }
+  with_row_count(a.T, [&]<int T>() { int8_rows<B, T, G>(w, a, r0, r1, scratch); });
 }
 
 }  // namespace

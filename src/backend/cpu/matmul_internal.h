@@ -24,6 +24,30 @@ struct RowArgs {
   float* y = nullptr;  // [T, rows]
 };
 
+// Calls kernel.template operator()<T>() with the compile-time T equal to `rows` (1..7; 8 for anything
+// larger). The row kernels are instantiated per width so their T accumulators stay in registers.
+template <typename Kernel>
+inline void with_row_count(int64_t rows, Kernel&& kernel) {
+  switch (rows) {
+    case 1:
+      return kernel.template operator()<1>();
+    case 2:
+      return kernel.template operator()<2>();
+    case 3:
+      return kernel.template operator()<3>();
+    case 4:
+      return kernel.template operator()<4>();
+    case 5:
+      return kernel.template operator()<5>();
+    case 6:
+      return kernel.template operator()<6>();
+    case 7:
+      return kernel.template operator()<7>();
+    default:
+      return kernel.template operator()<8>();
+  }
+}
+
 // Scale / bias element i of a quantized matrix as fp32.
 inline float load_param(const void* base, DType type, int64_t i) {
   switch (type) {
