@@ -101,7 +101,10 @@ __device__ __forceinline__ float4 scale4(float4 v, float inv, float4 g) {
   return {v.x * inv * g.x, v.y * inv * g.y, v.z * inv * g.z, v.w * inv * g.w};
 }
 
-__global__ void rms_norm_vec_kernel(const float4* x, const float4* gain, int64_t n4, float eps, float4* y) {
+// kAdd: v = a + b, stored to sum_out; else v = a. normed = v * rsqrt(mean(v^2) + eps) * gain.
+template <bool kAdd>
+__global__ void norm_vec_kernel(const float4* a, const float4* b, const float4* gain, int64_t n4, float eps,
+                                float4* sum_out, float4* normed) {
   __shared__ float shared[32];
   float4 g[kNormVec], v[kNormVec];
 #pragma unroll
@@ -111,36 +114,14 @@ __global__ void rms_norm_vec_kernel(const float4* x, const float4* gain, int64_t
   const int64_t base = blockIdx.x * n4;
   float sum = 0;
 #pragma unroll
-  for (int k = 0; k < kNormVec; ++k)
-    if (threadIdx.x + k * blockDim.x < n4) v[k] = x[base + threadIdx.x + k * blockDim.x];
-#pragma unroll
-  for (int k = 0; k < kNormVec; ++k)
-    if (threadIdx.x + k * blockDim.x < n4) sum += squares(v[k]);
-  sum = block_sum(sum, shared);
-  const float inv = 1.0f / sqrtf(sum / static_cast<float>(4 * n4) + eps);
-#pragma unroll
-  for (int k = 0; k < kNormVec; ++k)
-    if (threadIdx.x + k * blockDim.x < n4) y[base + threadIdx.x + k * blockDim.x] = scale4(v[k], inv, g[k]);
-}
-
-__global__ void add_rms_norm_vec_kernel(const float4* a, const float4* b, const float4* gain, int64_t n4,
-                                        float eps, float4* sum_out, float4* normed) {
-  __shared__ float shared[32];
-  float4 g[kNormVec], v[kNormVec];
-#pragma unroll
-  for (int k = 0; k < kNormVec; ++k)
-    if (threadIdx.x + k * blockDim.x < n4) g[k] = gain[threadIdx.x + k * blockDim.x];
-  begin_dependent();
-  const int64_t base = blockIdx.x * n4;
-  float sum = 0;
-#pragma unroll
-  for (int k = 0; k < kNormVec; ++k)
-    if (threadIdx.x + k * blockDim.x < n4)
-      v[k] = add4(a[base + threadIdx.x + k * blockDim.x], b[base + threadIdx.x + k * blockDim.x]);
+  for (int k = 0; k < kNormVec; ++k) {
+    const int64_t i = base + threadIdx.x + k * blockDim.x;
+    if (threadIdx.x + k * blockDim.x < n4) v[k] = kAdd ? add4(a[i], b[i]) : a[i];
+  }
 #pragma unroll
   for (int k = 0; k < kNormVec; ++k)
     if (threadIdx.x + k * blockDim.x < n4) {
-      sum_out[base + threadIdx.x + k * blockDim.x] = v[k];
+      if constexpr (kAdd) sum_out[base + threadIdx.x + k * blockDim.x] = v[k];
       sum += squares(v[k]);
     }
   sum = block_sum(sum, shared);
@@ -442,9 +423,10 @@ void CudaBackend::rms_norm(const Tensor& x, const Tensor& gain, float eps, Tenso
   if (groups == 0) return;
   if (const int threads = ctx_->vector_norms ? cuda::norm_vec_threads(group, {x.data, gain.data, y.data}) : 0;
       threads > 0)
-    cuda::launch(cuda::rms_norm_vec_kernel, static_cast<unsigned>(groups), threads, 0, ctx_->queue(),
-                 reinterpret_cast<const float4*>(x.data), reinterpret_cast<const float4*>(gain.data),
-                 group / 4, eps, reinterpret_cast<float4*>(y.data));
+    cuda::launch(cuda::norm_vec_kernel<false>, static_cast<unsigned>(groups), threads, 0, ctx_->queue(),
+                 reinterpret_cast<const float4*>(x.data), static_cast<const float4*>(nullptr),
+                 reinterpret_cast<const float4*>(gain.data), group / 4, eps, static_cast<float4*>(nullptr),
+                 reinterpret_cast<float4*>(y.data));
   else
     cuda::launch(cuda::rms_norm_kernel, static_cast<unsigned>(groups), cuda::norm_threads(group), 0,
                  ctx_->queue(), x.data, gain.data, group, eps, y.data);
@@ -463,7 +445,7 @@ void CudaBackend::add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& g
                                                    group, {a.data, b.data, gain.data, sum.data, normed.data})
                                              : 0;
       threads > 0)
-    cuda::launch(cuda::add_rms_norm_vec_kernel, static_cast<unsigned>(groups), threads, 0, ctx_->queue(),
+    cuda::launch(cuda::norm_vec_kernel<true>, static_cast<unsigned>(groups), threads, 0, ctx_->queue(),
                  reinterpret_cast<const float4*>(a.data), reinterpret_cast<const float4*>(b.data),
                  reinterpret_cast<const float4*>(gain.data), group / 4, eps,
                  reinterpret_cast<float4*>(sum.data), reinterpret_cast<float4*>(normed.data));
