@@ -1,6 +1,7 @@
 // bench_cuda: batch-1 speed of checkpoints on the CUDA backend, against the memory roofline.
 //
 //   bench_cuda --model DIR [--model DIR ...] [--prefill 512,4096] [--decode 128] [--repeats 3]
+//   [--prefill-only 1]
 //
 // Per model:
 //   bytes/token   weight bytes one AR decode step reads: every trunk matrix and vector, the final norm, the
@@ -30,7 +31,10 @@
 //                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
 //                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR).
-//   ppN           prefill of N tokens + the logits of the last row; t/s = N / time (one run past 8192).
+//   ppN           prefill of N tokens + the logits of the last row; t/s = N / time (one run past 8192); with
+//                 the paths before 2026-11-26 and with the tensor-core GEMM, tiled attention and the GDN
+//                 column kernel added in turn (the default has all three), and the split of the longest
+//                 one's time over the backend's ops (bench/op_timer.h; --prefill-only 1: these rows alone).
 // Every time is wall-clock around work that ends with a download (a host sync), after one warm-up run.
 #include <algorithm>
 #include <cstdio>
@@ -44,6 +48,7 @@
 #include "bench_common.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
+#include "op_timer.h"
 #if MTPLX_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "decode/draft_head.h"
@@ -59,6 +64,7 @@ struct Args {
   std::vector<int> prefill = {512, 4096};
   int decode = 128;
   int repeats = 3;
+  bool prefill_only = false;  // --prefill-only 1: load, then the prefill rows alone
 };
 
 Args parse_args(int argc, char** argv) {
@@ -75,8 +81,10 @@ Args parse_args(int argc, char** argv) {
       a.decode = std::stoi(value);
     else if (key == "--repeats")
       a.repeats = std::stoi(value);
+    else if (key == "--prefill-only")
+      a.prefill_only = value == "1";
     else
-      fail(str("unknown option ", key), "", "options: --model --prefill --decode --repeats");
+      fail(str("unknown option ", key), "", "options: --model --prefill --decode --repeats --prefill-only");
   }
   require(!a.models.empty(), "no --model given", "", "pass --model DIR (repeatable)");
   require(a.repeats >= 1 && a.decode >= 1, "--repeats and --decode must be at least 1");
@@ -88,6 +96,66 @@ Args parse_args(int argc, char** argv) {
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
+}
+
+// Prefill of N tokens + the logits of the last row: as before 2026-11-26 (fp32 tiled GEMM, attention with a
+// block per row and head, GDN on the block kernel), with each of the three new paths added in turn, and the
+// default; then where the default's time goes, op by op.
+void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model, const Args& args) {
+  const int64_t V = model.config().vocab_size;
+  std::vector<float> host(static_cast<size_t>(V));
+  struct Variant {
+    const char* what;
+    bool mma, tiles, columns;  // set_mma_gemm, set_attention_tiles, set_gdn_columns
+  };
+  for (int n : args.prefill) {
+    for (const auto& [what, mma, tiles, columns] :
+         {Variant{" (fp32 tiled GEMM, attention block per row, GDN block kernel: as before)", false, false,
+                  false},
+          Variant{" (tensor-core GEMM only)", true, false, false},
+          Variant{" (tensor-core GEMM, tiled attention)", true, true, false},
+          Variant{"", true, true, true}}) {
+      gpu.set_mma_gemm(mma);
+      gpu.set_attention_tiles(tiles);
+      gpu.set_gdn_columns(columns);
+      std::vector<double> tps;
+      const int runs = n > 8192 ? 1 : args.repeats + 1;
+      for (int rep = 0; rep < runs; ++rep) {
+        ModelState state = model.new_state(n + 1);
+        const auto tokens = prompt(n, V);
+        Stopwatch clock;
+        const Tensor hidden = model.forward(tokens, state);
+        gpu.download(model.logits(hidden.row_view(n - 1, 1)), host);
+        if (rep > 0 || runs == 1) tps.push_back(n / clock.seconds());
+      }
+      std::printf("pp%d%s: %.0f tok/s (%.1f ms)\n", n, what, median(tps), n * 1e3 / median(tps));
+    }
+  }
+  gpu.set_mma_gemm(true);
+  gpu.set_attention_tiles(true);
+  gpu.set_gdn_columns(true);
+  // Where the default's time goes at the longest N: every op of one prefill timed on its own (OpTimer waits
+  // for the device around each), through a second copy of the model built over the timer.
+  const int n = *std::max_element(args.prefill.begin(), args.prefill.end());
+  OpTimer timer(gpu, [&] { gpu.synchronize(); });
+  Qwen35Model timed(ckpt, timer);
+  for (int rep = 0; rep < 2; ++rep) {
+    timer.clear();
+    ModelState state = timed.new_state(n + 1);
+    const auto tokens = prompt(n, V);
+    Stopwatch clock;
+    const Tensor hidden = timed.forward(tokens, state);
+    gpu.download(timed.logits(hidden.row_view(n - 1, 1)), host);
+    if (rep == 0) continue;
+    const double total = clock.seconds();
+    std::vector<std::pair<double, std::string>> ops;
+    for (const auto& [name, seconds] : timer.seconds()) ops.push_back({seconds, name});
+    std::sort(ops.rbegin(), ops.rend());
+    std::printf("pp%d split (ops timed one by one, %.1f ms in all):", n, total * 1e3);
+    for (const auto& [seconds, name] : ops)
+      std::printf(" %s %.1f ms (%.0f%%)", name.c_str(), seconds * 1e3, 100 * seconds / total);
+    std::printf("\n");
+  }
 }
 
 void bench_model(const std::string& dir, const Args& args, double copy_bw) {
@@ -103,6 +171,10 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   std::printf("\n## %s\nload %.1f s, %.2f GB on the GPU; bytes/token %.3f GB; roofline %.0f tok/s\n",
               dir.c_str(), load_s, static_cast<double>(gpu.weight_bytes()) / 1e9,
               static_cast<double>(per_token) / 1e9, roofline);
+  if (args.prefill_only) {
+    bench_prefill(gpu, ckpt, model, args);
+    return;
+  }
   const int64_t V = c.vocab_size;
   std::vector<float> host(static_cast<size_t>(V));
   const int kPrompt = 16;
@@ -414,20 +486,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     }
   }
 
-  // Prefill.
-  for (int n : args.prefill) {
-    std::vector<double> tps;
-    const int runs = n > 8192 ? 1 : args.repeats + 1;
-    for (int rep = 0; rep < runs; ++rep) {
-      ModelState state = model.new_state(n + 1);
-      const auto tokens = prompt(n, V);
-      Stopwatch clock;
-      const Tensor hidden = model.forward(tokens, state);
-      gpu.download(model.logits(hidden.row_view(n - 1, 1)), host);
-      if (rep > 0 || runs == 1) tps.push_back(n / clock.seconds());
-    }
-    std::printf("pp%d: %.0f tok/s\n", n, median(tps));
-  }
+  bench_prefill(gpu, ckpt, model, args);
   std::fflush(stdout);
 }
 

@@ -3,7 +3,9 @@
 // Reported error: max |cuda - cpu| / max |cpu| over the output. Skipped when no GPU is present.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <span>
@@ -160,6 +162,65 @@ TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
       }
     }
   }
+}
+
+// Matmuls of more than 8 rows on the tensor-core GEMM (matmul_mma.cu: exact codes or BF16 weights times
+// activations split into two bf16 halves) and on the fp32 tiled GEMM (CudaBackend::set_mma_gemm(false)),
+// both against the CPU backend: 8-bit and 4-bit codes with groups of 64 and 128 and BF16, F16 or F32
+// scales, dense BF16; partial row and T tiles, K of one to 144 slices. Prints the worst error of each path.
+TEST_F(CudaOps, MatmulTensorCoreGemm) {
+  struct Case {
+    Format format;
+    DType scales;
+  };
+  const Case cases[] = {{{8, 64, DType::U32}, DType::BF16},  {{4, 64, DType::U32}, DType::BF16},
+                        {{8, 128, DType::U32}, DType::BF16}, {{4, 128, DType::U32}, DType::BF16},
+                        {{8, 64, DType::U32}, DType::F32},   {{4, 64, DType::U32}, DType::F16},
+                        {{0, 0, DType::BF16}, DType::BF16}};
+  const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192}, {130, 9216}, {7, 64}};
+  double worst[2] = {0, 0};
+  for (const Case& k : cases) {
+    const Format& f = k.format;
+    for (const auto& shape : shapes) {
+      if (f.bits > 0 && shape[1] % f.group != 0) continue;
+      HostWeight h = make_weight(rng_, shape[0], shape[1], f.bits, f.group, f.dense);
+      std::vector<float> scales32, biases32;
+      if (f.bits > 0 && k.scales != DType::BF16) {
+        h.w.scale_dtype = k.scales;
+        for (size_t i = 0; i < h.scales.size(); ++i) {
+          if (k.scales == DType::F32) {  // the same bf16 values, widened
+            scales32.push_back(std::bit_cast<float>(uint32_t{h.scales[i]} << 16));
+            biases32.push_back(std::bit_cast<float>(uint32_t{h.biases[i]} << 16));
+          } else {  // halves of short mantissa (to_f16 is exact for them)
+            h.scales[i] = to_f16(static_cast<float>(1 + rng_() % 64) / 1024.0f);
+            h.biases[i] = to_f16(static_cast<float>(static_cast<int>(rng_() % 401) - 200) / 1024.0f);
+          }
+        }
+        if (k.scales == DType::F32) {
+          h.w.scales = scales32.data();
+          h.w.biases = biases32.data();
+        }
+      }
+      const WeightMatrix dev = gpu_->prepare_weight(h.w);
+      for (int64_t T : {9, 64, 129, 300}) {
+        auto [xc, xg] = random_pair(T, shape[1]);
+        auto [yc, yg] = outputs(T, shape[0]);
+        cpu_.matmul(h.w, xc, yc);
+        for (int mma = 0; mma < 2; ++mma) {
+          gpu_->set_mma_gemm(mma == 1);
+          gpu_->fill(yg, NAN);
+          gpu_->matmul(dev, xg, yg);
+          const double err = compare(yc, yg);
+          worst[mma] = std::max(worst[mma], err);
+          EXPECT_LT(err, 1e-5) << "bits " << f.bits << " group " << f.group << " scales "
+                               << dtype_name(k.scales) << " [" << shape[0] << "x" << shape[1] << "] T " << T
+                               << " tensor cores " << mma;
+        }
+      }
+    }
+  }
+  gpu_->set_mma_gemm(true);
+  std::printf("[cuda gemm] worst error vs CPU: tensor cores %.2e, fp32 tiles %.2e\n", worst[1], worst[0]);
 }
 
 // download() through the chunked page-locked staging buffer and straight into pageable memory: every
@@ -527,6 +588,10 @@ TEST_F(CudaOps, AttentionGqaAtOffsets) {
                            {3, 100},
                            {8, 500},
                            {50, 0},
+                           {9, 1000},
+                           {100, 37},
+                           {300, 0},
+                           {130, 2000},
                            {1, 3000},
                            {3, 2000},
                            {8, 4000},
@@ -547,7 +612,7 @@ TEST_F(CudaOps, AttentionGqaAtOffsets) {
 TEST_F(CudaOps, GdnRecurrentAndChunked) {
   for (auto [Hk, Hv, Dk, Dv] :
        {std::tuple{2, 4, 128, 128}, std::tuple{16, 32, 128, 128}, std::tuple{1, 3, 64, 96}}) {
-    for (int64_t T : {1, 3, 8, 100}) {
+    for (int64_t T : {1, 3, 8, 100, 1000}) {
       auto [qc, qg] = random_pair(T, int64_t{Hk} * Dk);
       auto [kc, kg] = random_pair(T, int64_t{Hk} * Dk);
       cpu_.l2_norm(qc, Dk, 1.0f / std::sqrt(float(Dk)));

@@ -45,7 +45,7 @@ run() {
   nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv | tee "$logs/gpu.txt"
   local status=0
   "$dist/mtplx_test_cuda" >"$logs/test.log" 2>&1 || status=1
-  grep -E "^\[cuda fixture|^\[  FAILED|^\[  PASSED|Failure|rror|Expected|Which is|bits " "$logs/test.log" | head -80 || true
+  grep -E "^\[cuda (fixture|gemm)|^\[  FAILED|^\[  PASSED|Failure|rror|Expected|Which is|bits " "$logs/test.log" | head -80 || true
   if [[ $bench == 1 ]]; then
     for layout in mtplx-q8 mtplx-q4; do
       "$dist/mtplx" synth --preset qwen3.5-4b --layout "$layout" --out "/tmp/m4-$layout" --threads 0 --force \

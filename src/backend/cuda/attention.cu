@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "backend/cuda/attention_prefill.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/device_util.cuh"
@@ -204,6 +205,10 @@ void CudaBackend::attention(const AttentionArgs& args) {
         args.heads % args.kv_heads == 0 && args.pos0 + q.rows <= args.k_cache->rows))
     fail("internal error: cuda backend: attention shape");
   if (q.rows == 0) return;
+  // Prefill rows: a block per 64 query vectors of one KV head (attention_prefill.cu).
+  if (q.rows > 8 && ctx_->attention_tiles &&
+      cuda::attention_prefill(args, ctx_->position(args.pos0), ctx_->queue()))
+    return;
   // Decode widths over a long cache: about one split per 512 positions of capacity, at most 32. A few
   // rows give only heads * rows blocks, far fewer than the SMs; prefill rows fill the GPU by themselves.
   const int64_t capacity = args.k_cache->rows;

@@ -82,8 +82,8 @@ class CudaBackend final : public Backend {
   void l2_norm(Tensor& x, int64_t group, float scale) override;
   void gdn_prepare(const GdnPrepareArgs& args) override;
   void gdn_recurrent(const GdnArgs& args) override;
-  // Runs the token-by-token recurrence over all T rows (the same function, exactly); a chunked
-  // tensor-core form for long prefills is future work.
+  // Runs the token-by-token recurrence over all T rows (the same function), with a warp per 32 value
+  // columns holding all Dk state rows (gdn.cu); a chunked tensor-core form is future work.
   void gdn_chunked(const GdnArgs& args) override;
   void gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& gain, float eps, Tensor& out) override;
 
@@ -110,6 +110,15 @@ class CudaBackend final : public Backend {
   // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);
   void set_concurrent_matmuls(bool on);
+  // Matmuls of more than 8 rows (prefill) on tensor cores (matmul_mma.cu: 8-bit and 4-bit codes, BF16; on
+  // by default) or all on the fp32 tiled GEMM of matmul.cu. Benchmarks and tests compare.
+  void set_mma_gemm(bool on);
+  // gdn_chunked on the warp-per-columns kernel (on by default) or the block kernel of gdn_recurrent.
+  // Benchmarks and tests compare.
+  void set_gdn_columns(bool on);
+  // attention over more than 8 rows with a block per 64 query vectors of one KV head, K/V tiles in shared
+  // memory (attention_prefill.cu; on by default), or a block per row and head as for decode.
+  void set_attention_tiles(bool on);
   // rms_norm / add_rms_norm rows held in registers as float4 (on by default) or the earlier loop kernels.
   void set_vector_norms(bool on);
   // download() of 64 KiB and more through page-locked staging memory (on by default) or straight into the

@@ -36,11 +36,15 @@ struct GemvOptions {
   int wide8_from = 2;  // fewest rows at which 8-bit codes take the interleaved kernel (set_gemv_wide8_from)
 };
 
+struct Context;
+
 // Where kernels go: the backend's stream, and launch options (benchmarks switch them to compare).
 struct Queue {
   cudaStream_t stream;
   bool pdl;  // programmatic dependent launch (below)
   GemvOptions gemv;
+  bool mma_gemm;           // T > 8: tensor-core GEMM where it applies (matmul_mma.cu), else the fp32 tiles
+  const Context* context;  // scratch memory for ops that need it (on this stream only)
 };
 
 // Launches `kernel` on `queue.stream` with programmatic dependent launch allowed (when queue.pdl): the kernel
@@ -139,7 +143,9 @@ struct Context {
   const void* keep_upload(const void* host, size_t bytes);
   // Scratch device memory for one op (token ids, partial results): released when the shared_ptr goes.
   // While a capture is open it comes from the graph's pool, so no later op reuses a block the graph uses.
-  std::shared_ptr<void> scratch(size_t bytes) { return Pool::get(capture ? capture->pool : pool, bytes); }
+  std::shared_ptr<void> scratch(size_t bytes) const {
+    return Pool::get(capture ? capture->pool : pool, bytes);
+  }
   // `position` for a kernel: relative to the step's base position while capturing.
   Position position(int64_t p) const {
     if (!capture) return {nullptr, p};
@@ -169,7 +175,10 @@ struct Context {
   size_t staging_bytes = 0;
   std::array<cudaEvent_t, 8> download_events{};
   void* staging_for(size_t bytes);
-  Queue queue() const { return {stream, pdl, gemv}; }
+  bool mma_gemm = true;         // CudaBackend::set_mma_gemm
+  bool gdn_columns = true;      // CudaBackend::set_gdn_columns
+  bool attention_tiles = true;  // CudaBackend::set_attention_tiles
+  Queue queue() const { return {stream, pdl, gemv, mma_gemm, this}; }
   std::optional<Capture> capture;
 };
 

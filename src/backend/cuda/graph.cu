@@ -62,6 +62,14 @@ void CudaBackend::set_gemv_early(int mode) {
   ctx_->gemv.early = mode;
 }
 
+void CudaBackend::set_mma_gemm(bool on) {
+  ctx_->mma_gemm = on;
+}
+
+void CudaBackend::set_attention_tiles(bool on) {
+  ctx_->attention_tiles = on;
+}
+
 void CudaBackend::set_vector_norms(bool on) {
   ctx_->vector_norms = on;
 }

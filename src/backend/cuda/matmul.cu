@@ -13,14 +13,17 @@
 // for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
 // (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.
 //
-// T > 8 (prefill): a 64 x 64 output tile per block, 16-deep K slices dequantized into shared memory, 4 x 4
-// outputs per thread, fp32 FMA.
+// T > 8 (prefill): the tensor-core GEMM of matmul_mma.cu for 8-bit and 4-bit codes and BF16 (exact weight
+// operand, activations split into two bf16 halves); other formats, and every format with
+// CudaBackend::set_mma_gemm(false), take a 64 x 64 output tile per block, 16-deep K slices dequantized into
+// shared memory, 4 x 4 outputs per thread, fp32 FMA.
 #include <algorithm>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/gemv.h"
+#include "backend/cuda/matmul_mma.h"
 
 namespace mtplx {
 namespace cuda {
@@ -293,6 +296,13 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
   validate(w);
   if (T == 0) return;
   if (T > kMaxT) {
+    if (stream.mma_gemm && gemm_mma_supported(w)) {
+      // The split activations go back to the pool when this returns: safe, as every later user of the
+      // block queues behind this GEMM on the same stream.
+      const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
+      gemm_mma(w, x, y, T, scratch.get(), stream);
+      return;
+    }
     const dim3 grid(static_cast<unsigned>((w.rows + kTile - 1) / kTile),
                     static_cast<unsigned>((T + kTile - 1) / kTile));
     launch(gemm_tiled_kernel, grid, 256, 0, stream, weight_view(w), x, y, T);
@@ -332,7 +342,9 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
 // k and v) and the tail of one GEMV overlap the next instead of each paying its own ramp.
 void CudaBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
                               std::span<Tensor* const> ys) {
-  if (!ctx_->concurrent_matmuls || ws.size() < 2 || ws.size() > ctx_->side.size() + 1) {
+  // Past 8 rows (prefill) one after another: each matmul fills the GPU, and the tensor-core GEMM's scratch
+  // is only safe on one stream.
+  if (!ctx_->concurrent_matmuls || ws.size() < 2 || ws.size() > ctx_->side.size() + 1 || x.rows > 8) {
     Backend::matmul_many(ws, x, ys);
     return;
   }

@@ -1,0 +1,14 @@
+// Internal to the CUDA backend: causal attention for many query rows (attention_prefill.cu), called by
+// attention.cu.
+#pragma once
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_context.h"
+
+namespace mtplx::cuda {
+
+// out = softmax(q K^T * scale, causal) V for args.q's rows at positions position.get() + t. False (nothing
+// queued) where it does not apply: head_dim other than 128 or 256, or a GQA group that does not divide 64.
+bool attention_prefill(const AttentionArgs& args, Position position, Queue queue);
+
+}  // namespace mtplx::cuda

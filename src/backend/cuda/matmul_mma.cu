@@ -1,0 +1,395 @@
+// y = x W^T for T > 8 rows (prefill) on tensor cores: mma.sync m16n8k16 with fp16 operands and fp32
+// accumulation, kept close to the fp32 CPU reference by two choices:
+//   - the weight operand is exact: the integer code q itself (0..255 and 0..15 are fp16 integers), or the
+//     BF16 weight as fp16 (exact for |w| in [2^-14, 65504]; smaller ones keep 2^-24 absolute). Scales and
+//     biases are applied in fp32 per 64-column slice, as the GEMV does:
+//       sum_c (s q_c + b) x_c = s * (sum_c q_c x_c) + b * (sum_c x_c)
+//   - each activation row is scaled by a power of two P (its largest |x| to just under 2^14: exact) and
+//     split into two fp16 values, x P = hi + lo (hi = fp16(x P), lo = fp16(x P - hi)); both halves go
+//     through the tensor cores, and the row's result is multiplied by 1 / P at the end: ~22 significant
+//     bits, a relative error of ~2.4e-7 per product (bf16 halves gave ~16 bits: 1.2-3.3e-5 on the fixtures'
+//     logits, against the 1e-5 their tests allow).
+// A pre-pass (split_kernel) writes hi/lo, P times the 64-column sums of x, and 1 / P once per matmul.
+//
+// GEMM: a 128 (T) x 128 (rows) tile per block of 8 warps (2 x 4, 64 x 32 each); 64-column slices of the
+// split activations, the codes and the slice's scales/biases/sums stream into shared memory through a
+// 4-stage cp.async pipeline. Within a slice the k order is permuted (the same way for both operands, which
+// leaves the sum unchanged) so that each lane's operands are contiguous: in mma step s (k16) the lane with
+// c = lane % 4 holds logical k {2c, 2c+1, 2c+8, 2c+9}, which stand for columns 16c + 4s + {0, 1, 2, 3}. So a
+// lane reads its 16 codes of a row in one 16-byte load (8-bit) and its activations as one 16-byte chunk
+// (hi[4], lo[4]) per row and step; the pre-pass stores chunk 4s + c at position 4s + c (conflict-free reads).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "backend/cuda/device_util.cuh"
+#include "backend/cuda/matmul_mma.h"
+
+namespace mtplx::cuda {
+namespace {
+
+constexpr int kSlice = 64;           // columns per pipeline stage (a group, or part of one)
+constexpr int kChunkBytes = 16;      // hi[4] + lo[4] fp16: four columns of one row
+constexpr int kSplitRowBytes = 256;  // one row of one slice: 16 chunks
+constexpr int kBlockM = 128, kBlockN = 128;
+constexpr int kWarpM = 64, kWarpN = 32;  // warp tile: 4 x 4 mma tiles of 16 x 8
+constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
+constexpr int kThreads = 256;
+constexpr int kStages = 4;
+
+// Split: x [T, cols] fp32 -> per row: P (a power of two: largest |x| times P just under 2^14), and per slice
+// 16 chunks (chunk p = 4s + c holds columns 16c + 4s .. + 3 of x P as hi[4] then lo[4]) and P times the
+// slice's fp32 sum; 1 / P goes to inverse[row]. A block per row; a half warp per slice, one chunk per lane.
+constexpr int kSplitThreads = 256;
+__global__ void __launch_bounds__(kSplitThreads)
+    split_kernel(const float* __restrict__ x, int64_t cols, uint4* __restrict__ split,
+                 float* __restrict__ sums, float* __restrict__ inverse) {
+  begin_dependent();
+  __shared__ float shared[32];
+  const int64_t row = blockIdx.x, slices = cols / kSlice;
+  const float4* xr = reinterpret_cast<const float4*>(x + row * cols);
+  float largest = 0;
+  for (int64_t i = threadIdx.x; i < cols / 4; i += kSplitThreads) {
+    const float4 v = xr[i];
+    largest = fmaxf(largest, fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+  }
+  largest = warp_max(largest);
+  if ((threadIdx.x & 31) == 0) shared[threadIdx.x >> 5] = largest;
+  __syncthreads();
+  largest = 0;
+  for (int w = 0; w < kSplitThreads / 32; ++w) largest = fmaxf(largest, shared[w]);
+  int exponent = 0;  // largest = f 2^exponent, f in [0.5, 1)
+  frexpf(largest, &exponent);
+  const int shift = largest > 0 && isfinite(largest) ? std::clamp(14 - exponent, -126, 127) : 0;
+  const float scale = ldexpf(1.0f, shift);
+  if (threadIdx.x == 0) inverse[row] = ldexpf(1.0f, -shift);
+  const unsigned half = 0xFFFFu << (threadIdx.x & 16);
+  for (int64_t i = threadIdx.x; i < slices * 16; i += kSplitThreads) {  // whole half warps stay together
+    const int64_t slice = i / 16;
+    const int p = static_cast<int>(i % 16), s = p / 4, c = p % 4;
+    const float4 v = xr[(slice * kSlice + 16 * c + 4 * s) / 4];
+    const float f[4] = {v.x * scale, v.y * scale, v.z * scale, v.w * scale};
+    uint32_t hi[2], lo[2];
+    for (int j = 0; j < 2; ++j) {
+      const __half2 h = __floats2half2_rn(f[2 * j], f[2 * j + 1]);
+      const __half2 l = __floats2half2_rn(f[2 * j] - __low2float(h), f[2 * j + 1] - __high2float(h));
+      hi[j] = *reinterpret_cast<const uint32_t*>(&h);
+      lo[j] = *reinterpret_cast<const uint32_t*>(&l);
+    }
+    split[(row * slices + slice) * 16 + p] = make_uint4(hi[0], hi[1], lo[0], lo[1]);
+    float sum = (f[0] + f[1]) + (f[2] + f[3]);
+    for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(half, sum, o);
+    if (p == 0) sums[row * slices + slice] = sum;
+  }
+}
+
+__device__ __forceinline__ void copy_async16(void* shared, const void* global) {
+  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address), "l"(global));
+}
+__device__ __forceinline__ void copy_async4(void* shared, const void* global) {
+  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(address), "l"(global));
+}
+__device__ __forceinline__ void commit_async() {
+  asm volatile("cp.async.commit_group;");
+}
+template <int Pending>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(Pending));
+}
+
+__device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                    uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// Two codes as an fp16x2 of their integer values (exact): 0x6400 | q is the fp16 of 1024 + q (q < 1024),
+// so subtracting 1024 is exact. Bytes `first` and `first + 1` of a word, or nibbles j and j + 1.
+__device__ __forceinline__ uint32_t minus_1024(uint32_t biased) {
+  const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&biased), __floats2half2_rn(1024.0f, 1024.0f));
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+__device__ __forceinline__ uint32_t f16x2_of_bytes(uint32_t word, int first) {
+  return minus_1024(__byte_perm(word, 0x64646464u, first == 0 ? 0x4140u : 0x4342u));
+}
+__device__ __forceinline__ uint32_t f16x2_of_nibbles(uint32_t word, int j) {
+  const uint32_t t = word >> (4 * j);
+  return minus_1024((t & 0xFu) | ((t << 12) & 0xF0000u) | 0x64006400u);
+}
+// Two BF16 weights as fp16x2.
+__device__ __forceinline__ uint32_t f16x2_of_bf16x2(uint32_t word) {
+  const __half2 v = __floats2half2_rn(__uint_as_float(word << 16), __uint_as_float(word & 0xFFFF0000u));
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// A scale or bias read from the 4-byte word that holds element `index` (16-bit types: the aligned pair).
+__device__ __forceinline__ float scale_from_word(uint32_t word, DType dtype, int64_t index) {
+  switch (dtype) {
+    case DType::F32:
+      return __uint_as_float(word);
+    case DType::F16: {
+      const auto bits = static_cast<unsigned short>(word >> (16 * (index & 1)));
+      return __half2float(__ushort_as_half(bits));
+    }
+    default:
+      return __uint_as_float((word >> (16 * (index & 1))) << 16);
+  }
+}
+
+// Bytes of one weight row within a slice, and shared memory per stage.
+template <int kBits>
+constexpr int row_bytes() {
+  return kSlice * kBits / 8;
+}
+template <int kBits>
+constexpr int stage_bytes() {
+  return kBlockM * kSplitRowBytes + kBlockN * row_bytes<kBits>() + 3 * 128 * 4;
+}
+
+struct GemmArgs {
+  const uint4* split;
+  const float* sums;
+  const float* inverse;  // 1 / P per row of x
+  const uint8_t* w;
+  const uint8_t* scales;
+  const uint8_t* biases;
+  DType scale_dtype;
+  int64_t T, rows, cols;
+  int group_size;
+  float* y;
+};
+
+template <int kBits>
+__global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgs a) {
+  constexpr bool kQuantized = kBits <= 8;
+  constexpr int kRowBytes = row_bytes<kBits>();
+  extern __shared__ __align__(16) uint8_t shared[];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane / 4, c = lane % 4;
+  const int wm = warp / (kBlockN / kWarpN), wn = warp % (kBlockN / kWarpN);
+  const int64_t m0 = int64_t{blockIdx.y} * kBlockM, n0 = int64_t{blockIdx.x} * kBlockN;
+  const int64_t slices = a.cols / kSlice;
+  const int64_t groups = kQuantized ? a.cols / a.group_size : 1;
+  const int64_t weight_row_bytes = a.cols * kBits / 8;
+  const int scale_tid = tid & 127;  // the row (scales, biases) or T row (sums) this thread copies
+  const int64_t scale_row = std::min(n0 + scale_tid, a.rows - 1);
+  const int64_t sum_row = std::min(m0 + scale_tid, a.T - 1);
+
+  const auto stage = [&](int slot) { return shared + slot * stage_bytes<kBits>(); };
+  // Queues slice j's copies into stage `slot` (rows past T or `rows` repeat the last row; never stored).
+  const auto load = [&](int slot, int64_t j) {
+    uint8_t* base = stage(slot);
+#pragma unroll
+    for (int r = 0; r < kBlockM * 16 / kThreads; ++r) {
+      const int i = tid + r * kThreads, row = i / 16, p = i % 16;
+      const int64_t m = std::min(m0 + row, a.T - 1);
+      copy_async16(base + row * kSplitRowBytes + ((p ^ ((row & 1) << 2)) * kChunkBytes),
+                   a.split + (m * slices + j) * 16 + p);
+    }
+    uint8_t* wbase = base + kBlockM * kSplitRowBytes;
+    constexpr int kChunksPerRow = kRowBytes / 16;
+#pragma unroll
+    for (int r = 0; r < kBlockN * kChunksPerRow / kThreads; ++r) {
+      const int i = tid + r * kThreads, row = i / kChunksPerRow, p = i % kChunksPerRow;
+      const int64_t n = std::min(n0 + row, a.rows - 1);
+      const int q = kBits == 16 ? p ^ (row & 1) : p;  // BF16: swizzle pairs of rows apart
+      copy_async16(wbase + row * kRowBytes + q * 16, a.w + n * weight_row_bytes + j * kRowBytes + p * 16);
+    }
+    if constexpr (kQuantized) {
+      auto* words = reinterpret_cast<uint32_t*>(wbase + kBlockN * kRowBytes);
+      const int64_t gi = scale_row * groups + j * kSlice / a.group_size;
+      // 16-bit scales: the aligned word holding the pair (scale_from_word picks the half).
+      const int64_t offset = a.scale_dtype == DType::F32 ? gi * 4 : (gi * 2) & ~int64_t{3};
+      copy_async4(words + tid, (tid < 128 ? a.scales : a.biases) + offset);
+      if (tid < 128) copy_async4(words + 256 + tid, a.sums + sum_row * slices + j);
+    }
+  };
+
+  float acc[kFragsM][kFragsN][4] = {};
+  begin_dependent();
+#pragma unroll
+  for (int st = 0; st < kStages - 1; ++st) {
+    if (st < slices) load(st, st);
+    commit_async();
+  }
+  for (int64_t j = 0; j < slices; ++j) {
+    wait_async<kStages - 2>();
+    __syncthreads();
+    if (j + kStages - 1 < slices) load(static_cast<int>((j + kStages - 1) % kStages), j + kStages - 1);
+    commit_async();
+
+    const uint8_t* base = stage(static_cast<int>(j % kStages));
+    const uint8_t* wbase = base + kBlockM * kSplitRowBytes;
+    // This lane's 16 codes (or BF16 values) of each of its weight rows: columns 16c .. 16c + 15.
+    uint32_t raw[kFragsN][kBits / 2];
+#pragma unroll
+    for (int nf = 0; nf < kFragsN; ++nf) {
+      const int row = wn * kWarpN + nf * 8 + g;
+      const uint8_t* p = wbase + row * kRowBytes;
+      if constexpr (kBits == 8) {
+        const uint4 v = *reinterpret_cast<const uint4*>(p + 16 * c);
+        raw[nf][0] = v.x, raw[nf][1] = v.y, raw[nf][2] = v.z, raw[nf][3] = v.w;
+      } else if constexpr (kBits == 4) {
+        const uint2 v = *reinterpret_cast<const uint2*>(p + 8 * c);
+        raw[nf][0] = v.x, raw[nf][1] = v.y;
+      } else {
+        const uint4 v0 = *reinterpret_cast<const uint4*>(p + ((2 * c) ^ (row & 1)) * 16);
+        const uint4 v1 = *reinterpret_cast<const uint4*>(p + ((2 * c + 1) ^ (row & 1)) * 16);
+        raw[nf][0] = v0.x, raw[nf][1] = v0.y, raw[nf][2] = v0.z, raw[nf][3] = v0.w;
+        raw[nf][4] = v1.x, raw[nf][5] = v1.y, raw[nf][6] = v1.z, raw[nf][7] = v1.w;
+      }
+    }
+    // This slice's products, added to acc in fp32 below (scaled, for codes): a long chain of accumulation
+    // inside the tensor cores lost precision (BF16 at K = 9216: 2.3e-5 relative vs 5e-6 for fp32 tiles).
+    float part[kFragsM][kFragsN][4] = {};
+#pragma unroll
+    for (int s = 0; s < 4; ++s) {
+      uint32_t b[kFragsN][2];  // columns 16c + 4s + {0, 1} and {2, 3}
+#pragma unroll
+      for (int nf = 0; nf < kFragsN; ++nf) {
+        if constexpr (kBits == 8) {
+          b[nf][0] = f16x2_of_bytes(raw[nf][s], 0);
+          b[nf][1] = f16x2_of_bytes(raw[nf][s], 2);
+        } else if constexpr (kBits == 4) {
+          b[nf][0] = f16x2_of_nibbles(raw[nf][s / 2], 4 * (s % 2));
+          b[nf][1] = f16x2_of_nibbles(raw[nf][s / 2], 4 * (s % 2) + 2);
+        } else {
+          b[nf][0] = f16x2_of_bf16x2(raw[nf][2 * s]);
+          b[nf][1] = f16x2_of_bf16x2(raw[nf][2 * s + 1]);
+        }
+      }
+#pragma unroll
+      for (int mf = 0; mf < kFragsM; ++mf) {
+        const int row = wm * kWarpM + mf * 16 + g;  // and row + 8 (same parity)
+        const int chunk = (4 * s + c) ^ ((row & 1) << 2);
+        const uint4 top = *reinterpret_cast<const uint4*>(base + row * kSplitRowBytes + chunk * kChunkBytes);
+        const uint4 bottom =
+            *reinterpret_cast<const uint4*>(base + (row + 8) * kSplitRowBytes + chunk * kChunkBytes);
+#pragma unroll
+        for (int nf = 0; nf < kFragsN; ++nf) {
+          mma(part[mf][nf], top.x, bottom.x, top.y, bottom.y, b[nf][0], b[nf][1]);  // hi
+          mma(part[mf][nf], top.z, bottom.z, top.w, bottom.w, b[nf][0], b[nf][1]);  // lo
+        }
+      }
+    }
+    if constexpr (kQuantized) {
+      const auto* words = reinterpret_cast<const uint32_t*>(wbase + kBlockN * kRowBytes);
+      const auto* sums = reinterpret_cast<const float*>(words + 256);
+      const int64_t group = j * kSlice / a.group_size;
+      float scale[kFragsN][2], bias[kFragsN][2], xsum[kFragsM][2];
+#pragma unroll
+      for (int nf = 0; nf < kFragsN; ++nf)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int row = wn * kWarpN + nf * 8 + 2 * c + e;
+          const int64_t gi = std::min(n0 + row, a.rows - 1) * groups + group;
+          scale[nf][e] = scale_from_word(words[row], a.scale_dtype, gi);
+          bias[nf][e] = scale_from_word(words[128 + row], a.scale_dtype, gi);
+        }
+#pragma unroll
+      for (int mf = 0; mf < kFragsM; ++mf)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) xsum[mf][h] = sums[wm * kWarpM + mf * 16 + g + 8 * h];
+#pragma unroll
+      for (int mf = 0; mf < kFragsM; ++mf)
+#pragma unroll
+        for (int nf = 0; nf < kFragsN; ++nf)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            const int h = i / 2, e = i % 2;
+            acc[mf][nf][i] =
+                fmaf(scale[nf][e], part[mf][nf][i], fmaf(bias[nf][e], xsum[mf][h], acc[mf][nf][i]));
+          }
+    } else {
+#pragma unroll
+      for (int mf = 0; mf < kFragsM; ++mf)
+#pragma unroll
+        for (int nf = 0; nf < kFragsN; ++nf)
+#pragma unroll
+          for (int i = 0; i < 4; ++i) acc[mf][nf][i] += part[mf][nf][i];
+    }
+  }
+  wait_async<0>();
+
+  // Accumulator element i of tile (mf, nf): T row g + 8 (i / 2), output column 2c + i % 2.
+  const bool pairs = a.rows % 2 == 0;
+#pragma unroll
+  for (int mf = 0; mf < kFragsM; ++mf)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t m = m0 + wm * kWarpM + mf * 16 + g + 8 * h;
+      if (m >= a.T) continue;
+      const float inverse = a.inverse[m];
+#pragma unroll
+      for (int nf = 0; nf < kFragsN; ++nf) {
+        const int64_t n = n0 + wn * kWarpN + nf * 8 + 2 * c;
+        float* out = a.y + m * a.rows + n;
+        if (pairs && n + 1 < a.rows) {
+          *reinterpret_cast<float2*>(out) =
+              make_float2(acc[mf][nf][2 * h] * inverse, acc[mf][nf][2 * h + 1] * inverse);
+        } else {
+          if (n < a.rows) out[0] = acc[mf][nf][2 * h] * inverse;
+          if (n + 1 < a.rows) out[1] = acc[mf][nf][2 * h + 1] * inverse;
+        }
+      }
+    }
+}
+
+template <int kBits>
+void launch_gemm(const GemmArgs& args, Queue queue) {
+  constexpr int kShared = kStages * stage_bytes<kBits>();
+  check(cudaFuncSetAttribute(gemm_mma_kernel<kBits>, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared),
+        "cudaFuncSetAttribute", "gemm_mma");
+  const dim3 grid(static_cast<unsigned>((args.rows + kBlockN - 1) / kBlockN),
+                  static_cast<unsigned>((args.T + kBlockM - 1) / kBlockM));
+  launch(gemm_mma_kernel<kBits>, grid, kThreads, kShared, queue, args);
+}
+
+}  // namespace
+
+bool gemm_mma_supported(const WeightMatrix& w) {
+  if (w.cols % kSlice != 0) return false;
+  if (w.quantized()) return (w.bits == 8 || w.bits == 4) && w.group_size % kSlice == 0;
+  return w.dtype == DType::BF16;
+}
+
+size_t gemm_mma_scratch_bytes(int64_t T, int64_t cols) {
+  const auto slices = static_cast<size_t>(T * (cols / kSlice));
+  return slices * (kSplitRowBytes + sizeof(float)) + static_cast<size_t>(T) * sizeof(float);
+}
+
+void gemm_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, void* scratch, Queue queue) {
+  const int64_t slices = T * (w.cols / kSlice);
+  auto* split = static_cast<uint4*>(scratch);
+  auto* sums = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + slices * kSplitRowBytes);
+  float* inverse = sums + slices;
+  launch(split_kernel, static_cast<unsigned>(T), kSplitThreads, 0, queue, x, w.cols, split, sums, inverse);
+  check_launch("split_activations");
+  const GemmArgs args{split,
+                      sums,
+                      inverse,
+                      static_cast<const uint8_t*>(w.data),
+                      static_cast<const uint8_t*>(w.scales),
+                      static_cast<const uint8_t*>(w.biases),
+                      w.scale_dtype,
+                      T,
+                      w.rows,
+                      w.cols,
+                      w.group_size,
+                      y};
+  if (!w.quantized())
+    launch_gemm<16>(args, queue);
+  else if (w.bits == 8)
+    launch_gemm<8>(args, queue);
+  else
+    launch_gemm<4>(args, queue);
+  check_launch("gemm_mma");
+}
+
+}  // namespace mtplx::cuda

@@ -1,0 +1,21 @@
+// Internal to the CUDA backend: the tensor-core GEMM for T > 8 rows (matmul_mma.cu), called by matmul.cu.
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cuda/cuda_context.h"
+#include "backend/weight.h"
+
+namespace mtplx::cuda {
+
+// Whether gemm_mma serves `w`: 8-bit or 4-bit affine codes with groups of a multiple of 64 columns, or dense
+// BF16 with a multiple of 64 columns.
+bool gemm_mma_supported(const WeightMatrix& w);
+
+// y = x W^T for T rows on tensor cores, for a matrix gemm_mma_supported accepts. `scratch` holds the split
+// activations: at least gemm_mma_scratch_bytes(T, w.cols) bytes of device memory that stays untouched
+// until the work queued here has run.
+size_t gemm_mma_scratch_bytes(int64_t T, int64_t cols);
+void gemm_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, void* scratch, Queue queue);
+
+}  // namespace mtplx::cuda
