@@ -242,8 +242,8 @@ const std::vector<Arm>& mtp_arms() {
     a.push_back({"trim:100", 0.7f, 2});
     a.push_back({"likely:10", 1.0f, 2, 100, 6000});
     for (int depth : {1, 2}) a.push_back({"likely:10", 3.0f, depth, 100, 6000});
-    // Greedy drafts (q a point mass, picked by Backend::greedy_tokens) under a sampled target.
-    a.push_back({"full", 0.0f, 2});
+    // Greedy drafts (q a point mass, picked by Backend::greedy_tokens) under a sampled target: accepted
+    // and rejected (residual = p without the drafted token) both common.
     a.push_back({"likely:10", 0.0f, 2, 100, 4000});
     return a;
   }();
