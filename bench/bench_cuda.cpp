@@ -107,15 +107,17 @@ void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model,
   struct Variant {
     const char* what;
     bool mma, tiles, columns;  // set_mma_gemm, set_attention_tiles, set_gdn_columns
+    int tile_rows = 64;        // set_mma_gemm
   };
   for (int n : args.prefill) {
-    for (const auto& [what, mma, tiles, columns] :
+    for (const auto& [what, mma, tiles, columns, tile_rows] :
          {Variant{" (fp32 tiled GEMM, attention block per row, GDN block kernel: as before)", false, false,
                   false},
           Variant{" (tensor-core GEMM only)", true, false, false},
           Variant{" (tensor-core GEMM, tiled attention)", true, true, false},
+          Variant{" (tensor-core GEMM with 128 T rows a block)", true, true, true, 128},
           Variant{"", true, true, true}}) {
-      gpu.set_mma_gemm(mma);
+      gpu.set_mma_gemm(mma, tile_rows);
       gpu.set_attention_tiles(tiles);
       gpu.set_gdn_columns(columns);
       std::vector<double> tps;

@@ -165,7 +165,8 @@ TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
 }
 
 // Matmuls of more than 8 rows on the tensor-core GEMM (matmul_mma.cu: exact codes or BF16 weights times
-// activations split into two bf16 halves) and on the fp32 tiled GEMM (CudaBackend::set_mma_gemm(false)),
+// activations split into two fp16 halves; 64 and 128 T rows a block) and on the fp32 tiled GEMM
+// (CudaBackend::set_mma_gemm(false)),
 // both against the CPU backend: 8-bit and 4-bit codes with groups of 64 and 128 and BF16, F16 or F32
 // scales, dense BF16; partial row and T tiles, K of one to 144 slices. Prints the worst error of each path.
 TEST_F(CudaOps, MatmulTensorCoreGemm) {
@@ -206,15 +207,16 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
         auto [xc, xg] = random_pair(T, shape[1]);
         auto [yc, yg] = outputs(T, shape[0]);
         cpu_.matmul(h.w, xc, yc);
-        for (int mma = 0; mma < 2; ++mma) {
-          gpu_->set_mma_gemm(mma == 1);
+        for (int path = 0; path < 3; ++path) {  // fp32 tiles, tensor cores with 64 and 128 T rows a block
+          const int mma = path > 0 ? 1 : 0;
+          gpu_->set_mma_gemm(mma == 1, path == 2 ? 128 : 64);
           gpu_->fill(yg, NAN);
           gpu_->matmul(dev, xg, yg);
           const double err = compare(yc, yg);
           worst[mma] = std::max(worst[mma], err);
           EXPECT_LT(err, 1e-5) << "bits " << f.bits << " group " << f.group << " scales "
                                << dtype_name(k.scales) << " [" << shape[0] << "x" << shape[1] << "] T " << T
-                               << " tensor cores " << mma;
+                               << " path " << path;
         }
       }
     }

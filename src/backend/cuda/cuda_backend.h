@@ -111,8 +111,10 @@ class CudaBackend final : public Backend {
   void set_attention_splits(bool on);
   void set_concurrent_matmuls(bool on);
   // Matmuls of more than 8 rows (prefill) on tensor cores (matmul_mma.cu: 8-bit and 4-bit codes, BF16; on
-  // by default) or all on the fp32 tiled GEMM of matmul.cu. Benchmarks and tests compare.
-  void set_mma_gemm(bool on);
+  // by default) or all on the fp32 tiled GEMM of matmul.cu; tile_rows: T rows per block of the tensor-core
+  // GEMM, 64 (two blocks per SM, the default) or 128 (one; BF16 weights always). Benchmarks and tests
+  // compare.
+  void set_mma_gemm(bool on, int tile_rows = 64);
   // gdn_chunked on the warp-per-columns kernel (on by default) or the block kernel of gdn_recurrent.
   // Benchmarks and tests compare.
   void set_gdn_columns(bool on);

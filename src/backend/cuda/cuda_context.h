@@ -44,6 +44,7 @@ struct Queue {
   bool pdl;  // programmatic dependent launch (below)
   GemvOptions gemv;
   bool mma_gemm;           // T > 8: tensor-core GEMM where it applies (matmul_mma.cu), else the fp32 tiles
+  int mma_tile_rows;       // T rows per block of that GEMM: 64 or 128
   const Context* context;  // scratch memory for ops that need it (on this stream only)
 };
 
@@ -175,10 +176,11 @@ struct Context {
   size_t staging_bytes = 0;
   std::array<cudaEvent_t, 8> download_events{};
   void* staging_for(size_t bytes);
-  bool mma_gemm = true;         // CudaBackend::set_mma_gemm
+  bool mma_gemm = true;  // CudaBackend::set_mma_gemm
+  int mma_tile_rows = 64;
   bool gdn_columns = true;      // CudaBackend::set_gdn_columns
   bool attention_tiles = true;  // CudaBackend::set_attention_tiles
-  Queue queue() const { return {stream, pdl, gemv, mma_gemm, this}; }
+  Queue queue() const { return {stream, pdl, gemv, mma_gemm, mma_tile_rows, this}; }
   std::optional<Capture> capture;
 };
 

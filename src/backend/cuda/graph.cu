@@ -62,8 +62,9 @@ void CudaBackend::set_gemv_early(int mode) {
   ctx_->gemv.early = mode;
 }
 
-void CudaBackend::set_mma_gemm(bool on) {
+void CudaBackend::set_mma_gemm(bool on, int tile_rows) {
   ctx_->mma_gemm = on;
+  ctx_->mma_tile_rows = tile_rows == 128 ? 128 : 64;
 }
 
 void CudaBackend::set_attention_tiles(bool on) {

@@ -11,13 +11,14 @@
 //     logits, against the 1e-5 their tests allow).
 // A pre-pass (split_kernel) writes hi/lo, P times the 64-column sums of x, and 1 / P once per matmul.
 //
-// GEMM: a 128 (T) x 128 (rows) tile per block of 8 warps (2 x 4, 64 x 32 each); 64-column slices of the
-// split activations, the codes and the slice's scales/biases/sums stream into shared memory through a
-// 4-stage cp.async pipeline. Within a slice the k order is permuted (the same way for both operands, which
-// leaves the sum unchanged) so that each lane's operands are contiguous: in mma step s (k16) the lane with
-// c = lane % 4 holds logical k {2c, 2c+1, 2c+8, 2c+9}, which stand for columns 16c + 4s + {0, 1, 2, 3}. So a
-// lane reads its 16 codes of a row in one 16-byte load (8-bit) and its activations as one 16-byte chunk
-// (hi[4], lo[4]) per row and step; the pre-pass stores chunk 4s + c at position 4s + c (conflict-free reads).
+// GEMM: a 64 (T) x 128 (rows) tile per block of 4 warps (64 x 32 each; or 128 x 128, 8 warps); 64-column
+// slices of the split activations, the codes and the slice's scales/biases/sums stream into shared memory
+// through a 4-stage cp.async pipeline. Within a slice the k order is permuted (the same way for both
+// operands, which leaves the sum unchanged) so that each lane's operands are contiguous: in mma step s (k16)
+// the lane with c = lane % 4 holds logical k {2c, 2c+1, 2c+8, 2c+9}, which stand for columns 16c + 4s + {0,
+// 1, 2, 3}. So a lane reads its 16 codes of a row in one 16-byte load (8-bit) and its activations as one
+// 16-byte chunk (hi[4], lo[4]) per row and step; the pre-pass stores chunk 4s + c at position 4s + c
+// (conflict-free reads).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -29,13 +30,12 @@
 namespace mtplx::cuda {
 namespace {
 
-constexpr int kSlice = 64;           // columns per pipeline stage (a group, or part of one)
-constexpr int kChunkBytes = 16;      // hi[4] + lo[4] fp16: four columns of one row
-constexpr int kSplitRowBytes = 256;  // one row of one slice: 16 chunks
-constexpr int kBlockM = 128, kBlockN = 128;
+constexpr int kSlice = 64;               // columns per pipeline stage (a group, or part of one)
+constexpr int kChunkBytes = 16;          // hi[4] + lo[4] fp16: four columns of one row
+constexpr int kSplitRowBytes = 256;      // one row of one slice: 16 chunks
+constexpr int kBlockN = 128;             // weight rows per block; T rows per block: 64 kWarpsM (1 or 2)
 constexpr int kWarpM = 64, kWarpN = 32;  // warp tile: 4 x 4 mma tiles of 16 x 8
 constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
-constexpr int kThreads = 256;
 constexpr int kStages = 4;
 
 // Split: x [T, cols] fp32 -> per row: P (a power of two: largest |x| times P just under 2^14), and per slice
@@ -147,9 +147,9 @@ template <int kBits>
 constexpr int row_bytes() {
   return kSlice * kBits / 8;
 }
-template <int kBits>
+template <int kBits, int kBlockM>
 constexpr int stage_bytes() {
-  return kBlockM * kSplitRowBytes + kBlockN * row_bytes<kBits>() + 3 * 128 * 4;
+  return kBlockM * kSplitRowBytes + kBlockN * row_bytes<kBits>() + (2 * kBlockN + kBlockM) * 4;
 }
 
 struct GemmArgs {
@@ -165,8 +165,11 @@ struct GemmArgs {
   float* y;
 };
 
-template <int kBits>
-__global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgs a) {
+// kWarpsM 2: a 128 x 128 tile, 8 warps, one block per SM (shared memory and registers); kWarpsM 1: 64 x
+// 128, 4 warps, two blocks per SM, so one block's slice barrier and fp32 epilogue overlap the other's mma.
+template <int kBits, int kWarpsM>
+__global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(GemmArgs a) {
+  constexpr int kBlockM = kWarpM * kWarpsM, kThreads = 128 * kWarpsM;
   constexpr bool kQuantized = kBits <= 8;
   constexpr int kRowBytes = row_bytes<kBits>();
   extern __shared__ __align__(16) uint8_t shared[];
@@ -177,11 +180,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgs a) {
   const int64_t slices = a.cols / kSlice;
   const int64_t groups = kQuantized ? a.cols / a.group_size : 1;
   const int64_t weight_row_bytes = a.cols * kBits / 8;
-  const int scale_tid = tid & 127;  // the row (scales, biases) or T row (sums) this thread copies
-  const int64_t scale_row = std::min(n0 + scale_tid, a.rows - 1);
-  const int64_t sum_row = std::min(m0 + scale_tid, a.T - 1);
 
-  const auto stage = [&](int slot) { return shared + slot * stage_bytes<kBits>(); };
+  const auto stage = [&](int slot) { return shared + slot * stage_bytes<kBits, kBlockM>(); };
   // Queues slice j's copies into stage `slot` (rows past T or `rows` repeat the last row; never stored).
   const auto load = [&](int slot, int64_t j) {
     uint8_t* base = stage(slot);
@@ -203,11 +203,14 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgs a) {
     }
     if constexpr (kQuantized) {
       auto* words = reinterpret_cast<uint32_t*>(wbase + kBlockN * kRowBytes);
-      const int64_t gi = scale_row * groups + j * kSlice / a.group_size;
-      // 16-bit scales: the aligned word holding the pair (scale_from_word picks the half).
-      const int64_t offset = a.scale_dtype == DType::F32 ? gi * 4 : (gi * 2) & ~int64_t{3};
-      copy_async4(words + tid, (tid < 128 ? a.scales : a.biases) + offset);
-      if (tid < 128) copy_async4(words + 256 + tid, a.sums + sum_row * slices + j);
+      for (int i = tid; i < 2 * kBlockN; i += kThreads) {  // scales of the block's rows, then biases
+        const int64_t gi = std::min(n0 + i % kBlockN, a.rows - 1) * groups + j * kSlice / a.group_size;
+        // 16-bit scales: the aligned word holding the pair (scale_from_word picks the half).
+        const int64_t offset = a.scale_dtype == DType::F32 ? gi * 4 : (gi * 2) & ~int64_t{3};
+        copy_async4(words + i, (i < kBlockN ? a.scales : a.biases) + offset);
+      }
+      for (int i = tid; i < kBlockM; i += kThreads)
+        copy_async4(words + 2 * kBlockN + i, a.sums + std::min(m0 + i, a.T - 1) * slices + j);
     }
   };
 
@@ -280,7 +283,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgs a) {
     }
     if constexpr (kQuantized) {
       const auto* words = reinterpret_cast<const uint32_t*>(wbase + kBlockN * kRowBytes);
-      const auto* sums = reinterpret_cast<const float*>(words + 256);
+      const auto* sums = reinterpret_cast<const float*>(words + 2 * kBlockN);
       const int64_t group = j * kSlice / a.group_size;
       float scale[kFragsN][2], bias[kFragsN][2], xsum[kFragsM][2];
 #pragma unroll
@@ -290,7 +293,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgs a) {
           const int row = wn * kWarpN + nf * 8 + 2 * c + e;
           const int64_t gi = std::min(n0 + row, a.rows - 1) * groups + group;
           scale[nf][e] = scale_from_word(words[row], a.scale_dtype, gi);
-          bias[nf][e] = scale_from_word(words[128 + row], a.scale_dtype, gi);
+          bias[nf][e] = scale_from_word(words[kBlockN + row], a.scale_dtype, gi);
         }
 #pragma unroll
       for (int mf = 0; mf < kFragsM; ++mf)
@@ -341,14 +344,25 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_mma_kernel(GemmArgs a) {
     }
 }
 
-template <int kBits>
+template <int kBits, int kWarpsM>
 void launch_gemm(const GemmArgs& args, Queue queue) {
-  constexpr int kShared = kStages * stage_bytes<kBits>();
-  check(cudaFuncSetAttribute(gemm_mma_kernel<kBits>, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared),
+  constexpr int kBlockM = kWarpM * kWarpsM;
+  constexpr int kShared = kStages * stage_bytes<kBits, kBlockM>();
+  check(cudaFuncSetAttribute(gemm_mma_kernel<kBits, kWarpsM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             kShared),
         "cudaFuncSetAttribute", "gemm_mma");
   const dim3 grid(static_cast<unsigned>((args.rows + kBlockN - 1) / kBlockN),
                   static_cast<unsigned>((args.T + kBlockM - 1) / kBlockM));
-  launch(gemm_mma_kernel<kBits>, grid, kThreads, kShared, queue, args);
+  launch(gemm_mma_kernel<kBits, kWarpsM>, grid, 128 * kWarpsM, kShared, queue, args);
+}
+
+// BF16 weights always take 128 T rows a block: two blocks of 64 would not fit an SM's shared memory.
+template <int kBits>
+void launch_gemm(const GemmArgs& args, int tile_rows, Queue queue) {
+  if (kBits == 16 || tile_rows == 128)
+    launch_gemm<kBits, 2>(args, queue);
+  else if constexpr (kBits != 16)
+    launch_gemm<kBits, 1>(args, queue);
 }
 
 }  // namespace
@@ -384,11 +398,11 @@ void gemm_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, void* 
                       w.group_size,
                       y};
   if (!w.quantized())
-    launch_gemm<16>(args, queue);
+    launch_gemm<16>(args, queue.mma_tile_rows, queue);
   else if (w.bits == 8)
-    launch_gemm<8>(args, queue);
+    launch_gemm<8>(args, queue.mma_tile_rows, queue);
   else
-    launch_gemm<4>(args, queue);
+    launch_gemm<4>(args, queue.mma_tile_rows, queue);
   check_launch("gemm_mma");
 }
 
