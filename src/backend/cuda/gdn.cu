@@ -4,10 +4,11 @@
 // registers for all T rows: lane = column, each of the 4 warps holds a quarter of the Dk rows. The two
 // column sums per token (S^T k and S^T q) are reduced over the warps through shared memory.
 //
-// Long prefills (gdn_chunked) take gdn_columns_kernel instead: a warp owns 16 value columns and all Dk rows
-// of them (a lane holds half a column's rows in registers), so each column sum is a thread's own plus one
-// shuffle and a step needs no barrier; q, k, g and beta of 32 tokens at a time are staged in shared memory.
-// The per-step cost drops from three block barriers and dependent global loads to ~2 Dk register FMAs a lane.
+// Long prefills (gdn_chunked) take gdn_columns_kernel instead: a warp owns 8 value columns and all Dk rows
+// of them (a lane holds a quarter of a column's rows in registers), so each column sum is a thread's own
+// plus two shuffles and a step needs no barrier; q, k, g and beta of 32 tokens at a time are staged in shared
+// memory. The per-step cost drops from three block barriers and dependent global loads to ~Dk register FMAs a
+// lane.
 #include <algorithm>
 #include <cmath>
 
@@ -193,23 +194,26 @@ void run_recurrent(const GdnArgs& a, Queue stream) {
 }
 
 constexpr int kColumnSteps = 32;  // tokens staged per round in gdn_columns_kernel
-constexpr int kColumnWarps = 2;   // 32 value columns per block: 128 blocks of 2 warps for Qwen3.5-4B
+constexpr int kColumnParts = 4;   // lanes per value column, each holding Dk / 4 rows of S
+constexpr int kColumnsPerWarp = 32 / kColumnParts;
+constexpr int kColumnWarps = 4;  // 32 value columns per block: 128 blocks of 4 warps for Qwen3.5-4B
 
-// A block per 32 value columns of a head, a warp per 16 of them: lane = (half of the Dk rows, column),
-// S[Dk / 2] in registers; the two halves' column sums meet through one shuffle.
+// A block per 32 value columns of a head, a warp per 8 of them: lane = (quarter of the Dk rows, column),
+// S[Dk / 4] in registers; the quarters' column sums meet through two shuffles.
 template <int DK>
 __global__ void gdn_columns_kernel(const float* __restrict__ q, const float* __restrict__ k,
                                    const float* __restrict__ v, const float* __restrict__ g,
                                    const float* __restrict__ beta, float* __restrict__ state,
                                    float* __restrict__ out, int64_t T, int Hk, int Hv, int Dv) {
-  constexpr int kRows = DK / 2;
+  constexpr int kRows = DK / kColumnParts;
   begin_dependent();
   __shared__ __align__(16) float sq[kColumnSteps][DK];
   __shared__ __align__(16) float sk[kColumnSteps][DK];
   __shared__ float sdecay[kColumnSteps], sbeta[kColumnSteps];
   const int hv = blockIdx.x, kh = hv / (Hv / Hk), lane = threadIdx.x & 31;
-  const int half = lane / 16, d0 = half * kRows;
-  const int j = blockIdx.y * (16 * kColumnWarps) + (threadIdx.x >> 5) * 16 + lane % 16;
+  const int part = lane / kColumnsPerWarp, d0 = part * kRows;
+  const int j = blockIdx.y * (kColumnsPerWarp * kColumnWarps) + (threadIdx.x >> 5) * kColumnsPerWarp +
+                lane % kColumnsPerWarp;
   const bool column = j < Dv;
   const int64_t head_state = int64_t{hv} * DK * Dv;
   const int64_t qk_cols = int64_t{Hk} * DK, v_cols = int64_t{Hv} * Dv;
@@ -247,7 +251,7 @@ __global__ void gdn_columns_kernel(const float* __restrict__ q, const float* __r
         m[3] = fmaf(S[d + 3], kk.w, m[3]);
       }
       float mine = (m[0] + m[1]) + (m[2] + m[3]);
-      mine += __shfl_xor_sync(0xffffffffu, mine, 16);
+      for (int o = kColumnsPerWarp; o < 32; o *= 2) mine += __shfl_xor_sync(0xffffffffu, mine, o);
       const float delta = sbeta[r] * (vj - mine);
       float o[4] = {0, 0, 0, 0};
 #pragma unroll
@@ -264,8 +268,8 @@ __global__ void gdn_columns_kernel(const float* __restrict__ q, const float* __r
         o[3] = fmaf(S[d + 3], qq.w, o[3]);
       }
       float total = (o[0] + o[1]) + (o[2] + o[3]);
-      total += __shfl_xor_sync(0xffffffffu, total, 16);
-      if (column && half == 0) out[(t0 + r) * v_cols + int64_t{hv} * Dv + j] = total;
+      for (int o = kColumnsPerWarp; o < 32; o *= 2) total += __shfl_xor_sync(0xffffffffu, total, o);
+      if (column && part == 0) out[(t0 + r) * v_cols + int64_t{hv} * Dv + j] = total;
       vj = v_next;
     }
   }
@@ -282,7 +286,8 @@ bool run_columns(const GdnArgs& a, Queue stream) {
   if (a.row_states != nullptr || (a.key_dim != 64 && a.key_dim != 128)) return false;
   if (T == 0) return true;
   const dim3 grid(static_cast<unsigned>(a.value_heads),
-                  static_cast<unsigned>((a.value_dim + 16 * kColumnWarps - 1) / (16 * kColumnWarps)));
+                  static_cast<unsigned>((a.value_dim + kColumnsPerWarp * kColumnWarps - 1) /
+                                        (kColumnsPerWarp * kColumnWarps)));
   auto run = [&](auto kernel) {
     launch(kernel, grid, 32 * kColumnWarps, 0, stream, a.q->data, a.k->data, a.v->data, a.g->data,
            a.beta->data, a.state->data, a.out->data, T, a.key_heads, a.value_heads, a.value_dim);

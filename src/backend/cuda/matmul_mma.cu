@@ -34,7 +34,7 @@ constexpr int kSlice = 64;               // columns per pipeline stage (a group,
 constexpr int kChunkBytes = 16;          // hi[4] + lo[4] fp16: four columns of one row
 constexpr int kSplitRowBytes = 256;      // one row of one slice: 16 chunks
 constexpr int kBlockN = 128;             // weight rows per block; T rows per block: 64 kWarpsM (1 or 2)
-constexpr int kWarpM = 64, kWarpN = 32;  // warp tile: 4 x 4 mma tiles of 16 x 8
+constexpr int kWarpM = 64, kWarpN = 32;  // warp tile: 4 x 4 mma tiles (32 x 32 measured slower)
 constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
 constexpr int kStages = 4;
 
@@ -102,8 +102,8 @@ __device__ __forceinline__ void wait_async() {
 
 __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                     uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+  // Not volatile: registers in, registers out, so the compiler may interleave it with other work.
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
@@ -186,8 +186,8 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
   const auto load = [&](int slot, int64_t j) {
     uint8_t* base = stage(slot);
 #pragma unroll
-    for (int r = 0; r < kBlockM * 16 / kThreads; ++r) {
-      const int i = tid + r * kThreads, row = i / 16, p = i % 16;
+    for (int i = tid; i < kBlockM * 16; i += kThreads) {
+      const int row = i / 16, p = i % 16;
       const int64_t m = std::min(m0 + row, a.T - 1);
       copy_async16(base + row * kSplitRowBytes + ((p ^ ((row & 1) << 2)) * kChunkBytes),
                    a.split + (m * slices + j) * 16 + p);
@@ -195,8 +195,8 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
     uint8_t* wbase = base + kBlockM * kSplitRowBytes;
     constexpr int kChunksPerRow = kRowBytes / 16;
 #pragma unroll
-    for (int r = 0; r < kBlockN * kChunksPerRow / kThreads; ++r) {
-      const int i = tid + r * kThreads, row = i / kChunksPerRow, p = i % kChunksPerRow;
+    for (int i = tid; i < kBlockN * kChunksPerRow; i += kThreads) {
+      const int row = i / kChunksPerRow, p = i % kChunksPerRow;
       const int64_t n = std::min(n0 + row, a.rows - 1);
       const int q = kBits == 16 ? p ^ (row & 1) : p;  // BF16: swizzle pairs of rows apart
       copy_async16(wbase + row * kRowBytes + q * 16, a.w + n * weight_row_bytes + j * kRowBytes + p * 16);
@@ -275,10 +275,11 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
         const uint4 bottom =
             *reinterpret_cast<const uint4*>(base + (row + 8) * kSplitRowBytes + chunk * kChunkBytes);
 #pragma unroll
-        for (int nf = 0; nf < kFragsN; ++nf) {
-          mma(part[mf][nf], top.x, bottom.x, top.y, bottom.y, b[nf][0], b[nf][1]);  // hi
-          mma(part[mf][nf], top.z, bottom.z, top.w, bottom.w, b[nf][0], b[nf][1]);  // lo
-        }
+        for (int nf = 0; nf < kFragsN; ++nf)  // hi, then lo: four independent mma between dependent ones
+          mma(part[mf][nf], top.x, bottom.x, top.y, bottom.y, b[nf][0], b[nf][1]);
+#pragma unroll
+        for (int nf = 0; nf < kFragsN; ++nf)
+          mma(part[mf][nf], top.z, bottom.z, top.w, bottom.w, b[nf][0], b[nf][1]);
       }
     }
     if constexpr (kQuantized) {
