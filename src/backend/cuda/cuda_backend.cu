@@ -103,8 +103,9 @@ __device__ __forceinline__ float4 scale4(float4 v, float inv, float4 g) {
 
 // kAdd: v = a + b, stored to sum_out; else v = a. normed = v * rsqrt(mean(v^2) + eps) * gain.
 template <bool kAdd>
-__global__ void norm_vec_kernel(const float4* a, const float4* b, const float4* gain, int64_t n4, float eps,
-                                float4* sum_out, float4* normed) {
+__global__ void __launch_bounds__(1024)
+    norm_vec_kernel(const float4* a, const float4* b, const float4* gain, int64_t n4, float eps,
+                    float4* sum_out, float4* normed) {
   __shared__ float shared[32];
   float4 g[kNormVec], v[kNormVec];
 #pragma unroll
