@@ -95,7 +95,7 @@ class CudaOps : public ::testing::Test {
 struct HostWeight {
   std::vector<uint32_t> words;
   std::vector<uint16_t> scales, biases, dense16;
-  std::vector<float> dense32;
+  std::vector<float> dense32, scales32, biases32;
   WeightMatrix w;
 };
 
@@ -138,6 +138,26 @@ struct Format {
   int bits, group;
   DType dense;
 };
+
+// Scales and biases of a quantized HostWeight as `type`: F32 widens the bf16 values, F16 draws halves of
+// short mantissa (to_f16 is exact for them).
+void set_scale_dtype(HostWeight& h, DType type, std::mt19937& rng) {
+  if (type == DType::BF16) return;
+  h.w.scale_dtype = type;
+  for (size_t i = 0; i < h.scales.size(); ++i) {
+    if (type == DType::F32) {
+      h.scales32.push_back(std::bit_cast<float>(uint32_t{h.scales[i]} << 16));
+      h.biases32.push_back(std::bit_cast<float>(uint32_t{h.biases[i]} << 16));
+    } else {
+      h.scales[i] = to_f16(static_cast<float>(1 + rng() % 64) / 1024.0f);
+      h.biases[i] = to_f16(static_cast<float>(static_cast<int>(rng() % 401) - 200) / 1024.0f);
+    }
+  }
+  if (type == DType::F32) {
+    h.w.scales = h.scales32.data();
+    h.w.biases = h.biases32.data();
+  }
+}
 
 TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
   const Format formats[] = {{8, 64, DType::U32},  {4, 64, DType::U32}, {4, 32, DType::U32},
@@ -185,23 +205,7 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
     for (const auto& shape : shapes) {
       if (f.bits > 0 && shape[1] % f.group != 0) continue;
       HostWeight h = make_weight(rng_, shape[0], shape[1], f.bits, f.group, f.dense);
-      std::vector<float> scales32, biases32;
-      if (f.bits > 0 && k.scales != DType::BF16) {
-        h.w.scale_dtype = k.scales;
-        for (size_t i = 0; i < h.scales.size(); ++i) {
-          if (k.scales == DType::F32) {  // the same bf16 values, widened
-            scales32.push_back(std::bit_cast<float>(uint32_t{h.scales[i]} << 16));
-            biases32.push_back(std::bit_cast<float>(uint32_t{h.biases[i]} << 16));
-          } else {  // halves of short mantissa (to_f16 is exact for them)
-            h.scales[i] = to_f16(static_cast<float>(1 + rng_() % 64) / 1024.0f);
-            h.biases[i] = to_f16(static_cast<float>(static_cast<int>(rng_() % 401) - 200) / 1024.0f);
-          }
-        }
-        if (k.scales == DType::F32) {
-          h.w.scales = scales32.data();
-          h.w.biases = biases32.data();
-        }
-      }
+      if (f.bits > 0) set_scale_dtype(h, k.scales, rng_);
       const WeightMatrix dev = gpu_->prepare_weight(h.w);
       for (int64_t T : {9, 64, 129, 300}) {
         auto [xc, xg] = random_pair(T, shape[1]);
@@ -223,6 +227,44 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
   }
   gpu_->set_mma_gemm(true);
   std::printf("[cuda gemm] worst error vs CPU: tensor cores %.2e, fp32 tiles %.2e\n", worst[1], worst[0]);
+}
+
+// Matmuls of 1..8 rows on the tensor-core GEMV (matmul_skinny.cu, CudaBackend::set_gemv_mma_from: exact
+// codes times activations split into two fp16 halves) against the CPU backend: 8-bit and 4-bit codes,
+// groups of 64 and 128, BF16 / F16 / F32 scales, partial row blocks, one to 144 slices, activations of
+// ordinary, large (1e4) and small (1e-6) magnitude. Prints the worst error.
+TEST_F(CudaOps, MatmulTensorCoreGemv) {
+  struct Case {
+    Format format;
+    DType scales;
+  };
+  const Case cases[] = {{{8, 64, DType::U32}, DType::BF16},  {{4, 64, DType::U32}, DType::BF16},
+                        {{8, 128, DType::U32}, DType::BF16}, {{4, 128, DType::U32}, DType::BF16},
+                        {{8, 64, DType::U32}, DType::F32},   {{4, 64, DType::U32}, DType::F16}};
+  const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192}, {130, 9216}, {7, 64}, {33, 128}};
+  double worst = 0;
+  gpu_->set_gemv_mma_from(1);
+  for (const Case& k : cases)
+    for (const auto& shape : shapes) {
+      if (shape[1] % k.format.group != 0) continue;
+      HostWeight h = make_weight(rng_, shape[0], shape[1], k.format.bits, k.format.group, k.format.dense);
+      set_scale_dtype(h, k.scales, rng_);
+      const WeightMatrix dev = gpu_->prepare_weight(h.w);
+      for (int64_t T = 1; T <= 8; ++T)
+        for (const float magnitude : {1.0f, 1e4f, 1e-6f}) {
+          auto [xc, xg] = random_pair(T, shape[1], -magnitude, magnitude);
+          auto [yc, yg] = outputs(T, shape[0]);
+          cpu_.matmul(h.w, xc, yc);
+          gpu_->matmul(dev, xg, yg);
+          const double err = compare(yc, yg);
+          worst = std::max(worst, err);
+          EXPECT_LT(err, 1e-5) << "bits " << k.format.bits << " group " << k.format.group << " scales "
+                               << dtype_name(k.scales) << " [" << shape[0] << "x" << shape[1] << "] T " << T
+                               << " |x| <= " << magnitude;
+        }
+    }
+  gpu_->set_gemv_mma_from(0);
+  std::printf("[cuda gemv] worst error vs CPU on tensor cores: %.2e\n", worst);
 }
 
 // download() through the chunked page-locked staging buffer and straight into pageable memory: every

@@ -106,6 +106,9 @@ class CudaBackend final : public Backend {
   // The fewest rows (T) at which 8-bit codes take the interleaved kernel by default: 2 (5 before
   // 2026-11-26, when 8-bit T = 2..4 stayed on the classic kernel). Benchmarks compare.
   void set_gemv_wide8_from(int rows);
+  // The fewest rows (T) at which 8- and 4-bit codes take the tensor-core kernel (matmul_skinny.cu) instead
+  // of the fp32 GEMVs; 0 = never. Benchmarks and tests compare.
+  void set_gemv_mma_from(int rows);
   // Split-K attention for decode widths over long caches, and matmul_many's matmuls on parallel streams
   // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);

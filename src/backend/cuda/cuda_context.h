@@ -34,6 +34,7 @@ struct GemvOptions {
   // kernel runs), -1 after it, 0 by kernel (interleaved before, classic after). CudaBackend::set_gemv_early.
   int early = 0;
   int wide8_from = 2;  // fewest rows at which 8-bit codes take the interleaved kernel (set_gemv_wide8_from)
+  int mma_from = 0;    // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never
 };
 
 struct Context;

@@ -14,4 +14,9 @@ namespace mtplx::cuda {
 // sizes): the caller then runs the classic kernel.
 bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_t T, Queue queue);
 
+// y = x W^T for T = 1..8 rows on tensor cores (matmul_skinny.cu), for 8- and 4-bit codes whose groups are
+// whole 64-column slices (gemv_mma_supported). Used from GemvOptions::mma_from rows on.
+bool gemv_mma_supported(const WeightMatrix& w);
+void gemv_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue queue);
+
 }  // namespace mtplx::cuda

@@ -51,11 +51,15 @@ void CudaBackend::set_pdl(bool on) {
 }
 
 void CudaBackend::set_gemv(bool classic, int batch, int warps, int words) {
-  ctx_->gemv = {classic, batch, warps, words, ctx_->gemv.early, ctx_->gemv.wide8_from};
+  ctx_->gemv = {classic, batch, warps, words, ctx_->gemv.early, ctx_->gemv.wide8_from, ctx_->gemv.mma_from};
 }
 
 void CudaBackend::set_gemv_wide8_from(int rows) {
   ctx_->gemv.wide8_from = rows;
+}
+
+void CudaBackend::set_gemv_mma_from(int rows) {
+  ctx_->gemv.mma_from = rows;
 }
 
 void CudaBackend::set_gemv_early(int mode) {

@@ -309,6 +309,11 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
     check_launch("gemm_tiled");
     return;
   }
+  if (stream.gemv.mma_from > 0 && T >= stream.gemv.mma_from && gemv_mma_supported(w)) {
+    gemv_mma(w, x, y, T, stream);
+    check_launch("gemv_mma");
+    return;
+  }
   const int path = fast_path(w);
   if (path != 0 && !stream.gemv.classic && gemv_wide(w, path, x, y, T, stream)) {
     check_launch("gemv_wide");
