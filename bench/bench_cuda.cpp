@@ -244,6 +244,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   const double ar_pageable = ar_run(true, true);
   gpu.set_pinned_downloads(true);
   const double ar_host = ar_run(true, true);
+  gpu.set_gemv_mma_from(1);
+  const double ar_mma = ar_run(true);  // every GEMV on the tensor-core kernel
+  gpu.set_gemv_mma_from(0);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
@@ -260,7 +263,8 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         std::pair{"graphs, classic GEMV with 2 warps per row group", ar_classic_warps[1]},
         std::pair{"graphs, classic GEMV with 4 warps per row group", ar_classic_warps[2]},
         std::pair{"graphs, logits downloaded straight into pageable memory, host argmax", ar_pageable},
-        std::pair{"graphs, logits downloaded (pinned staging), host argmax (as before)", ar_host}})
+        std::pair{"graphs, logits downloaded (pinned staging), host argmax (as before)", ar_host},
+        std::pair{"graphs, tensor-core GEMV (matmul_skinny.cu) for every 8/4-bit matrix", ar_mma}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
 
@@ -407,16 +411,21 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     bool classic;
     int early, wide8_from;
     bool download;  // the rows downloaded instead of their greedy tokens picked on the GPU
+    int mma_from;   // CudaBackend::set_gemv_mma_from: the tensor-core GEMV from this many rows (0: never)
   };
-  for (const auto& [what, classic, early, wide8_from, download] :
-       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, false},
-        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, false},
-        VerifyRun{" (first GEMV weights before the PDL wait)", false, 1, 2, false},
-        VerifyRun{" (rows downloaded, as before)", false, 0, 2, true}, VerifyRun{"", false, 0, 2, false}}) {
+  for (const auto& [what, classic, early, wide8_from, download, mma_from] :
+       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, false, 0},
+        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, false, 0},
+        VerifyRun{" (first GEMV weights before the PDL wait)", false, 1, 2, false, 0},
+        VerifyRun{" (rows downloaded, as before)", false, 0, 2, true, 0},
+        VerifyRun{" (tensor-core GEMV at every width)", false, 0, 2, false, 1},
+        VerifyRun{" (tensor-core GEMV from 2 rows)", false, 0, 2, false, 2},
+        VerifyRun{"", false, 0, 2, false, 0}}) {
     gpu.set_gemv(classic);
     gpu.set_vector_norms(!classic);
     gpu.set_gemv_early(early);
     gpu.set_gemv_wide8_from(wide8_from);
+    gpu.set_gemv_mma_from(mma_from);
     ModelState state = model.new_state(capacity);
     const auto tokens = prompt(kPrompt, V);
     model.forward(tokens, state);
@@ -466,9 +475,23 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       }
       ms.erase(ms.begin());
       const double draft = median(ms);
+      // The same step when the draft is greedy: its token picked where the logits are
+      // (DraftHead::greedy_token).
+      std::vector<double> greedy_ms;
+      for (int rep = 0; rep < 31; ++rep) {
+        const int32_t token = tokens[rep % kPrompt];
+        Stopwatch clock;
+        const Tensor h = model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
+        if (head.greedy_token(h) < 0) std::printf("?");
+        greedy_ms.push_back(clock.seconds() * 1e3);
+      }
+      greedy_ms.erase(greedy_ms.begin());
+      const double greedy = median(greedy_ms);
       drafts.push_back({spec, draft});
-      std::printf("draft %s: %.3f ms per MTP step (%.3fx an AR step)\n", spec.c_str(), draft,
-                  draft * ar / 1e3);
+      std::printf(
+          "draft %s: %.3f ms per MTP step (%.3fx an AR step); greedy draft, token picked on the GPU: "
+          "%.3f ms (%.3fx)\n",
+          spec.c_str(), draft, draft * ar / 1e3, greedy, greedy * ar / 1e3);
     }
   }
 
