@@ -7,6 +7,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "backend/cpu/cpu_backend.h"
@@ -48,6 +49,28 @@ GenerationConfig greedy(int depth, int64_t tokens) {
 }
 
 class GreedyEquivalence : public ::testing::TestWithParam<std::string> {};
+
+// DraftHead::greedy_token (the backend's pick) is the lowest-id argmax of DraftHead::logits, mapped to its
+// token id, for the full, requantized and trimmed heads, over MTP rows of a real prompt.
+TEST_P(GreedyEquivalence, DraftHeadGreedyTokenIsTheArgmaxOfItsLogits) {
+  Loaded m(GetParam());
+  const int64_t V = m.model.config().vocab_size;
+  std::vector<int32_t> frequent(static_cast<size_t>(V));
+  for (int64_t i = 0; i < V; ++i) frequent[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7) % V);
+  ModelState state = m.model.new_state(64);
+  const Tensor hidden = m.model.forward(kPrompt, state);
+  for (const char* spec : {"full", "q4", "trim:37"}) {
+    DraftHead head(m.model, parse_draft_head(spec), frequent);
+    for (int64_t t = 0; t + 1 < static_cast<int64_t>(kPrompt.size()); ++t) {
+      const Tensor h =
+          m.model.mtp_forward({&kPrompt[static_cast<size_t>(t + 1)], 1}, hidden.row_view(t, 1), t, state);
+      const auto logits = head.logits(h);
+      const auto best = std::max_element(logits.begin(), logits.end()) - logits.begin();  // first of ties
+      const int32_t want = head.ids().empty() ? static_cast<int32_t>(best) : head.ids()[best];
+      EXPECT_EQ(head.greedy_token(h), want) << spec << " slot " << t;
+    }
+  }
+}
 
 TEST_P(GreedyEquivalence, MtpDepthsOneToFourMatchAutoregressive) {
   Loaded m(GetParam());
