@@ -1,8 +1,9 @@
 // y = x W^T for T > 8 rows (prefill) on tensor cores: mma.sync m16n8k16 with fp16 operands and fp32
 // accumulation, kept close to the fp32 CPU reference by two choices:
 //   - the weight operand is exact: the integer code q itself (0..255 and 0..15 are fp16 integers), or the
-//     BF16 weight as fp16 (exact for |w| in [2^-14, 65504]; smaller ones keep 2^-24 absolute). Scales and
-//     biases are applied in fp32 per 64-column slice, as the GEMV does:
+//     BF16 weight as fp16 (exact for |w| in [2^-14, 65504]; smaller ones keep 2^-24 absolute; larger ones,
+//     which no trained checkpoint has, would overflow). Scales and biases are applied in fp32 per 64-column
+//     slice, as the GEMV does:
 //       sum_c (s q_c + b) x_c = s * (sum_c q_c x_c) + b * (sum_c x_c)
 //   - each activation row is scaled by a power of two P (its largest |x| to just under 2^14: exact) and
 //     split into two fp16 values, x P = hi + lo (hi = fp16(x P), lo = fp16(x P - hi)); both halves go
