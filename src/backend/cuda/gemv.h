@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/matmul_mma.h"
 #include "backend/weight.h"
 
 namespace mtplx::cuda {
@@ -16,7 +17,10 @@ bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_
 
 // y = x W^T for T = 1..8 rows on tensor cores (matmul_skinny.cu), for 8- and 4-bit codes whose groups are
 // whole 64-column slices (gemv_mma_supported). Used from GemvOptions::mma_from rows on.
+// x comes split by split_activations (matmul_mma.h), so weights that share an input split it once.
 bool gemv_mma_supported(const WeightMatrix& w);
-void gemv_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue queue);
+void gemv_mma(const WeightMatrix& w, const SplitActivations& x, float* y, int64_t T, Queue queue);
+// Whether matmul.cu sends T rows times `w` to gemv_mma on this queue (GemvOptions::mma_from).
+bool takes_gemv_mma(const WeightMatrix& w, int64_t T, const Queue& stream);
 
 }  // namespace mtplx::cuda

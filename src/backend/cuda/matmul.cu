@@ -292,6 +292,10 @@ void validate(const WeightMatrix& w) {
 
 }  // namespace
 
+bool takes_gemv_mma(const WeightMatrix& w, int64_t T, const Queue& stream) {
+  return T <= kMaxT && stream.gemv.mma_from > 0 && T >= stream.gemv.mma_from && gemv_mma_supported(w);
+}
+
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue stream) {
   validate(w);
   if (T == 0) return;
@@ -309,8 +313,10 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
     check_launch("gemm_tiled");
     return;
   }
-  if (stream.gemv.mma_from > 0 && T >= stream.gemv.mma_from && gemv_mma_supported(w)) {
-    gemv_mma(w, x, y, T, stream);
+  if (takes_gemv_mma(w, T, stream)) {
+    // As for the GEMM: the split goes back to the pool on return, after everything that reads it is queued.
+    const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
+    gemv_mma(w, split_activations(x, T, w.cols, scratch.get(), stream), y, T, stream);
     check_launch("gemv_mma");
     return;
   }
@@ -357,13 +363,31 @@ void CudaBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Ten
   for (size_t i = 0; i < ws.size(); ++i)
     if (!(x.cols == ws[i]->cols && ys[i]->cols == ws[i]->rows && x.rows == ys[i]->rows))
       fail("internal error: cuda backend: matmul shape");
+  // On the tensor-core GEMV the input is split once, before the fork, for all the weights.
+  const cuda::Queue main = ctx_->queue();
+  const bool shared_split = std::all_of(
+      ws.begin(), ws.end(), [&](const WeightMatrix* w) { return cuda::takes_gemv_mma(*w, x.rows, main); });
+  std::shared_ptr<void> scratch;
+  cuda::SplitActivations split{};
+  if (shared_split) {
+    scratch = ctx_->scratch(cuda::gemm_mma_scratch_bytes(x.rows, x.cols));
+    split = cuda::split_activations(x.data, x.rows, x.cols, scratch.get(), main);
+  }
+  const auto run = [&](size_t i, const cuda::Queue& queue) {
+    if (shared_split) {
+      cuda::gemv_mma(*ws[i], split, ys[i]->data, x.rows, queue);
+      cuda::check_launch("gemv_mma");
+    } else {
+      cuda::matmul(*ws[i], x.data, ys[i]->data, x.rows, queue);
+    }
+  };
   MTPLX_CUDA_CHECK(cudaEventRecord(ctx_->events[0], ctx_->stream));
-  cuda::matmul(*ws[0], x.data, ys[0]->data, x.rows, ctx_->queue());
+  run(0, main);
   for (size_t i = 1; i < ws.size(); ++i) {
-    cuda::Queue side = ctx_->queue();
+    cuda::Queue side = main;
     side.stream = ctx_->side[i - 1];
     MTPLX_CUDA_CHECK(cudaStreamWaitEvent(side.stream, ctx_->events[0], 0));
-    cuda::matmul(*ws[i], x.data, ys[i]->data, x.rows, side);
+    run(i, side);
     MTPLX_CUDA_CHECK(cudaEventRecord(ctx_->events[i], side.stream));
     MTPLX_CUDA_CHECK(cudaStreamWaitEvent(ctx_->stream, ctx_->events[i], 0));
   }

@@ -27,13 +27,11 @@
 
 #include "backend/cuda/device_util.cuh"
 #include "backend/cuda/matmul_mma.h"
+#include "backend/cuda/mma_util.cuh"
 
 namespace mtplx::cuda {
 namespace {
 
-constexpr int kSlice = 64;               // columns per pipeline stage (a group, or part of one)
-constexpr int kChunkBytes = 16;          // hi[4] + lo[4] fp16: four columns of one row
-constexpr int kSplitRowBytes = 256;      // one row of one slice: 16 chunks
 constexpr int kBlockN = 128;             // weight rows per block; T rows per block: 64 kWarpsM (1 or 2)
 constexpr int kWarpM = 64, kWarpN = 32;  // warp tile: 4 x 4 mma tiles (32 x 32 measured slower)
 constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
@@ -101,28 +99,6 @@ __device__ __forceinline__ void wait_async() {
   asm volatile("cp.async.wait_group %0;" ::"n"(Pending));
 }
 
-__device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                    uint32_t b0, uint32_t b1) {
-  // Not volatile: registers in, registers out, so the compiler may interleave it with other work.
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%0, %1, %2, %3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// Two codes as an fp16x2 of their integer values (exact): 0x6400 | q is the fp16 of 1024 + q (q < 1024),
-// so subtracting 1024 is exact. Bytes `first` and `first + 1` of a word, or nibbles j and j + 1.
-__device__ __forceinline__ uint32_t minus_1024(uint32_t biased) {
-  const __half2 v = __hsub2(*reinterpret_cast<const __half2*>(&biased), __floats2half2_rn(1024.0f, 1024.0f));
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-__device__ __forceinline__ uint32_t f16x2_of_bytes(uint32_t word, int first) {
-  return minus_1024(__byte_perm(word, 0x64646464u, first == 0 ? 0x4140u : 0x4342u));
-}
-__device__ __forceinline__ uint32_t f16x2_of_nibbles(uint32_t word, int j) {
-  const uint32_t t = word >> (4 * j);
-  return minus_1024((t & 0xFu) | ((t << 12) & 0xF0000u) | 0x64006400u);
-}
 // Two BF16 weights as fp16x2.
 __device__ __forceinline__ uint32_t f16x2_of_bf16x2(uint32_t word) {
   const __half2 v = __floats2half2_rn(__uint_as_float(word << 16), __uint_as_float(word & 0xFFFF0000u));
@@ -380,16 +356,21 @@ size_t gemm_mma_scratch_bytes(int64_t T, int64_t cols) {
   return slices * (kSplitRowBytes + sizeof(float)) + static_cast<size_t>(T) * sizeof(float);
 }
 
-void gemm_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, void* scratch, Queue queue) {
-  const int64_t slices = T * (w.cols / kSlice);
+SplitActivations split_activations(const float* x, int64_t T, int64_t cols, void* scratch, Queue queue) {
+  const int64_t slices = T * (cols / kSlice);
   auto* split = static_cast<uint4*>(scratch);
   auto* sums = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + slices * kSplitRowBytes);
   float* inverse = sums + slices;
-  launch(split_kernel, static_cast<unsigned>(T), kSplitThreads, 0, queue, x, w.cols, split, sums, inverse);
+  launch(split_kernel, static_cast<unsigned>(T), kSplitThreads, 0, queue, x, cols, split, sums, inverse);
   check_launch("split_activations");
-  const GemmArgs args{split,
-                      sums,
-                      inverse,
+  return {split, sums, inverse};
+}
+
+void gemm_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, void* scratch, Queue queue) {
+  const SplitActivations split = split_activations(x, T, w.cols, scratch, queue);
+  const GemmArgs args{static_cast<const uint4*>(split.chunks),
+                      split.sums,
+                      split.inverse,
                       static_cast<const uint8_t*>(w.data),
                       static_cast<const uint8_t*>(w.scales),
                       static_cast<const uint8_t*>(w.biases),

@@ -16,6 +16,16 @@ bool gemm_mma_supported(const WeightMatrix& w);
 // activations: at least gemm_mma_scratch_bytes(T, w.cols) bytes of device memory that stays untouched
 // until the work queued here has run.
 size_t gemm_mma_scratch_bytes(int64_t T, int64_t cols);
+
+// x [T, cols] split for the tensor-core kernels (mma_util.cuh: chunks of hi/lo fp16, P times each 64-column
+// slice's sum, 1 / P per row), written into `scratch` (gemm_mma_scratch_bytes(T, cols) bytes) by one kernel
+// queued here. `chunks` points to uint4 values in device memory.
+struct SplitActivations {
+  const void* chunks;
+  const float* sums;
+  const float* inverse;
+};
+SplitActivations split_activations(const float* x, int64_t T, int64_t cols, void* scratch, Queue queue);
 void gemm_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, void* scratch, Queue queue);
 
 }  // namespace mtplx::cuda
