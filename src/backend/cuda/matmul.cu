@@ -14,7 +14,7 @@
 // (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.
 //
 // T > 8 (prefill): the tensor-core GEMM of matmul_mma.cu for 8-bit and 4-bit codes and BF16 (exact weight
-// operand, activations split into two bf16 halves); other formats, and every format with
+// operand, activations split into two fp16 halves); other formats, and every format with
 // CudaBackend::set_mma_gemm(false), take a 64 x 64 output tile per block, 16-deep K slices dequantized into
 // shared memory, 4 x 4 outputs per thread, fp32 FMA.
 #include <algorithm>
@@ -299,25 +299,24 @@ bool takes_gemv_mma(const WeightMatrix& w, int64_t T, const Queue& stream) {
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue stream) {
   validate(w);
   if (T == 0) return;
+  // Tensor cores: the GEMM past 8 rows, the GEMV when asked for (GemvOptions::mma_from).
+  const bool gemm = T > kMaxT && stream.mma_gemm && gemm_mma_supported(w);
+  if (gemm || takes_gemv_mma(w, T, stream)) {
+    // The split activations go back to the pool when this returns: safe, as every later user of the block
+    // queues behind the product on the same stream.
+    const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
+    const SplitActivations split = split_activations(x, T, w.cols, scratch.get(), stream);
+    if (gemm)
+      gemm_mma(w, split, y, T, stream);
+    else
+      gemv_mma(w, split, y, T, stream);
+    return;
+  }
   if (T > kMaxT) {
-    if (stream.mma_gemm && gemm_mma_supported(w)) {
-      // The split activations go back to the pool when this returns: safe, as every later user of the
-      // block queues behind this GEMM on the same stream.
-      const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
-      gemm_mma(w, x, y, T, scratch.get(), stream);
-      return;
-    }
     const dim3 grid(static_cast<unsigned>((w.rows + kTile - 1) / kTile),
                     static_cast<unsigned>((T + kTile - 1) / kTile));
     launch(gemm_tiled_kernel, grid, 256, 0, stream, weight_view(w), x, y, T);
     check_launch("gemm_tiled");
-    return;
-  }
-  if (takes_gemv_mma(w, T, stream)) {
-    // As for the GEMM: the split goes back to the pool on return, after everything that reads it is queued.
-    const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
-    gemv_mma(w, split_activations(x, T, w.cols, scratch.get(), stream), y, T, stream);
-    check_launch("gemv_mma");
     return;
   }
   const int path = fast_path(w);
@@ -374,12 +373,10 @@ void CudaBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Ten
     split = cuda::split_activations(x.data, x.rows, x.cols, scratch.get(), main);
   }
   const auto run = [&](size_t i, const cuda::Queue& queue) {
-    if (shared_split) {
+    if (shared_split)
       cuda::gemv_mma(*ws[i], split, ys[i]->data, x.rows, queue);
-      cuda::check_launch("gemv_mma");
-    } else {
+    else
       cuda::matmul(*ws[i], x.data, ys[i]->data, x.rows, queue);
-    }
   };
   MTPLX_CUDA_CHECK(cudaEventRecord(ctx_->events[0], ctx_->stream));
   run(0, main);

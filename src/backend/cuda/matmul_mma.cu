@@ -366,8 +366,7 @@ SplitActivations split_activations(const float* x, int64_t T, int64_t cols, void
   return {split, sums, inverse};
 }
 
-void gemm_mma(const WeightMatrix& w, const float* x, float* y, int64_t T, void* scratch, Queue queue) {
-  const SplitActivations split = split_activations(x, T, w.cols, scratch, queue);
+void gemm_mma(const WeightMatrix& w, const SplitActivations& split, float* y, int64_t T, Queue queue) {
   const GemmArgs args{static_cast<const uint4*>(split.chunks),
                       split.sums,
                       split.inverse,

@@ -214,6 +214,7 @@ void gemv_mma(const WeightMatrix& w, const SplitActivations& x, float* y, int64_
   const Split split{static_cast<const uint4*>(x.chunks), x.sums, x.inverse};
   const auto kernel = w.bits == 8 ? skinny_mma_kernel<8> : skinny_mma_kernel<4>;
   launch(kernel, blocks, kThreads, 0, queue, view, w.rows, w.cols, split, y, static_cast<int>(T));
+  check_launch("gemv_mma");
 }
 
 }  // namespace mtplx::cuda
