@@ -464,29 +464,26 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       ModelState state = model.new_state(capacity);
       const auto tokens = prompt(kPrompt, V);
       const Tensor hidden = model.forward(tokens, state);
-      std::vector<double> ms;
-      for (int rep = 0; rep < 31; ++rep) {
-        const int32_t token = tokens[rep % kPrompt];
-        Stopwatch clock;
-        const Tensor h = model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
-        const auto logits = head.logits(h);
-        ms.push_back(clock.seconds() * 1e3);
-        if (logits.empty()) std::printf("?");
-      }
-      ms.erase(ms.begin());
-      const double draft = median(ms);
+      // Median ms of one MTP slot + `pick` (the head's work on its output row), over 30 steps after one.
+      const auto step_ms = [&](const auto& pick) {
+        std::vector<double> ms;
+        for (int rep = 0; rep < 31; ++rep) {
+          const int32_t token = tokens[rep % kPrompt];
+          Stopwatch clock;
+          pick(model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state));
+          ms.push_back(clock.seconds() * 1e3);
+        }
+        ms.erase(ms.begin());
+        return median(ms);
+      };
+      const double draft = step_ms([&](const Tensor& h) {
+        if (head.logits(h).empty()) std::printf("?");
+      });
       // The same step when the draft is greedy: its token picked where the logits are
       // (DraftHead::greedy_token).
-      std::vector<double> greedy_ms;
-      for (int rep = 0; rep < 31; ++rep) {
-        const int32_t token = tokens[rep % kPrompt];
-        Stopwatch clock;
-        const Tensor h = model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
+      const double greedy = step_ms([&](const Tensor& h) {
         if (head.greedy_token(h) < 0) std::printf("?");
-        greedy_ms.push_back(clock.seconds() * 1e3);
-      }
-      greedy_ms.erase(greedy_ms.begin());
-      const double greedy = median(greedy_ms);
+      });
       drafts.push_back({spec, draft});
       std::printf(
           "draft %s: %.3f ms per MTP step (%.3fx an AR step); greedy draft, token picked on the GPU: "
