@@ -2,45 +2,45 @@
 // graphs refuses them.
 #include "backend/backend.h"
 
-#include <array>
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "backend/row_pick.h"
 #include "base/error.h"
 
 namespace mtplx {
-namespace {
 
-// Index of the largest non-NaN value (lowest on ties), -1 if there is none. Two passes as in
-// decode/sampling.cpp: a maximum over eight independent lanes (vectorisable), then the first index holding
-// it.
-int64_t greedy_index(std::span<const float> row) {
-  std::array<float, 8> lanes;
-  lanes.fill(-INFINITY);
-  size_t i = 0;
-  for (; i + 8 <= row.size(); i += 8)
-    for (size_t j = 0; j < 8; ++j) lanes[j] = row[i + j] > lanes[j] ? row[i + j] : lanes[j];
-  for (; i < row.size(); ++i) lanes[0] = row[i] > lanes[0] ? row[i] : lanes[0];
-  float top = lanes[0];
-  for (float lane : lanes) top = lane > top ? lane : top;
-  for (size_t k = 0; k < row.size(); ++k)
-    if (row[k] == top) return static_cast<int64_t>(k);
-  return -1;  // empty or all NaN (-inf == -inf, so an all -inf row finds index 0)
+void pick_top_k(std::span<const float> rows, int64_t row_count, int64_t cols, int k,
+                std::vector<ScoredToken>& out) {
+  const auto width = static_cast<size_t>(k);
+  out.assign(static_cast<size_t>(row_count) * width, ScoredToken{0.0f, -1});
+  std::vector<ScoredToken> best;
+  best.reserve(width);
+  for (int64_t r = 0; r < row_count; ++r) {
+    select_top_k(rows.subspan(static_cast<size_t>(r * cols), static_cast<size_t>(cols)), width, best);
+    std::copy(best.begin(), best.end(), out.begin() + static_cast<ptrdiff_t>(r * k));
+  }
 }
-
-}  // namespace
 
 std::vector<int32_t> Backend::greedy_tokens(const Tensor& logits) {
   std::vector<float> host(static_cast<size_t>(logits.numel()));
   download(logits, host);
   std::vector<int32_t> ids(static_cast<size_t>(logits.rows));
   for (int64_t r = 0; r < logits.rows; ++r) {
-    const int64_t id = greedy_index(std::span<const float>(host).subspan(static_cast<size_t>(r * logits.cols),
-                                                                         static_cast<size_t>(logits.cols)));
+    const int64_t id = first_max_index(std::span<const float>(host).subspan(
+        static_cast<size_t>(r * logits.cols), static_cast<size_t>(logits.cols)));
     require(id >= 0, "argmax of a row with no comparable entry (empty or all NaN)", "greedy_tokens");
     ids[static_cast<size_t>(r)] = static_cast<int32_t>(id);
   }
   return ids;
+}
+
+void Backend::top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) {
+  require(k >= 0, str("top_k needs k >= 0, got ", k), "Backend::top_k");
+  std::vector<float> host(static_cast<size_t>(logits.numel()));
+  download(logits, host);
+  pick_top_k(host, logits.rows, logits.cols, k, out);
 }
 
 void Backend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,

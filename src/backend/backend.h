@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backend/row_pick.h"
 #include "backend/tensor.h"
 #include "backend/weight.h"
 
@@ -168,6 +169,14 @@ class Backend {
   // row crossing to the host. Default: download the rows, then pick on the host.
   virtual std::vector<int32_t> greedy_tokens(const Tensor& logits);
 
+  // --- top-k candidates
+  // The k entries of each row of `logits` [rows, vocab] that rank first by backend/row_pick.h's rule (larger
+  // value, then lower index, NaN never), best first: out[r * k + i] for row r. A row with fewer than k
+  // comparable entries ends with {0, -1} entries. The same candidates in the same order as the sampler's
+  // top-k filter, so a sampled decode step brings k values per row to the host instead of the row. `out`
+  // is resized to rows * k (its capacity is reused). Default: download the rows, then select on the host.
+  virtual void top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out);
+
   // --- step graphs (optional)
   // A backend with graphs() true can record the ops queued between begin_capture and end_capture and replay
   // them later for other token ids and another base position, without the host queuing each op again.
@@ -186,5 +195,10 @@ class Backend {
   // Queues the recorded ops with these ids (the captured count) at this base position.
   virtual void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position);
 };
+
+// Backend::top_k's contract over rows already on the host ([row_count, cols], row-major): the default
+// implementation and host backends share it.
+void pick_top_k(std::span<const float> rows, int64_t row_count, int64_t cols, int k,
+                std::vector<ScoredToken>& out);
 
 }  // namespace mtplx

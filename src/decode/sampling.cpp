@@ -1,7 +1,6 @@
 #include "decode/sampling.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 
 #include "base/error.h"
@@ -155,7 +154,8 @@ std::span<const float> Sampler::apply_penalties(std::span<const float> logits, c
 
 namespace {
 
-// Descending logit, then ascending id: the one candidate order used by top-k, top-p and min-p.
+// Candidates are ranked by row_pick.h's ranks_before (descending logit, then ascending id) for top-k, top-p
+// and min-p alike.
 // Unnormalised fp32 logit -> weight exp((logit - top) / T) in [0, 1], widened to double for the running sums
 // (fp32 exp: about twice as fast as double over a 248k row, and its 1e-7 relative error is far below what the
 // sampled distribution can resolve). Every path uses this one function, so the top-p walk, the min-p test and
@@ -164,57 +164,7 @@ double weight(float logit, float top, float inv_t) {
   return std::exp((logit - top) * inv_t);
 }
 
-// Largest entry of x, ignoring NaN (-inf if none). Eight independent running maxima let the compiler keep
-// eight compare chains in flight (packed max at -O2); a single running max is one serial dependency chain.
-float row_max(std::span<const float> x) {
-  std::array<float, 8> lanes;
-  lanes.fill(-INFINITY);
-  std::size_t i = 0;
-  for (; i + 8 <= x.size(); i += 8)
-    for (std::size_t j = 0; j < 8; ++j) lanes[j] = x[i + j] > lanes[j] ? x[i + j] : lanes[j];
-  for (; i < x.size(); ++i) lanes[0] = x[i] > lanes[0] ? x[i] : lanes[0];
-  float m = lanes[0];
-  for (float lane : lanes) m = lane > m ? lane : m;
-  return m;
-}
-
-struct Better {
-  template <class C>
-  bool operator()(const C& a, const C& b) const {
-    return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
-  }
-};
-
 }  // namespace
-
-void Sampler::select_top_k(std::span<const float> logits) {
-  // One pass with a size-k heap whose front is the worst kept candidate: O(V) compares, and heap updates
-  // only when a logit beats the current k-th best. Ids arrive ascending, so an equal logit never displaces
-  // a kept one: ties go to the lower id.
-  // Once the heap is full, a block of logits whose maximum does not beat the k-th best is skipped after one
-  // vectorisable pass: in a peaked row almost every block is.
-  constexpr std::size_t kBlock = 512;
-  const auto k = static_cast<std::size_t>(config_.top_k);
-  candidates_.clear();
-  for (std::size_t i = 0; i < logits.size(); ++i) {
-    if (i % kBlock == 0 && candidates_.size() == k &&
-        row_max(logits.subspan(i, std::min(kBlock, logits.size() - i))) <= candidates_.front().logit) {
-      i += kBlock - 1;
-      continue;
-    }
-    const float x = logits[i];
-    if (std::isnan(x)) continue;
-    if (candidates_.size() < k) {
-      candidates_.push_back({x, static_cast<std::int32_t>(i)});
-      std::push_heap(candidates_.begin(), candidates_.end(), Better{});
-    } else if (x > candidates_.front().logit) {
-      std::pop_heap(candidates_.begin(), candidates_.end(), Better{});
-      candidates_.back() = {x, static_cast<std::int32_t>(i)};
-      std::push_heap(candidates_.begin(), candidates_.end(), Better{});
-    }
-  }
-  std::sort(candidates_.begin(), candidates_.end(), Better{});
-}
 
 double Sampler::select_top_p_full(std::span<const float> logits) {
   candidates_.clear();
@@ -227,7 +177,7 @@ double Sampler::select_top_p_full(std::span<const float> logits) {
   require(std::isfinite(top), "logits have no finite maximum (all -inf, NaN or +inf)", "Sampler::filter");
   const float inv_t = 1.0f / config_.temperature;
   double total = 0;
-  for (const auto& c : candidates_) total += weight(c.logit, top, inv_t);
+  for (const auto& c : candidates_) total += weight(c.value, top, inv_t);
 
   // Rank only as much as top_p needs: select and sort the next block (64, then x4 each round) past what is
   // already ranked. A peaked distribution costs O(V); only a flat one approaches a full sort.
@@ -237,14 +187,14 @@ double Sampler::select_top_p_full(std::span<const float> logits) {
   double before = 0;
   while (ranked < n) {
     const std::size_t end = std::min(n, std::max<std::size_t>(64, ranked * 4));
-    if (end < n) std::nth_element(first + ranked, first + end, candidates_.end(), Better{});
-    std::sort(first + ranked, first + end, Better{});
+    if (end < n) std::nth_element(first + ranked, first + end, candidates_.end(), ranks_before);
+    std::sort(first + ranked, first + end, ranks_before);
     for (; ranked < end; ++ranked) {
       if (ranked > 0 && before >= config_.top_p) {
         candidates_.resize(ranked);
         return total;
       }
-      before += weight(candidates_[ranked].logit, top, inv_t) / total;
+      before += weight(candidates_[ranked].value, top, inv_t) / total;
     }
   }
   return total;
@@ -253,12 +203,12 @@ double Sampler::select_top_p_full(std::span<const float> logits) {
 void Sampler::finish_candidates(double total, Distribution& out) {
   // candidates_: [n] sorted by Better. `total` normalises the weights: the full-vocabulary sum from
   // select_top_p_full, or 0 for "the candidates themselves" (top-k path: top-p sees renormalised top-k).
-  require(!candidates_.empty() && std::isfinite(candidates_.front().logit),
+  require(!candidates_.empty() && std::isfinite(candidates_.front().value),
           "logits have no finite maximum (all -inf, NaN or +inf)", "Sampler::filter");
-  const float top = candidates_.front().logit;
+  const float top = candidates_.front().value;
   const float inv_t = 1.0f / config_.temperature;
   if (total <= 0)
-    for (const auto& c : candidates_) total += weight(c.logit, top, inv_t);
+    for (const auto& c : candidates_) total += weight(c.value, top, inv_t);
   // top-p keeps a token while the mass before it is < top_p; min-p keeps p >= min_p * p_max, i.e. weight >=
   // min_p since the first candidate has weight 1. Zero weights (-inf logits) never enter the support.
   // top_p = 1 must not cut anything, even when rounding lets the running sum reach 1 before the tail.
@@ -266,20 +216,20 @@ void Sampler::finish_candidates(double total, Distribution& out) {
   double before = 0;
   std::size_t keep = 0;
   for (; keep < candidates_.size(); ++keep) {
-    const double w = weight(candidates_[keep].logit, top, inv_t);
+    const double w = weight(candidates_[keep].value, top, inv_t);
     if (keep > 0 && (before >= top_p || w < config_.min_p || w == 0)) break;
     before += w / total;
   }
   candidates_.resize(keep);
   std::sort(candidates_.begin(), candidates_.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
   out.reset_sparse(vocab_);
-  for (const auto& c : candidates_) out.push(c.id, static_cast<float>(weight(c.logit, top, inv_t)));
+  for (const auto& c : candidates_) out.push(c.id, static_cast<float>(weight(c.value, top, inv_t)));
   out.normalize();
 }
 
 void Sampler::filter_dense(std::span<const float> logits, Distribution& out) {
   // No top-k / top-p: every token with weight >= min_p survives; dense output when min-p is off too.
-  const float top = row_max(logits);
+  const float top = max_value(logits);
   require(std::isfinite(top), "logits have no finite maximum (all -inf, NaN or +inf)", "Sampler::filter");
   const float inv_t = 1.0f / config_.temperature;
   if (config_.min_p > 0) {
@@ -309,7 +259,7 @@ void Sampler::filter(std::span<const float> logits, const TokenHistory& history,
     out.reset_sparse(vocab_);
     out.push(argmax(z), 1.0f);
   } else if (config_.top_k > 0 && config_.top_k < vocab_) {
-    select_top_k(z);
+    select_top_k(z, static_cast<std::size_t>(config_.top_k), candidates_);
     finish_candidates(0, out);
   } else if (config_.top_p < 1) {
     finish_candidates(select_top_p_full(z), out);
@@ -318,16 +268,34 @@ void Sampler::filter(std::span<const float> logits, const TokenHistory& history,
   }
 }
 
+int Sampler::candidates_needed() const {
+  const bool cut = config_.top_k > 0 && config_.top_k < vocab_;
+  return cut && !config_.greedy() && !config_.has_penalties() ? config_.top_k : 0;
+}
+
+void Sampler::filter_top_k(std::span<const ScoredToken> candidates, Distribution& out) {
+  const int k = candidates_needed();
+  require(k > 0, "this sampler config needs the whole logits row (greedy, penalties or no top-k)",
+          "Sampler::filter_top_k");
+  candidates_.clear();
+  for (const ScoredToken& c : candidates.first(std::min(candidates.size(), static_cast<std::size_t>(k)))) {
+    if (c.id < 0) break;
+    if (c.id >= vocab_)
+      fail(str("candidate token ", c.id, " is outside the vocabulary [0, ", vocab_, ")"),
+           "Sampler::filter_top_k");
+    candidates_.push_back(c);
+  }
+  finish_candidates(0, out);
+}
+
 std::int32_t sample(const Distribution& dist, Rng& rng) {
   return dist.id_at(rng.categorical(dist.probs()));
 }
 
 std::int32_t argmax(std::span<const float> logits) {
-  // Fast max pass, then the first index holding it: ties go to the lowest id.
-  const float top = row_max(logits);
-  const auto it = std::find(logits.begin(), logits.end(), top);
-  require(it != logits.end(), "argmax of a row with no comparable entry (empty or all NaN)", "argmax");
-  return static_cast<std::int32_t>(it - logits.begin());
+  const int64_t index = first_max_index(logits);
+  require(index >= 0, "argmax of a row with no comparable entry (empty or all NaN)", "argmax");
+  return static_cast<std::int32_t>(index);
 }
 
 }  // namespace mtplx

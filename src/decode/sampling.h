@@ -25,6 +25,8 @@
 #include <span>
 #include <vector>
 
+#include "backend/row_pick.h"
+
 namespace mtplx {
 
 class Rng;
@@ -95,26 +97,29 @@ class Sampler {
   void filter(std::span<const float> logits, const TokenHistory& history, Distribution& out);
   void filter(std::span<const float> logits, Distribution& out) { filter(logits, TokenHistory{}, out); }
 
+  // The number of top candidates that decide this config's distribution (top_k), or 0 when it needs the
+  // whole row (greedy, penalties, or no top-k cut). When it is k > 0, filter_top_k over a row's k best
+  // entries (Backend::top_k) gives exactly what filter gives over the row.
+  int candidates_needed() const;
+  // candidates: the row's best entries, best first (row_pick.h's rank), {0, -1} entries after the last one
+  // are ignored; at most candidates_needed() of them are used.
+  void filter_top_k(std::span<const ScoredToken> candidates, Distribution& out);
+
   const SamplerConfig& config() const { return config_; }
   int vocab() const { return vocab_; }
 
  private:
-  struct Candidate {
-    float logit;
-    std::int32_t id;
-  };
   std::span<const float> apply_penalties(std::span<const float> logits, const TokenHistory& history);
-  void select_top_k(std::span<const float> logits);
   double select_top_p_full(std::span<const float> logits);  // returns the full-vocabulary weight sum
   void finish_candidates(double total, Distribution& out);
   void filter_dense(std::span<const float> logits, Distribution& out);
 
   SamplerConfig config_;
   int vocab_;
-  std::vector<float> penalized_;       // [vocab] logits after penalties (used only when penalties are on)
-  std::vector<std::int32_t> counts_;   // [vocab] generated-token counts; all zero between calls
-  std::vector<std::uint8_t> seen_;     // [vocab] history marks; all zero between calls
-  std::vector<Candidate> candidates_;  // [<= vocab] working set, sorted by descending logit when finished
+  std::vector<float> penalized_;         // [vocab] logits after penalties (used only when penalties are on)
+  std::vector<std::int32_t> counts_;     // [vocab] generated-token counts; all zero between calls
+  std::vector<std::uint8_t> seen_;       // [vocab] history marks; all zero between calls
+  std::vector<ScoredToken> candidates_;  // [<= vocab] working set, sorted by descending logit when finished
 };
 
 // Draws a token id from `dist` with one rng.uniform().

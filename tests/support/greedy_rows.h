@@ -1,8 +1,9 @@
-// Logits rows for the tests of Backend::greedy_tokens (CPU default and CUDA), and the oracle they are
-// checked against: a plain host loop written from the op's contract (largest value, lowest index on ties,
-// NaN never chosen), independent of the library's argmax.
+// Logits rows for the tests of Backend::greedy_tokens and Backend::top_k (CPU and CUDA), and the oracles
+// they are checked against, written from the ops' contract (largest value, lowest index on ties, NaN never
+// chosen) independently of the library's selection code: a plain loop, and a full stable sort.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -19,6 +20,17 @@ inline int32_t oracle_greedy(std::span<const float> row) {
     if (best < 0 || row[i] > row[static_cast<size_t>(best)]) best = static_cast<int32_t>(i);
   }
   return best;
+}
+
+// The k best (value, id) pairs of a row by a stable sort of every comparable entry on the value alone (so
+// equal values keep ascending ids), padded with {0, -1} to k.
+inline std::vector<std::pair<float, int32_t>> oracle_top_k(std::span<const float> row, int k) {
+  std::vector<std::pair<float, int32_t>> all;
+  for (size_t i = 0; i < row.size(); ++i)
+    if (!std::isnan(row[i])) all.emplace_back(row[i], static_cast<int32_t>(i));
+  std::stable_sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  all.resize(static_cast<size_t>(k), {0.0f, -1});
+  return all;
 }
 
 // `rows` rows of `cols` values: random ones with the hard cases planted row by row (r % 8): a maximum tied
@@ -68,6 +80,22 @@ inline std::vector<float> greedy_rows(int64_t rows, int64_t cols, uint32_t seed)
     }
     // At one column the NaN cases leave nothing comparable: that is the throwing case, tested apart.
     if (oracle_greedy(std::span<const float>(row, static_cast<size_t>(cols))) < 0) row[cols - 1] = 1.0f;
+  }
+  return x;
+}
+
+// Rows of few distinct values (integers -3..3, with -0 for 0 half the time, NaN and -inf sprinkled): most
+// of a top-k lies in ties, so the lower-id rule decides which entries and in what order.
+inline std::vector<float> tied_rows(int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> level(-3, 3), kind(0, 19);
+  std::vector<float> x(static_cast<size_t>(rows * cols));
+  for (auto& v : x) {
+    const int k = kind(rng);
+    v = k == 0   ? std::numeric_limits<float>::quiet_NaN()
+        : k == 1 ? -std::numeric_limits<float>::infinity()
+        : k == 2 ? -0.0f
+                 : static_cast<float>(level(rng));
   }
   return x;
 }

@@ -74,6 +74,11 @@ void CpuBackend::download(const Tensor& src, std::span<float> host) {
   std::copy(src.data, src.data + src.numel(), host.begin());
 }
 
+void CpuBackend::top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) {
+  expect(k >= 0, "top_k needs k >= 0");
+  pick_top_k({logits.data, static_cast<size_t>(logits.numel())}, logits.rows, logits.cols, k, out);
+}
+
 void CpuBackend::fill(Tensor& dst, float value) {
   std::fill(dst.data, dst.data + dst.numel(), value);
 }

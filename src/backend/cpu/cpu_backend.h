@@ -27,6 +27,8 @@ class CpuBackend final : public Backend {
   Tensor alloc(int64_t rows, int64_t cols) override;
   Tensor upload(std::span<const float> host, int64_t rows, int64_t cols) override;
   void download(const Tensor& src, std::span<float> host) override;
+  // Selects in place: the rows are already host memory.
+  void top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) override;
   void fill(Tensor& dst, float value) override;
   void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) override;
   void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
