@@ -304,6 +304,41 @@ TEST_F(CudaOps, GreedyTokensMatchOracle) {
   EXPECT_THROW(gpu_->greedy_tokens(gpu_->upload(nan_row, 3, 5000)), Error);
 }
 
+// top_k on the device against the stable-sort oracle (tests/support/greedy_rows.h): the planted rows of the
+// greedy test and rows of few distinct values (most of a top-k in ties), at sizes around both chunk widths
+// (2,048 and 8,192 values), the trimmed draft head (31,040) and the Qwen3.5 vocabulary, k from 1 to past
+// the device limit (the host fallback) and past the row (padding).
+TEST_F(CudaOps, TopKMatchesOracle) {
+  std::vector<ScoredToken> got;
+  const auto check = [&](const std::vector<float>& x, int64_t rows, int64_t cols, int k) {
+    gpu_->top_k(gpu_->upload(x, rows, cols), k, got);
+    ASSERT_EQ(got.size(), static_cast<size_t>(rows * k));
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto want = test::oracle_top_k(std::span(x).subspan(r * cols, cols), k);
+      for (int i = 0; i < k; ++i) {
+        const ScoredToken& g = got[static_cast<size_t>(r * k + i)];
+        ASSERT_EQ(g.id, want[i].second)
+            << "row " << r << " rank " << i << " of " << rows << " x " << cols << " k " << k;
+        if (g.id >= 0) {
+          ASSERT_EQ(g.value, want[i].first) << "row " << r << " rank " << i;
+        }
+      }
+    }
+  };
+  for (const int64_t rows : {1, 3, 9}) {
+    for (const int64_t cols : {1, 7, 300, 2047, 2049, 8193, 31040, 248320}) {
+      for (const int k : {1, 2, 20, 33, 64, 132, 300}) {
+        const auto seed = static_cast<uint32_t>(rows * 1000 + cols + k);
+        check(test::greedy_rows(rows, cols, seed), rows, cols, k);
+        check(test::tied_rows(rows, cols, seed), rows, cols, k);
+      }
+    }
+  }
+  check(test::greedy_rows(2, 5, 1), 2, 5, 9);
+  gpu_->top_k(gpu_->alloc(0, 100), 4, got);
+  EXPECT_TRUE(got.empty());
+}
+
 // The fused GEMV's variants (CudaBackend::set_gemv): the classic kernel and the word-interleaved kernel with
 // every forced unit width, batch and warp count, and with weights loaded before or after the PDL wait
 // (set_gemv_early), on shapes with several batches per lane and a partial row

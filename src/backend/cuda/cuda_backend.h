@@ -90,6 +90,9 @@ class CudaBackend final : public Backend {
   void write_cache(const Tensor& src, Tensor& cache, int64_t position) override;
   // The argmax of each logits row on the device (greedy.cu); only the ids come back.
   std::vector<int32_t> greedy_tokens(const Tensor& logits) override;
+  // Each row's k best entries on the device (top_k.cu); only they come back. Falls back to the host
+  // selection when k is too large for the merge block (k * chunks > 4096: k > 132 for a 248k vocabulary).
+  void top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) override;
   // Step graphs (graph.cu). On by default; off makes every op queue from the host (benchmarks compare).
   void set_graphs(bool on);
   // Programmatic dependent launch of every kernel (on by default). Benchmarks compare.
