@@ -161,4 +161,8 @@ int32_t DraftHead::greedy_token(const Tensor& hidden_row) {
   return ids_.empty() ? index : ids_[static_cast<size_t>(index)];  // ids_ ascending: ties stay lowest-id
 }
 
+void DraftHead::top_k(const Tensor& hidden_row, int k, std::vector<ScoredToken>& out) {
+  model_.backend().top_k(model_.project(hidden_row, head_), k, out);
+}
+
 }  // namespace mtplx

@@ -43,6 +43,9 @@ class DraftHead {
   // The token a greedy draft picks from that row: the argmax of the draft logits (ties -> lowest id, as
   // Sampler's greedy rule), found by the backend where the logits are, so only the id comes to the host.
   int32_t greedy_token(const Tensor& hidden_row);
+  // The k best draft logits of that row, picked by the backend where the logits are (Backend::top_k), best
+  // first; ids index this head's rows, like the entries of logits() (map them with ids() when trimmed).
+  void top_k(const Tensor& hidden_row, int k, std::vector<ScoredToken>& out);
   // Token ids of the draft vocabulary in ascending order; empty when it is the whole vocabulary.
   std::span<const int32_t> ids() const { return ids_; }
   int64_t size() const { return head_.rows; }

@@ -139,14 +139,24 @@ class Run {
   // logits are (Backend::greedy_tokens, the same rule as argmax), so the rows need not come to the host.
   bool greedy_target() const { return config_.target.greedy() && !config_.target.has_penalties(); }
 
+  // Sampled under a top-k cut: the rows come to the host as their k best entries (Backend::top_k), picked
+  // where the logits are. 0 when the whole row is needed.
+  int target_candidates() const { return config_.device_top_k ? target_.candidates_needed() : 0; }
+  int draft_candidates() const { return config_.device_top_k ? draft_.candidates_needed() : 0; }
+
   // The first token, from the logits row after the prompt: picked by the backend when greedy, else
   // sampled on the host.
   int32_t draw_first(const Tensor& last) {
     if (greedy_target()) return model_.backend().greedy_tokens(last)[0];
-    logits_.resize(last.numel());
-    model_.backend().download(last, logits_);
-    history_.assign(result_.tokens.begin(), result_.tokens.end());
-    target_.filter(logits_, TokenHistory{prompt_, history_}, p_.emplace_back());
+    if (const int k = target_candidates()) {
+      model_.backend().top_k(last, k, candidates_);
+      target_.filter_top_k(candidates_, p_.emplace_back());
+    } else {
+      logits_.resize(last.numel());
+      model_.backend().download(last, logits_);
+      history_.assign(result_.tokens.begin(), result_.tokens.end());
+      target_.filter(logits_, TokenHistory{prompt_, history_}, p_.emplace_back());
+    }
     const int32_t token = sample(p_.back(), rng_);
     p_.clear();
     return token;
@@ -186,7 +196,7 @@ class Run {
         q_[s].reset_sparse(vocab_);
         q_[s].push(drafts_.back(), 1.0f);
       } else {
-        draft_distribution(head_->logits(h), q_[s]);
+        draft_distribution(h, q_[s]);
         drafts_.push_back(sample(q_[s], rng_));
       }
       if (s + 1 < K) {
@@ -195,13 +205,17 @@ class Run {
     }
   }
 
-  // q over the whole vocabulary from the draft head's logits (mapping a trimmed head's ids).
-  void draft_distribution(std::span<const float> logits, Distribution& q) {
-    if (head_->ids().empty()) {
-      draft_.filter(logits, q);
-      return;
+  // q over the whole vocabulary from the draft head's logits for row h (mapping a trimmed head's ids).
+  void draft_distribution(const Tensor& h, Distribution& q) {
+    const bool trimmed = !head_->ids().empty();
+    Distribution& head_q = trimmed ? local_q_ : q;
+    if (const int k = draft_candidates()) {
+      head_->top_k(h, k, candidates_);
+      draft_.filter_top_k(candidates_, head_q);
+    } else {
+      draft_.filter(head_->logits(h), head_q);
     }
-    draft_.filter(logits, local_q_);
+    if (!trimmed) return;
     const auto ids = head_->ids();
     q.reset_sparse(vocab_);
     for (int i = 0; i < local_q_.size(); ++i) q.push(ids[local_q_.id_at(i)], local_q_.probs()[i]);
@@ -215,6 +229,8 @@ class Run {
     const Tensor logits = model_.logits(hidden);
     if (greedy_target()) {
       argmaxes_ = model_.backend().greedy_tokens(logits);
+    } else if (const int k = target_candidates()) {
+      model_.backend().top_k(logits, k, candidates_);
     } else {
       logits_.resize(logits.numel());
       model_.backend().download(logits, logits_);
@@ -238,6 +254,11 @@ class Run {
     };
     if (greedy_target()) return verify_greedy(drafts_, argmaxes_);  // argmaxes_ from verify()
     p_.resize(K + 1);
+    if (const int k = target_candidates()) {  // candidates_ from verify()
+      for (int i = 0; i <= K; ++i)
+        target_.filter_top_k(std::span<const ScoredToken>(candidates_).subspan(size_t(i) * k, k), p_[i]);
+      return verify_sampled(drafts_, q_, p_, rng_, residual_);
+    }
     for (int i = 0; i <= K; ++i) {
       history_.assign(result_.tokens.begin(), result_.tokens.end());
       history_.insert(history_.end(), drafts_.begin(), drafts_.begin() + i);
@@ -300,13 +321,14 @@ class Run {
   Tensor pending_hidden_;                // [pending, H] verified trunk hidden states for those slots
   int64_t pending_pos0_ = 0;             // RoPE position of the first pending slot
 
-  std::vector<int32_t> drafts_;    // [K]
-  std::vector<int32_t> rows_;      // [K + 1] verify input
-  std::vector<float> logits_;      // [K + 1, V] host copy of the verify logits
-  std::vector<Distribution> q_;    // [K]
-  std::vector<Distribution> p_;    // [K + 1]
-  std::vector<int32_t> argmaxes_;  // [K + 1] greedy target tokens of the verify rows
-  std::vector<int32_t> history_;   // generated tokens + drafts before a row (penalties)
+  std::vector<int32_t> drafts_;          // [K]
+  std::vector<int32_t> rows_;            // [K + 1] verify input
+  std::vector<float> logits_;            // [K + 1, V] host copy of the verify logits
+  std::vector<Distribution> q_;          // [K]
+  std::vector<Distribution> p_;          // [K + 1]
+  std::vector<int32_t> argmaxes_;        // [K + 1] greedy target tokens of the verify rows
+  std::vector<ScoredToken> candidates_;  // [rows, k] top-k entries of the rows last picked (Backend::top_k)
+  std::vector<int32_t> history_;         // generated tokens + drafts before a row (penalties)
   Distribution local_q_, residual_;
 };
 

@@ -37,6 +37,10 @@ struct GenerationConfig {
   // Also forward the last emitted token and return the next-token logits (continuing a conversation; tests
   // of state consistency after speculative cycles).
   bool final_logits = false;
+  // Sampled rows whose distribution a top-k cut decides (Sampler::candidates_needed) come to the host as
+  // their k best entries, picked by the backend (Backend::top_k); false brings whole rows (the same tokens:
+  // for tests and benchmarks).
+  bool device_top_k = true;
 
   void validate() const;
 };

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
@@ -153,6 +154,33 @@ TEST_P(CudaFixture, GreedyMtpEqualsArEqualsCpu) {
   Qwen35Model cpu_model(*ckpt_, cpu);
   Generator cpu_generator(cpu_model, nullptr);
   EXPECT_EQ(cpu_generator.generate(prompt, greedy(0, 64)).tokens, ar.tokens);
+}
+
+// Sampled decoding under a top-k cut (the artifacts' default samplers) on the GPU: rows that come to the
+// host as their top-k entries (CudaBackend::top_k) give the same tokens as whole rows, AR and MTP, with
+// the full and a trimmed draft head.
+TEST_P(CudaFixture, SampledTopKOnDeviceEqualsWholeRows) {
+  const std::vector<int32_t> prompt = {3, 17, 42, 99, 7, 250, 31, 8, 64, 12};
+  std::vector<int32_t> frequent(static_cast<size_t>(model_->config().vocab_size));
+  for (size_t i = 0; i < frequent.size(); ++i) frequent[i] = static_cast<int32_t>((i * 7) % frequent.size());
+  for (const char* spec : {"full", "trim:300"}) {
+    std::optional<DraftHead> head;
+    if (model_->has_mtp()) head.emplace(*model_, parse_draft_head(spec), frequent);
+    Generator generator(*model_, head ? &*head : nullptr);
+    for (int depth = 0; depth <= (head ? 3 : 0); ++depth) {
+      GenerationConfig config;
+      config.target = {0.6f, 20, 0.95f};
+      config.draft = {0.7f, 20, 0.95f};
+      config.mtp_depth = depth;
+      config.max_tokens = 48;
+      config.seed = 7;
+      const auto picked = generator.generate(prompt, config);
+      config.device_top_k = false;
+      const auto whole = generator.generate(prompt, config);
+      EXPECT_EQ(picked.tokens, whole.tokens) << spec << " depth " << depth;
+      EXPECT_EQ(picked.stats.accepted_at, whole.stats.accepted_at) << spec << " depth " << depth;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixture, ::testing::ValuesIn(fixture_dirs()), fixture_name);
