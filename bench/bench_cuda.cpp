@@ -17,8 +17,11 @@
 //                 classic GEMV, with the loop norm kernels, with both, with merged projections one after
 //                 another, with the T = 1 GEMV's first weights loaded before / after the PDL wait, and with
 //                 the classic GEMV's warps per row group forced to 1, 2, 4, and with the logits downloaded
-//                 straight into pageable memory (CudaBackend::set_pinned_downloads).
-//   logits row    download of a ready logits row, pageable and through pinned staging, and the host argmax.
+//                 straight into pageable memory (CudaBackend::set_pinned_downloads); and sampled (temperature
+//                 0.6, top-k 20, top-p 0.95: the artifacts' default) from the downloaded row or from the
+//                 row's top-20 picked on the GPU (Backend::top_k).
+//   logits row    download of a ready logits row, pageable and through pinned staging, and the host argmax;
+//                 the host sampler's filter over the row; top-20 on the GPU and the filter over those.
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
 //                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
 //                 of the word-interleaved GEMV (CudaBackend::set_gemv).
@@ -26,9 +29,11 @@
 //                 GPU, rolled back, N = 1..5 (median ms and the ratio to N = 1), with the classic GEMV and
 //                 loop norm kernels, with 8-bit codes at 2..4 rows on the classic GEMV (as at a0e9d0a), with
 //                 the GEMV's first weights before the PDL wait, with the rows downloaded (the host's argmax
-//                 not timed, as before), then the default.
+//                 not timed, as before), with each row's top-20 picked on the GPU, then the default.
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
-//                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads.
+//                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads;
+//                 the same with the greedy token picked on the GPU, and sampled (t 0.7, top-k 20, top-p 0.95)
+//                 from the downloaded row or from the top-20 picked on the GPU.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
 //                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR).
 //   ppN           prefill of N tokens + the logits of the last row; t/s = N / time (one run past 8192); with
@@ -52,6 +57,8 @@
 #if MTPLX_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "decode/draft_head.h"
+#include "decode/rng.h"
+#include "decode/sampling.h"
 #endif
 
 namespace mtplx {
@@ -183,8 +190,33 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   const int capacity = kPrompt + args.decode + 64;
 
   // AR decode, with step graphs (default) and without; the greedy token picked on the GPU (default) or
-  // from the downloaded row on the host.
-  const auto ar_run = [&](bool graphs, bool host_pick = false) {
+  // from the downloaded row on the host; or a sampled token (the artifacts' default target sampler) from
+  // the downloaded row or from the row's top-k candidates picked on the GPU.
+  enum class Pick { kGreedyGpu, kGreedyHost, kSampledRow, kSampledTopK };
+  const SamplerConfig sampled{0.6f, 20, 0.95f};
+  Sampler sampler(sampled, static_cast<int>(V));
+  Distribution dist;
+  std::vector<ScoredToken> candidates;
+  Rng rng(1);
+  const auto pick_token = [&](const Tensor& logits, Pick pick) -> int32_t {
+    switch (pick) {
+      case Pick::kGreedyGpu:
+        return gpu.greedy_tokens(logits)[0];
+      case Pick::kGreedyHost:
+        gpu.download(logits, host);
+        return argmax(host);
+      case Pick::kSampledRow:
+        gpu.download(logits, host);
+        sampler.filter(host, dist);
+        return sample(dist, rng);
+      case Pick::kSampledTopK:
+        gpu.top_k(logits, sampled.top_k, candidates);
+        sampler.filter_top_k(candidates, dist);
+        return sample(dist, rng);
+    }
+    return -1;
+  };
+  const auto ar_run = [&](bool graphs, Pick pick = Pick::kGreedyGpu) {
     gpu.set_graphs(graphs);
     std::vector<double> tps;
     for (int rep = 0; rep < args.repeats + 1; ++rep) {
@@ -194,13 +226,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
           gpu.greedy_tokens(model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1)))[0];
       Stopwatch clock;
       for (int i = 0; i < args.decode; ++i) {
-        const Tensor logits = model.logits(model.forward(std::span(&next, 1), state));
-        if (host_pick) {
-          gpu.download(logits, host);
-          next = argmax(host);
-        } else {
-          next = gpu.greedy_tokens(logits)[0];
-        }
+        next = pick_token(model.logits(model.forward(std::span(&next, 1), state)), pick);
       }
       if (rep > 0) tps.push_back(args.decode / clock.seconds());
     }
@@ -241,9 +267,11 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   }
   gpu.set_gemv(false);
   gpu.set_pinned_downloads(false);
-  const double ar_pageable = ar_run(true, true);
+  const double ar_pageable = ar_run(true, Pick::kGreedyHost);
   gpu.set_pinned_downloads(true);
-  const double ar_host = ar_run(true, true);
+  const double ar_host = ar_run(true, Pick::kGreedyHost);
+  const double ar_sampled_row = ar_run(true, Pick::kSampledRow);
+  const double ar_sampled_top_k = ar_run(true, Pick::kSampledTopK);
   gpu.set_gemv_mma_from(1);
   const double ar_mma = ar_run(true);  // every GEMV on the tensor-core kernel
   gpu.set_gemv_mma_from(0);
@@ -264,7 +292,11 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         std::pair{"graphs, classic GEMV with 4 warps per row group", ar_classic_warps[2]},
         std::pair{"graphs, logits downloaded straight into pageable memory, host argmax", ar_pageable},
         std::pair{"graphs, logits downloaded (pinned staging), host argmax (as before)", ar_host},
-        std::pair{"graphs, tensor-core GEMV (matmul_skinny.cu) for every 8/4-bit matrix", ar_mma}})
+        std::pair{"graphs, tensor-core GEMV (matmul_skinny.cu) for every 8/4-bit matrix", ar_mma},
+        std::pair{"graphs, sampled (t 0.6, top-k 20, top-p 0.95), row downloaded, host filter",
+                  ar_sampled_row},
+        std::pair{"graphs, sampled (t 0.6, top-k 20, top-p 0.95), top-20 picked on the GPU",
+                  ar_sampled_top_k}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
 
@@ -272,7 +304,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   // the argmax over it, against picking the token on the GPU (two kernels + a 4-byte download).
   {
     const Tensor row = gpu.upload(host, 1, V);
-    std::vector<double> ms[4];
+    std::vector<double> ms[7];
     for (int i = 0; i < 21; ++i) {
       for (int pinned = 0; pinned < 2; ++pinned) {
         gpu.set_pinned_downloads(pinned == 1);
@@ -286,12 +318,23 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       Stopwatch gpu_clock;
       best = gpu.greedy_tokens(row)[0];
       ms[3].push_back(gpu_clock.seconds() * 1e3);
+      Stopwatch filter_clock;
+      sampler.filter(host, dist);
+      ms[4].push_back(filter_clock.seconds() * 1e3);
+      Stopwatch top_k_clock;
+      gpu.top_k(row, sampled.top_k, candidates);
+      ms[5].push_back(top_k_clock.seconds() * 1e3);
+      Stopwatch candidates_clock;
+      sampler.filter_top_k(candidates, dist);
+      ms[6].push_back(candidates_clock.seconds() * 1e3);
       (void)best;
     }
     std::printf(
         "logits row (%lld floats): download pageable %.3f ms, pinned staging %.3f ms; host argmax %.3f ms; "
-        "greedy token on the GPU %.3f ms\n",
-        static_cast<long long>(V), median(ms[0]), median(ms[1]), median(ms[2]), median(ms[3]));
+        "greedy token on the GPU %.3f ms; host sampler filter (top-k 20, top-p 0.95) over the row %.3f ms; "
+        "top-20 on the GPU %.3f ms, host filter over them %.4f ms\n",
+        static_cast<long long>(V), median(ms[0]), median(ms[1]), median(ms[2]), median(ms[3]), median(ms[4]),
+        median(ms[5]), median(ms[6]));
   }
 
   // Where an AR step's time goes: host time to queue the step's ops vs the time until the device is done.
@@ -410,17 +453,17 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     const char* what;
     bool classic;
     int early, wide8_from;
-    bool download;  // the rows downloaded instead of their greedy tokens picked on the GPU
-    int mma_from;   // CudaBackend::set_gemv_mma_from: the tensor-core GEMV from this many rows (0: never)
+    int pick;  // 0: greedy tokens picked on the GPU; 1: the rows downloaded; 2: each row's top-20 on the GPU
+    int mma_from;  // CudaBackend::set_gemv_mma_from: the tensor-core GEMV from this many rows (0: never)
   };
-  for (const auto& [what, classic, early, wide8_from, download, mma_from] :
-       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, false, 0},
-        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, false, 0},
-        VerifyRun{" (first GEMV weights before the PDL wait)", false, 1, 2, false, 0},
-        VerifyRun{" (rows downloaded, as before)", false, 0, 2, true, 0},
-        VerifyRun{" (tensor-core GEMV at every width)", false, 0, 2, false, 1},
-        VerifyRun{" (tensor-core GEMV from 2 rows)", false, 0, 2, false, 2},
-        VerifyRun{"", false, 0, 2, false, 0}}) {
+  for (const auto& [what, classic, early, wide8_from, pick, mma_from] :
+       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, 0, 0},
+        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, 0, 0},
+        VerifyRun{" (first GEMV weights before the PDL wait)", false, 1, 2, 0, 0},
+        VerifyRun{" (rows downloaded, as before)", false, 0, 2, 1, 0},
+        VerifyRun{" (top-20 candidates of each row picked on the GPU, for sampling)", false, 0, 2, 2, 0},
+        VerifyRun{" (tensor-core GEMV at every width)", false, 0, 2, 0, 1},
+        VerifyRun{" (tensor-core GEMV from 2 rows)", false, 0, 2, 0, 2}, VerifyRun{"", false, 0, 2, 0, 0}}) {
     gpu.set_gemv(classic);
     gpu.set_vector_norms(!classic);
     gpu.set_gemv_early(early);
@@ -436,8 +479,10 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         const auto rows = prompt(n, V);
         Stopwatch clock;
         const Tensor logits = model.logits(model.forward(rows, state, {GdnMode::kAuto, true}));
-        if (download)
+        if (pick == 1)
           gpu.download(logits, std::span(rows_host.data(), static_cast<size_t>(V * n)));
+        else if (pick == 2)
+          gpu.top_k(logits, sampled.top_k, candidates);
         else
           gpu.greedy_tokens(logits);
         ms.push_back(clock.seconds() * 1e3);
@@ -484,11 +529,22 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
       const double greedy = step_ms([&](const Tensor& h) {
         if (head.greedy_token(h) < 0) std::printf("?");
       });
+      // A sampled draft (the artifacts' default draft sampler): q from the downloaded row or from the
+      // row's top-20 picked on the GPU.
+      Sampler draft_sampler({0.7f, 20, 0.95f}, static_cast<int>(head.size()));
+      const double sampled_row =
+          step_ms([&](const Tensor& h) { draft_sampler.filter(head.logits(h), dist); });
+      const double sampled_top_k = step_ms([&](const Tensor& h) {
+        head.top_k(h, 20, candidates);
+        draft_sampler.filter_top_k(candidates, dist);
+      });
       drafts.push_back({spec, draft});
       std::printf(
           "draft %s: %.3f ms per MTP step (%.3fx an AR step); greedy draft, token picked on the GPU: "
-          "%.3f ms (%.3fx)\n",
-          spec.c_str(), draft, draft * ar / 1e3, greedy, greedy * ar / 1e3);
+          "%.3f ms (%.3fx); sampled draft (t 0.7, top-k 20, top-p 0.95), row downloaded: %.3f ms (%.3fx), "
+          "top-20 picked on the GPU: %.3f ms (%.3fx)\n",
+          spec.c_str(), draft, draft * ar / 1e3, greedy, greedy * ar / 1e3, sampled_row,
+          sampled_row * ar / 1e3, sampled_top_k, sampled_top_k * ar / 1e3);
     }
   }
 
