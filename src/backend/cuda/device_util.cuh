@@ -57,6 +57,13 @@ struct WeightView {
 // The device arrays of a prepared WeightMatrix as a kernel argument.
 WeightView weight_view(const WeightMatrix& w);
 
+// The four 8-bit codes of w, lowest byte first, as exact floats: one prmt puts byte j under the exponent of
+// 2^23 (0x4B0000qq = 2^23 + q), then 2^23 is subtracted.
+__device__ __forceinline__ void decode_bytes(uint32_t w, float (&f)[4]) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) f[j] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | j)) - 8388608.0f;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

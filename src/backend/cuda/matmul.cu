@@ -39,9 +39,7 @@ struct Codec {
   static constexpr int kPerWord = 32 / BITS;
   __device__ __forceinline__ static void decode(uint32_t w, float (&f)[kPerWord]) {
     if constexpr (BITS == 8) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        f[j] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | j)) - 8388608.0f;
+      decode_bytes(w, f);
     } else if constexpr (BITS == 4) {
 #pragma unroll
       for (int j = 0; j < 8; ++j) f[j] = __uint_as_float(((w >> (4 * j)) & 0xFu) | 0x4B000000u) - 8388608.0f;

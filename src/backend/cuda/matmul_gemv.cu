@@ -52,9 +52,7 @@ struct Decode {
   // Values of word w in column order: q for 8 bits, 1 + q/16 for 4 bits (see the header).
   __device__ __forceinline__ static void word(uint32_t w, float (&f)[kPerWord]) {
     if constexpr (BITS == 8) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j)
-        f[j] = __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7540u | j)) - 8388608.0f;
+      decode_bytes(w, f);
     } else {
       static_assert(BITS == 4);
       // Byte k of lo holds nibble 2k, of hi nibble 2k + 1, each as 0x80 | q << 3: mantissa bits 19..22 and
