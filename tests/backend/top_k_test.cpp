@@ -9,7 +9,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "base/error.h"
 #include "decode/sampling.h"
-#include "support/greedy_rows.h"
+#include "support/top_k_checks.h"
 
 namespace mtplx {
 namespace {
@@ -18,18 +18,7 @@ template <class Select>
 void expect_oracle(const std::vector<float>& x, int64_t rows, int64_t cols, int k, Select select) {
   std::vector<ScoredToken> got;
   select(x, rows, cols, k, got);
-  ASSERT_EQ(got.size(), static_cast<size_t>(rows * k)) << rows << " x " << cols << " k " << k;
-  for (int64_t r = 0; r < rows; ++r) {
-    const auto want = test::oracle_top_k(std::span(x).subspan(r * cols, cols), k);
-    for (int i = 0; i < k; ++i) {
-      const ScoredToken& g = got[static_cast<size_t>(r * k + i)];
-      ASSERT_EQ(g.id, want[i].second)
-          << "row " << r << " rank " << i << " of " << rows << " x " << cols << " k " << k;
-      if (g.id >= 0) {
-        EXPECT_EQ(g.value, want[i].first) << "row " << r << " rank " << i;
-      }
-    }
-  }
+  test::expect_top_k_oracle(x, rows, cols, k, got);
 }
 
 void expect_all_sizes(CpuBackend& cpu, bool use_default) {

@@ -10,7 +10,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <optional>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cuda/cuda_backend.h"
@@ -19,6 +18,7 @@
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
 #include "support/reference.h"
+#include "support/top_k_checks.h"
 
 namespace mtplx {
 namespace {
@@ -163,24 +163,7 @@ TEST_P(CudaFixture, SampledTopKOnDeviceEqualsWholeRows) {
   const std::vector<int32_t> prompt = {3, 17, 42, 99, 7, 250, 31, 8, 64, 12};
   std::vector<int32_t> frequent(static_cast<size_t>(model_->config().vocab_size));
   for (size_t i = 0; i < frequent.size(); ++i) frequent[i] = static_cast<int32_t>((i * 7) % frequent.size());
-  for (const char* spec : {"full", "trim:300"}) {
-    std::optional<DraftHead> head;
-    if (model_->has_mtp()) head.emplace(*model_, parse_draft_head(spec), frequent);
-    Generator generator(*model_, head ? &*head : nullptr);
-    for (int depth = 0; depth <= (head ? 3 : 0); ++depth) {
-      GenerationConfig config;
-      config.target = {0.6f, 20, 0.95f};
-      config.draft = {0.7f, 20, 0.95f};
-      config.mtp_depth = depth;
-      config.max_tokens = 48;
-      config.seed = 7;
-      const auto picked = generator.generate(prompt, config);
-      config.device_top_k = false;
-      const auto whole = generator.generate(prompt, config);
-      EXPECT_EQ(picked.tokens, whole.tokens) << spec << " depth " << depth;
-      EXPECT_EQ(picked.stats.accepted_at, whole.stats.accepted_at) << spec << " depth " << depth;
-    }
-  }
+  test::expect_top_k_path_equals_whole_rows(*model_, prompt, frequent, {"full", "trim:300"}, 7);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CudaFixture, ::testing::ValuesIn(fixture_dirs()), fixture_name);

@@ -16,6 +16,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "base/error.h"
 #include "support/greedy_rows.h"
+#include "support/top_k_checks.h"
 
 namespace mtplx {
 namespace {
@@ -312,18 +313,7 @@ TEST_F(CudaOps, TopKMatchesOracle) {
   std::vector<ScoredToken> got;
   const auto check = [&](const std::vector<float>& x, int64_t rows, int64_t cols, int k) {
     gpu_->top_k(gpu_->upload(x, rows, cols), k, got);
-    ASSERT_EQ(got.size(), static_cast<size_t>(rows * k));
-    for (int64_t r = 0; r < rows; ++r) {
-      const auto want = test::oracle_top_k(std::span(x).subspan(r * cols, cols), k);
-      for (int i = 0; i < k; ++i) {
-        const ScoredToken& g = got[static_cast<size_t>(r * k + i)];
-        ASSERT_EQ(g.id, want[i].second)
-            << "row " << r << " rank " << i << " of " << rows << " x " << cols << " k " << k;
-        if (g.id >= 0) {
-          ASSERT_EQ(g.value, want[i].first) << "row " << r << " rank " << i;
-        }
-      }
-    }
+    test::expect_top_k_oracle(x, rows, cols, k, got);
   };
   for (const int64_t rows : {1, 3, 9}) {
     for (const int64_t cols : {1, 7, 300, 2047, 2049, 8193, 31040, 248320}) {
