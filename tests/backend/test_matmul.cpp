@@ -162,6 +162,40 @@ TEST(Matmul, AutoPicksTheWidestSupportedPath) {
   }
 }
 
+// Software prefetch only moves data earlier: with it off every path gives the same bits, for matrices
+// whose rows are shorter and longer than the prefetch distance (so prefetches run past the last row).
+TEST(Matmul, PrefetchChangesNoResult) {
+  ThreadPool pool(2);
+  for (const Format& f : {Format{"BF16", DType::BF16}, Format{"q4g64", DType::U32, 4, 64, DType::BF16},
+                          Format{"q8g64", DType::U32, 8, 64, DType::F16}})
+    for (const int64_t cols : {256, 2560}) {
+      const TestMatrix m = make_matrix(f, 37, cols, 21);
+      for (const QuantDot dot : {QuantDot::Exact, QuantDot::Int8})
+        for (int64_t T : {1, 3}) {
+          const auto x = random_x(T, cols, 22);
+          std::vector<float> want(static_cast<size_t>(T * 37)), got(want.size());
+          MatmulOptions options{Isa::Auto, dot};
+          matmul(m.w, x.data(), want.data(), T, pool, options);
+          options.prefetch = false;
+          matmul(m.w, x.data(), got.data(), T, pool, options);
+          EXPECT_EQ(std::memcmp(want.data(), got.data(), sizeof(float) * want.size()), 0)
+              << f.name << " cols=" << cols << " T=" << T << " " << matmul_path_name(options);
+        }
+    }
+}
+
+TEST(Matmul, PathNamesRoundTrip) {
+  for (const char* name :
+       {"auto", "portable", "avx2", "avx512", "int8", "avx512-noprefetch", "int8-noprefetch"}) {
+    const auto options = parse_matmul_path(name);
+    ASSERT_TRUE(options.has_value()) << name;
+    EXPECT_EQ(matmul_path_name(*options), name);
+  }
+  EXPECT_FALSE(parse_matmul_path("int8-noprefetch-noprefetch").has_value());
+  EXPECT_FALSE(parse_matmul_path("-noprefetch").has_value());
+  EXPECT_FALSE(parse_matmul_path("avx1024").has_value());
+}
+
 // Several weights sharing one input (one loop over the pool at decode widths) give bit-identical results
 // to one matmul per weight, on the exact and the int8 path, for mixed formats and sizes. Weights of one
 // format share the rounded x on the int8 path (q4g64 and q4g128 must not: their group sums differ).

@@ -94,7 +94,8 @@ struct RowJob {
   std::vector<int8_t> xi;
 };
 
-RowJob prepare_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, Isa isa, bool int8) {
+RowJob prepare_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, Isa isa, bool int8,
+                    bool prefetch) {
   RowJob job;
   job.w = &w;
   job.isa = isa;
@@ -104,6 +105,7 @@ RowJob prepare_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, 
   args.xq = x;  // unless the kernel asks for a permuted order below
   args.y = y;
   args.T = T;
+  args.prefetch = prefetch;
   if (w.quantized()) {
     // Per-group sums of x carry the bias term: sum_c (s q_c + b) x_c = s sum q_c x_c + b sum x_c.
     const int64_t groups = w.cols / w.group_size;
@@ -279,27 +281,34 @@ bool use_int8(const WeightMatrix& w, Isa isa, const MatmulOptions& options) {
 }
 }  // namespace
 
+constexpr std::string_view kNoPrefetch = "-noprefetch";
+
 std::optional<MatmulOptions> parse_matmul_path(std::string_view name) {
-  if (name == "auto") return MatmulOptions{};
-  if (name == "portable") return MatmulOptions{Isa::Portable};
-  if (name == "avx2") return MatmulOptions{Isa::Avx2};
-  if (name == "avx512") return MatmulOptions{Isa::Avx512};
-  if (name == "int8") return MatmulOptions{Isa::Avx512, QuantDot::Int8};
-  return std::nullopt;
+  const bool prefetch = !name.ends_with(kNoPrefetch);
+  if (!prefetch) name.remove_suffix(kNoPrefetch.size());
+  std::optional<MatmulOptions> options;
+  if (name == "auto") options = MatmulOptions{};
+  if (name == "portable") options = MatmulOptions{Isa::Portable};
+  if (name == "avx2") options = MatmulOptions{Isa::Avx2};
+  if (name == "avx512") options = MatmulOptions{Isa::Avx512};
+  if (name == "int8") options = MatmulOptions{Isa::Avx512, QuantDot::Int8};
+  if (options) options->prefetch = prefetch;
+  return options;
 }
 
-std::string_view matmul_path_name(const MatmulOptions& options) {
-  if (options.dot == QuantDot::Int8) return options.isa == Isa::Avx512 ? "int8" : "int8 (auto)";
-  switch (options.isa) {
-    case Isa::Portable:
-      return "portable";
-    case Isa::Avx2:
-      return "avx2";
-    case Isa::Avx512:
-      return "avx512";
-    default:
-      return "auto";
-  }
+std::string matmul_path_name(const MatmulOptions& options) {
+  std::string name;
+  if (options.dot == QuantDot::Int8)
+    name = options.isa == Isa::Avx512 ? "int8" : "int8 (auto)";
+  else if (options.isa == Isa::Portable)
+    name = "portable";
+  else if (options.isa == Isa::Avx2)
+    name = "avx2";
+  else if (options.isa == Isa::Avx512)
+    name = "avx512";
+  else
+    name = "auto";
+  return options.prefetch ? name : name + std::string(kNoPrefetch);
 }
 
 bool int8_dot_supported() {
@@ -334,7 +343,7 @@ void matmul_many(std::span<const WeightMatrix* const> ws, const float* x, std::s
     for (const RowJob& job : jobs)
       if (int8 && job.int8 && same_int8_x(*job.w, *ws[i])) same_x = &job;
     jobs.push_back(same_x ? share_rows(*same_x, *ws[i], ys[i])
-                          : prepare_rows(*ws[i], x, ys[i], T, isa, int8));
+                          : prepare_rows(*ws[i], x, ys[i], T, isa, int8, options.prefetch));
   }
   run_jobs(jobs, pool);
 }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "backend/weight.h"
@@ -46,6 +47,9 @@ bool int8_dot_supported();
 struct MatmulOptions {
   Isa isa = Isa::Auto;
   QuantDot dot = QuantDot::Exact;
+  // Software prefetch in the AVX-512 row kernels (BF16/F16/F32, 4- and 8-bit exact, and Int8): each step
+  // asks for the weight bytes a few KiB ahead of the ones it reads. Off only to measure what it gains.
+  bool prefetch = true;
 };
 
 // ys[i] = x ws[i]^T for weights sharing one input (merged projections), the same results as one matmul
@@ -54,9 +58,10 @@ void matmul_many(std::span<const WeightMatrix* const> ws, const float* x, std::s
                  int64_t T, ThreadPool& pool, const MatmulOptions& options);
 
 // Names of matmul paths for benchmarks and tools: "auto", "portable", "avx2", "avx512" (exact), and
-// "int8" (AVX-512 with QuantDot::Int8). nullopt for an unknown name; availability is not checked here.
+// "int8" (AVX-512 with QuantDot::Int8), each optionally followed by "-noprefetch" (prefetch = false).
+// nullopt for an unknown name; availability is not checked here.
 std::optional<MatmulOptions> parse_matmul_path(std::string_view name);
-std::string_view matmul_path_name(const MatmulOptions& options);
+std::string matmul_path_name(const MatmulOptions& options);
 
 // matmul with explicit options. Throws mtplx::Error when `options.isa` is not supported here.
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool,

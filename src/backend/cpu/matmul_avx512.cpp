@@ -169,8 +169,10 @@ MTPLX_AVX512 void table_block(const WeightMatrix& w, const RowArgs& a, int64_t r
   const int64_t cols = w.cols, groups = cols / G;
   const int64_t row_bytes = w.words_per_row() * 4;
   const auto* base = static_cast<const uint8_t*>(w.data) + r * row_bytes;
-  for (int i = 0; i < R; ++i)
+  for (int i = 0; i < R; ++i) {
+    if (a.prefetch) prefetch_row_params(w, r + i);
     row_params(w, r + i, groups, params + 2 * i * groups, params + (2 * i + 1) * groups);
+  }
   const __m512 codes_of_index = B == 4 ? _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
                                        : _mm512_setr_ps(0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3);
   __m512 acc[R][T][A];
@@ -184,6 +186,8 @@ MTPLX_AVX512 void table_block(const WeightMatrix& w, const RowArgs& a, int64_t r
 #pragma GCC unroll 16
     for (int p = 0; p < G / kPiece; ++p) {
       const int64_t c = g * G + p * kPiece;
+      if (a.prefetch && (c * B / 8) % 64 == 0)  // one prefetch per cache line of codes
+        for (int i = 0; i < R; ++i) prefetch_ahead(base + i * row_bytes + c * B / 8);
       __m512i v[R];
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i)
@@ -216,8 +220,10 @@ MTPLX_AVX512 void q8_block(const WeightMatrix& w, const RowArgs& a, int64_t r, f
   const int64_t cols = w.cols, groups = cols / G;
   const int64_t row_bytes = w.words_per_row() * 4;
   const auto* base = static_cast<const uint8_t*>(w.data) + r * row_bytes;
-  for (int i = 0; i < R; ++i)
+  for (int i = 0; i < R; ++i) {
+    if (a.prefetch) prefetch_row_params(w, r + i);
     row_params(w, r + i, groups, params + 2 * i * groups, params + (2 * i + 1) * groups);
+  }
   __m512 acc[R][T][A];
   zero_block(acc);
   for (int64_t g = 0; g < groups; ++g) {
@@ -229,6 +235,8 @@ MTPLX_AVX512 void q8_block(const WeightMatrix& w, const RowArgs& a, int64_t r, f
 #pragma GCC unroll 16
     for (int v = 0; v < G / 16; ++v) {
       const int64_t c = g * G + v * 16;
+      if (a.prefetch && c % 64 == 0)  // one prefetch per cache line of codes
+        for (int i = 0; i < R; ++i) prefetch_ahead(base + i * row_bytes + c);
       __m512 wv[R];
 #pragma GCC unroll 16
       for (int i = 0; i < R; ++i) {

@@ -145,6 +145,7 @@ template <int T, int G>
 MTPLX_VNNI_INLINE void row_terms(const WeightMatrix& w, const RowArgs& a, int64_t r, float* sd,
                                  __m512 (&bias_acc)[T]) {
   const int64_t groups = w.cols / G, blocks = a.xi_blocks;
+  if (a.prefetch) prefetch_row_params(w, r);
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) bias_acc[t] = _mm512_setzero_ps();
   for (int64_t g = 0; g < groups; g += 16) {
@@ -198,6 +199,7 @@ using Acc = __m512[T][2];
 template <int T, int S>
 MTPLX_VNNI_INLINE void q8_step(const uint8_t* codes, const RowArgs& a, const float* sd, int64_t j,
                                Acc<T>& acc) {
+  if (a.prefetch) prefetch_ahead(codes + j * 64);
   const __m512i q = _mm512_loadu_si512(codes + j * 64);
 #pragma GCC unroll 8
   for (int t = 0; t < T; ++t) {
@@ -220,6 +222,7 @@ template <int T, int S>
 MTPLX_VNNI_INLINE void q4_step(const uint8_t* codes, const RowArgs& a, const float* sd, int64_t k, bool half,
                                Acc<T>& acc) {
   const uint8_t* p = codes + k * 64;
+  if (a.prefetch) prefetch_ahead(p);
   const __m512i bytes = half ? _mm512_maskz_loadu_epi8(0xffffffffull, p) : _mm512_loadu_si512(p);
   const __m512i low = _mm512_and_si512(bytes, _mm512_set1_epi8(0x0f));
   const __m512i high = high_nibbles(bytes);

@@ -2,7 +2,9 @@
 // matmul_avx2.cpp, matmul_avx512.cpp). Not part of the backend interface.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <initializer_list>
 #include <span>
 
 #include "backend/weight.h"
@@ -21,8 +23,34 @@ struct RowArgs {
   const float* xi_scale = nullptr;
   int64_t xi_stride = 0, xi_blocks = 0;
   int64_t T = 0;
-  float* y = nullptr;  // [T, rows]
+  float* y = nullptr;    // [T, rows]
+  bool prefetch = true;  // MatmulOptions::prefetch
 };
+
+// How far ahead of its loads a row kernel prefetches the weight stream. At batch 1 a core streams each
+// row once, and the hardware prefetchers alone keep too few lines in flight to reach the memory bandwidth
+// (docs/benchmarks.md, "Software prefetch"): 4 KiB ahead measured best (1 KiB gained about half as much;
+// 6 KiB and more lost again: lines arrive and are evicted before use).
+inline constexpr int64_t kPrefetchBytes = 4096;
+
+// Prefetches the cache line kPrefetchBytes past p into L1. An address past the mapping is harmless: a
+// prefetch never faults (computed as an integer, so no out-of-range pointer is formed either).
+inline void prefetch_ahead(const void* p) {
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(p) + kPrefetchBytes), 0, 3);
+}
+
+// Prefetches the scales and biases of the row whose codes start about kPrefetchBytes after row r's, so
+// that the parameter streams (tens of bytes per row) arrive with the codes instead of stalling each row.
+inline void prefetch_row_params(const WeightMatrix& w, int64_t r) {
+  const int64_t ahead = r + std::max<int64_t>(1, kPrefetchBytes / (w.words_per_row() * 4));
+  if (ahead >= w.rows) return;
+  const int64_t row_param_bytes = (w.cols / w.group_size) * (w.scale_dtype == DType::F32 ? 4 : 2);
+  for (const void* params : {w.scales, w.biases}) {
+    const char* first = static_cast<const char*>(params) + ahead * row_param_bytes;
+    __builtin_prefetch(first, 0, 3);
+    __builtin_prefetch(first + row_param_bytes - 1, 0, 3);
+  }
+}
 
 // Calls kernel.template operator()<T>() with the compile-time T equal to `rows` (1..7; 8 for anything
 // larger). The row kernels are instantiated per width so their T accumulators stay in registers.
