@@ -4,7 +4,7 @@
 //                [--repeats 3] [--copy-mib 1024] [--isa avx2,avx512,int8]
 //
 // --isa runs every test on each listed matmul path (auto, portable, avx2, avx512, int8 = QuantDot::Int8
-// on AVX-512), alternating the paths
+// on AVX-512; any of them with the suffix -noprefetch: no software prefetch), alternating the paths
 // repeat by repeat so load from other processes hits them alike; the layout column names the path.
 //
 // Tests, each repeated on a fresh state (mean ± sample sd over the repeats, after one untimed warm-up):

@@ -11,7 +11,8 @@
 //
 // Usage: bench_matmul [--threads N] [--isa LIST] [--reps N] [--no-lm-head-prefill] [--dtypes LIST]
 //                     [--shapes LIST]
-//   LIST: comma-separated; --isa from auto, portable, avx2, avx512, int8; --dtypes from BF16, q8, q4;
+//   LIST: comma-separated; --isa from auto, portable, avx2, avx512, int8, each optionally with the suffix
+//   -noprefetch (the same kernels without software prefetch); --dtypes from BF16, q8, q4;
 //   --shapes from gate/up, down, lm_head
 #include <algorithm>
 #include <cstdio>
