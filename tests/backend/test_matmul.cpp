@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "base/dtype.h"
 #include "base/error.h"
 #include "base/thread_pool.h"
@@ -28,7 +29,7 @@ using namespace matmul_oracle;  // NOLINT: the oracle's matrices and reference
 constexpr double kTolerance = 1e-5;
 
 std::string isa_name(Isa isa) {
-  return std::string(matmul_path_name(MatmulOptions{isa}));
+  return matmul_path_name(MatmulOptions{isa});
 }
 
 std::vector<Format> formats() {
@@ -162,16 +163,21 @@ TEST(Matmul, AutoPicksTheWidestSupportedPath) {
   }
 }
 
-// Software prefetch only moves data earlier: with it off every path gives the same bits, for matrices
-// whose rows are shorter and longer than the prefetch distance (so prefetches run past the last row).
+// Software prefetch only moves data earlier: with it off every path gives the same bits. Run mainly for
+// its address arithmetic under the sanitizers: rows shorter and longer than the prefetch distance (so the
+// row ahead is past the last row), an odd number of 64-column blocks (the 4-bit Int8 half step), 2-byte and
+// 4-byte scales, and T x cols large enough for the two-row exact kernels.
 TEST(Matmul, PrefetchChangesNoResult) {
+  if (!isa_supported(Isa::Avx512)) GTEST_SKIP() << "only the AVX-512 kernels prefetch";
   ThreadPool pool(2);
-  for (const Format& f : {Format{"BF16", DType::BF16}, Format{"q4g64", DType::U32, 4, 64, DType::BF16},
-                          Format{"q8g64", DType::U32, 8, 64, DType::F16}})
-    for (const int64_t cols : {256, 2560}) {
+  for (const Format& f :
+       {Format{"q4g64", DType::U32, 4, 64, DType::BF16}, Format{"q8g64", DType::U32, 8, 64, DType::F16},
+        Format{"q4g128", DType::U32, 4, 128, DType::F32}, Format{"q2g64", DType::U32, 2, 64, DType::BF16}})
+    for (const int64_t cols : {256, 320, 2560}) {
+      if (cols % f.group != 0) continue;
       const TestMatrix m = make_matrix(f, 37, cols, 21);
       for (const QuantDot dot : {QuantDot::Exact, QuantDot::Int8})
-        for (int64_t T : {1, 3}) {
+        for (int64_t T : {1, 4}) {
           const auto x = random_x(T, cols, 22);
           std::vector<float> want(static_cast<size_t>(T * 37)), got(want.size());
           MatmulOptions options{Isa::Auto, dot};
@@ -182,6 +188,17 @@ TEST(Matmul, PrefetchChangesNoResult) {
               << f.name << " cols=" << cols << " T=" << T << " " << matmul_path_name(options);
         }
     }
+}
+
+// The backend keeps the whole option set a caller gives it (bench_decode compares paths through it).
+TEST(Matmul, BackendKeepsEveryOption) {
+  CpuBackend backend(1);
+  MatmulOptions options{Isa::Portable, QuantDot::Int8};
+  options.prefetch = false;
+  backend.set_matmul_options(options);
+  EXPECT_EQ(backend.matmul_options().isa, Isa::Portable);
+  EXPECT_EQ(backend.matmul_options().dot, QuantDot::Int8);
+  EXPECT_FALSE(backend.matmul_options().prefetch);
 }
 
 TEST(Matmul, PathNamesRoundTrip) {

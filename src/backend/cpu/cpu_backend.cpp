@@ -50,8 +50,8 @@ void CpuBackend::set_matmul_isa(cpu::Isa isa) {
 }
 
 void CpuBackend::set_matmul_options(const cpu::MatmulOptions& options) {
-  set_matmul_isa(options.isa);
-  matmul_.dot = options.dot;
+  set_matmul_isa(options.isa);  // refuses an instruction set this CPU lacks
+  matmul_ = options;
 }
 
 Tensor CpuBackend::alloc(int64_t rows, int64_t cols) {

@@ -281,7 +281,9 @@ bool use_int8(const WeightMatrix& w, Isa isa, const MatmulOptions& options) {
 }
 }  // namespace
 
+namespace {
 constexpr std::string_view kNoPrefetch = "-noprefetch";
+}  // namespace
 
 std::optional<MatmulOptions> parse_matmul_path(std::string_view name) {
   const bool prefetch = !name.ends_with(kNoPrefetch);

@@ -47,8 +47,10 @@ bool int8_dot_supported();
 struct MatmulOptions {
   Isa isa = Isa::Auto;
   QuantDot dot = QuantDot::Exact;
-  // Software prefetch in the AVX-512 row kernels (BF16/F16/F32, 4- and 8-bit exact, and Int8): each step
-  // asks for the weight bytes a few KiB ahead of the ones it reads. Off only to measure what it gains.
+  // Software prefetch in the AVX-512 row kernels of quantized weights (the exact 2/4/8-bit kernels and
+  // Int8): each step asks for the codes a few KiB ahead of the ones it reads, each row for the scales and
+  // biases of a row that far ahead. The dense, AVX2 and portable kernels never prefetch (dense measured
+  // slower with it). Off only to measure what it gains.
   bool prefetch = true;
 };
 
