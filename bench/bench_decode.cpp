@@ -83,7 +83,7 @@ Args parse_args(int argc, char** argv) {
       while (std::getline(in, item, ',')) {
         const auto path = cpu::parse_matmul_path(item);
         require(path.has_value(), str("unknown --isa value ", item), "",
-                "use auto, portable, avx2, avx512, int8");
+                "use auto, portable, avx2, avx512, int8 (optionally with the suffix -noprefetch)");
         require(
             cpu::isa_supported(path->isa) && (path->dot == cpu::QuantDot::Exact || cpu::int8_dot_supported()),
             str("--isa ", item, " is not available on this CPU"));
