@@ -163,10 +163,11 @@ TEST(Matmul, AutoPicksTheWidestSupportedPath) {
   }
 }
 
-// Software prefetch only moves data earlier: with it off every path gives the same bits. Run mainly for
-// its address arithmetic under the sanitizers: rows shorter and longer than the prefetch distance (so the
-// row ahead is past the last row), an odd number of 64-column blocks (the 4-bit Int8 half step), 2-byte and
-// 4-byte scales, and T x cols large enough for the two-row exact kernels.
+// Software prefetch only moves data earlier: with it off every kernel that prefetches gives the same bits
+// (a prefetching branch that diverged from the plain one would show here). Shapes reach each such branch:
+// rows shorter and longer than the prefetch distance (the row ahead past the last row), an odd number of
+// 64-column blocks (the 4-bit Int8 half step), 2- and 4-byte scales, and T x cols large enough for the
+// two-row exact kernels.
 TEST(Matmul, PrefetchChangesNoResult) {
   if (!isa_supported(Isa::Avx512)) GTEST_SKIP() << "only the AVX-512 kernels prefetch";
   ThreadPool pool(2);

@@ -279,10 +279,8 @@ bool use_int8(const WeightMatrix& w, Isa isa, const MatmulOptions& options) {
   return options.dot == QuantDot::Int8 && isa == Isa::Avx512 && int8_dot_supported() &&
          detail::int8_format(w);
 }
-}  // namespace
 
-namespace {
-constexpr std::string_view kNoPrefetch = "-noprefetch";
+constexpr std::string_view kNoPrefetch = "-noprefetch";  // path-name suffix: MatmulOptions::prefetch off
 }  // namespace
 
 std::optional<MatmulOptions> parse_matmul_path(std::string_view name) {

@@ -28,9 +28,8 @@ struct RowArgs {
 };
 
 // How far ahead of its loads a row kernel prefetches the weight stream. At batch 1 a core streams each
-// row once, and the hardware prefetchers alone keep too few lines in flight to reach the memory bandwidth
-// (docs/benchmarks.md, "Software prefetch"): 4 KiB ahead measured best (1 KiB gained about half as much;
-// 6 KiB and more lost again: lines arrive and are evicted before use).
+// row once; with the hardware prefetchers alone the 8-bit kernels read 1.13-1.41x slower, and 8 KiB ahead
+// measured no better than 4 KiB (docs/benchmarks.md, "Software prefetch in the AVX-512 row kernels").
 inline constexpr int64_t kPrefetchBytes = 4096;
 
 // Prefetches the cache line kPrefetchBytes past p into L1. An address past the mapping is harmless: a
