@@ -13,10 +13,11 @@
 //                 picked on the GPU (Backend::greedy_tokens; only the id is downloaded), and in the same
 //                 process with the row downloaded and the argmax taken on the host (as before 2026-11-26);
 //                 t/s and % of roofline; with step graphs (the default) and in the same process with every
-//                 op queued from the host (graphs off), without programmatic dependent launch, with the
-//                 classic GEMV, with the loop norm kernels, with both, with merged projections one after
-//                 another, with the T = 1 GEMV's first weights loaded before / after the PDL wait, and with
-//                 the classic GEMV's warps per row group forced to 1, 2, 4, and with the logits downloaded
+//                 op queued from the host (graphs off), without programmatic dependent launch, with the MLP's
+//                 gate and up as two GEMVs and a silu_mul kernel (before the paired GEMV), with the classic
+//                 GEMV, with the loop norm kernels, with both, with merged projections one after another,
+//                 with the T = 1 GEMV's first weights loaded before / after the PDL wait, and with the
+//                 classic GEMV's warps per row group forced to 1, 2, 4, and with the logits downloaded
 //                 straight into pageable memory (CudaBackend::set_pinned_downloads); and sampled (temperature
 //                 0.6, top-k 20, top-p 0.95: the artifacts' default) from the downloaded row or from the
 //                 row's top-20 picked on the GPU (Backend::top_k).
@@ -275,12 +276,16 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_gemv_mma_from(1);
   const double ar_mma = ar_run(true);  // every GEMV on the tensor-core kernel
   gpu.set_gemv_mma_from(0);
+  gpu.set_paired_mlp(false);
+  const double ar_unpaired = ar_run(true);  // MLP gate and up as two GEMVs + silu_mul, as before 2026-11-27
+  gpu.set_paired_mlp(true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
   for (const auto& [what, tps] :
        {std::pair{"without step graphs", ar_plain},
         std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
+        std::pair{"graphs, MLP gate and up as two GEMVs + silu_mul (as before)", ar_unpaired},
         std::pair{"graphs, classic GEMV", ar_classic}, std::pair{"graphs, loop norm kernels", ar_loop_norms},
         std::pair{"graphs, classic GEMV and loop norm kernels (as before)", ar_before},
         std::pair{"graphs, merged projections one after another", ar_serial},

@@ -49,6 +49,15 @@ void Backend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor&
   for (size_t i = 0; i < ws.size(); ++i) matmul(*ws[i], x, *ys[i]);
 }
 
+void Backend::matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const Tensor& x,
+                              Tensor& out) {
+  Tensor up_rows = alloc(x.rows, up.rows);
+  const WeightMatrix* ws[] = {&gate, &up};
+  Tensor* ys[] = {&out, &up_rows};
+  matmul_many(ws, x, ys);
+  silu_mul(out, up_rows, out);
+}
+
 void Backend::add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
                            Tensor& normed) {
   add(a, b, sum);

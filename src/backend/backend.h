@@ -123,6 +123,10 @@ class Backend {
   virtual void add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
                             Tensor& normed);
   virtual void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) = 0;  // silu(gate) * up
+  // out = silu(x gate^T) * (x up^T): the MLP's first half. The default runs matmul_many and silu_mul; a
+  // backend may fuse them (one pass over both matrices, no intermediate rows).
+  virtual void matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const Tensor& x,
+                               Tensor& out);
 
   // --- gated full attention
   // NeoX rotation of the first rot_dim dims of each head, row t at position pos0 + t. In place.

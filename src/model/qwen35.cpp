@@ -177,11 +177,7 @@ void Qwen35Model::decoder_layer(const LayerWeights& layer, Tensor& x, Tensor& h,
 Tensor Qwen35Model::mlp(const MlpWeights& w, const Tensor& h) {
   const int64_t T = h.rows;
   Tensor gate = backend_.alloc(T, config_.intermediate_size);
-  Tensor up = backend_.alloc(T, config_.intermediate_size);
-  const WeightMatrix* ws[] = {&w.gate_proj, &w.up_proj};
-  Tensor* ys[] = {&gate, &up};
-  backend_.matmul_many(ws, h, ys);
-  backend_.silu_mul(gate, up, gate);
+  backend_.matmul_silu_mul(w.gate_proj, w.up_proj, h, gate);
   Tensor out = backend_.alloc(T, config_.hidden_size);
   backend_.matmul(w.down_proj, gate, out);
   return out;

@@ -380,6 +380,60 @@ TEST_F(CudaOps, MatmulGemvVariants) {
   gpu_->set_gemv_wide8_from(2);
 }
 
+// The MLP's first half, silu(x gate^T) * (x up^T): at one row the paired GEMV (gate and up rows in one
+// row group, CudaBackend::set_paired_mlp) with every warp split, else matmul_many + silu_mul; both against
+// the CPU backend's matmuls and silu_mul. 8- and 4-bit codes with BF16/F16/F32 scales, BF16 weights, a
+// partial last row group (odd rows), and gate and up of different formats (never paired).
+TEST_F(CudaOps, MatmulSiluMulPairedAndFallback) {
+  const Format formats[] = {{8, 64, DType::U32},
+                            {4, 64, DType::U32},
+                            {4, 32, DType::U32},
+                            {8, 128, DType::U32},
+                            {0, 0, DType::BF16}};
+  const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {37, 9216}, {9216, 256}};
+  for (const Format& f : formats) {
+    for (const DType scales : {DType::BF16, DType::F16, DType::F32}) {
+      if (f.bits == 0 && scales != DType::BF16) continue;
+      for (const auto& shape : shapes) {
+        HostWeight gate = make_weight(rng_, shape[0], shape[1], f.bits, f.group, f.dense);
+        HostWeight up = make_weight(rng_, shape[0], shape[1], f.bits, f.group, f.dense);
+        if (f.bits > 0) {
+          set_scale_dtype(gate, scales, rng_);
+          set_scale_dtype(up, scales, rng_);
+        }
+        const WeightMatrix gate_dev = gpu_->prepare_weight(gate.w), up_dev = gpu_->prepare_weight(up.w);
+        for (int64_t T : {1, 2, 3}) {
+          auto [xc, xg] = random_pair(T, shape[1]);
+          auto [yc, yg] = outputs(T, shape[0]);
+          cpu_.matmul_silu_mul(gate.w, up.w, xc, yc);
+          for (const int warps : {0, 1, 2, 4}) {
+            for (const bool paired : {true, false}) {
+              gpu_->set_gemv(warps > 0, 0, warps);
+              gpu_->set_paired_mlp(paired);
+              gpu_->fill(yg, NAN);
+              gpu_->matmul_silu_mul(gate_dev, up_dev, xg, yg);
+              EXPECT_LT(compare(yc, yg), 1e-5)
+                  << "bits " << f.bits << " group " << f.group << " scales " << dtype_name(scales) << " ["
+                  << shape[0] << "x" << shape[1] << "] T " << T << " warps " << warps << " paired " << paired;
+            }
+          }
+        }
+      }
+    }
+  }
+  gpu_->set_gemv(false);
+  gpu_->set_paired_mlp(true);
+  // Different formats: the fallback.
+  HostWeight gate = make_weight(rng_, 300, 512, 8, 64, DType::U32),
+             up = make_weight(rng_, 300, 512, 4, 64, DType::U32);
+  const WeightMatrix gate_dev = gpu_->prepare_weight(gate.w), up_dev = gpu_->prepare_weight(up.w);
+  auto [xc, xg] = random_pair(1, 512);
+  auto [yc, yg] = outputs(1, 300);
+  cpu_.matmul_silu_mul(gate.w, up.w, xc, yc);
+  gpu_->matmul_silu_mul(gate_dev, up_dev, xg, yg);
+  EXPECT_LT(compare(yc, yg), 1e-5);
+}
+
 // Merged projections (mixed formats): every output must equal its own matmul on the CPU.
 TEST_F(CudaOps, MatmulManyMixedFormats) {
   const Format formats[] = {{8, 64, DType::U32}, {8, 64, DType::U32}, {4, 64, DType::U32},

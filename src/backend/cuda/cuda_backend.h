@@ -69,6 +69,9 @@ class CudaBackend final : public Backend {
   void add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
                     Tensor& normed) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
+  // One row: gate, up and silu in one GEMV pass (the paired classic kernel); else the default.
+  void matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const Tensor& x,
+                       Tensor& out) override;
 
   void rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) override;
   void attention(const AttentionArgs& args) override;
@@ -112,6 +115,9 @@ class CudaBackend final : public Backend {
   // The fewest rows (T) at which 8- and 4-bit codes take the tensor-core kernel (matmul_skinny.cu) instead
   // of the fp32 GEMVs; 0 = never. Benchmarks and tests compare.
   void set_gemv_mma_from(int rows);
+  // matmul_silu_mul of one row as one paired GEMV (on by default) or as matmul_many + silu_mul. Benchmarks
+  // and tests compare.
+  void set_paired_mlp(bool on);
   // Split-K attention for decode widths over long caches, and matmul_many's matmuls on parallel streams
   // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);

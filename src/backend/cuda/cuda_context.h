@@ -35,6 +35,7 @@ struct GemvOptions {
   int early = 0;
   int wide8_from = 2;  // fewest rows at which 8-bit codes take the interleaved kernel (set_gemv_wide8_from)
   int mma_from = 0;    // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never
+  bool paired_mlp = true;  // T = 1: the MLP's gate, up and silu in one GEMV (CudaBackend::matmul_silu_mul)
 };
 
 struct Context;
@@ -187,5 +188,9 @@ struct Context {
 
 // y = x W^T for T rows on `stream` (matmul.cu); x [T, w.cols], y [T, w.rows], device pointers.
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue queue);
+// y = silu(x gate^T) * (x up^T) in one pass (matmul.cu), where it applies: T = 1, gate and up of one
+// fused-GEMV format and shape, GemvOptions::paired_mlp. False otherwise (nothing queued).
+bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const float* x, float* y, int64_t T,
+                     Queue queue);
 
 }  // namespace mtplx::cuda

@@ -71,11 +71,12 @@ __device__ __forceinline__ float warp_sum(float v) {
 }
 
 // The end of a GEMV block whose warps work in row groups of `group_warps` warps: every warp sums acc[t][r]
-// over its lanes, then the first warp of each group (part == 0) adds its group's partial sums and writes
-// y[t * rows + row0 + r], dropping rows past `rows`. All threads of the block must call it.
-template <int T, int R, int kWarps>
-__device__ __forceinline__ void store_row_group_sums(const float (&acc)[T][R], int warp, int lane, int part,
-                                                     int group_warps, int64_t row0, int64_t rows, float* y) {
+// over its lanes, then the first warp of each group (part == 0) adds its group's partial sums, lane
+// t * R + r holding the sum of (t, r), and calls finish(lane, sum) on all 32 of its lanes (lanes past T * R
+// hold 0), so `finish` may shuffle. All threads of the block must call it.
+template <int T, int R, int kWarps, typename Finish>
+__device__ __forceinline__ void reduce_row_group_sums(const float (&acc)[T][R], int warp, int lane, int part,
+                                                      int group_warps, Finish finish) {
   __shared__ float partial[kWarps][T * R];
 #pragma unroll
   for (int t = 0; t < T; ++t)
@@ -85,13 +86,22 @@ __device__ __forceinline__ void store_row_group_sums(const float (&acc)[T][R], i
       if (lane == 0) partial[warp][t * R + r] = v;
     }
   __syncthreads();
-  if (lane < T * R && part == 0) {
+  if (part == 0) {
     float sum = 0;
-#pragma unroll
-    for (int p = 0; p < group_warps; ++p) sum += partial[warp + p][lane];
-    const int t = lane / R, r = lane % R;
-    if (row0 + r < rows) y[t * rows + row0 + r] = sum;
+    if (lane < T * R)
+      for (int p = 0; p < group_warps; ++p) sum += partial[warp + p][lane];
+    finish(lane, sum);
   }
+}
+
+// The same, writing each row group's sums to y[t * rows + row0 + r], dropping rows past `rows`.
+template <int T, int R, int kWarps>
+__device__ __forceinline__ void store_row_group_sums(const float (&acc)[T][R], int warp, int lane, int part,
+                                                     int group_warps, int64_t row0, int64_t rows, float* y) {
+  reduce_row_group_sums<T, R, kWarps>(acc, warp, lane, part, group_warps, [&](int i, float sum) {
+    const int t = i / R, r = i % R;
+    if (i < T * R && row0 + r < rows) y[t * rows + row0 + r] = sum;
+  });
 }
 
 __device__ __forceinline__ float warp_max(float v) {

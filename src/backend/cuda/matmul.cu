@@ -50,25 +50,39 @@ struct Codec {
   }
 };
 
-template <int BITS, int T, int KW>
+// The up_proj of a paired GEMV (gemv_kernel with kPaired): the same shape and format as the gate weights.
+struct UpRows {
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+};
+
+// kPaired: y = silu(x W^T) * (x U^T) for the MLP's gate W and up U in one pass. A row group then holds gate
+// rows row0, row0 + 1 and up rows row0, row0 + 1 (each accumulated exactly as alone), and its first warp
+// combines them, so the gate and up rows never go to memory and no silu_mul kernel follows.
+template <int BITS, int T, int KW, bool kPaired = false>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(const uint32_t* __restrict__ w, const void* scales, const void* biases, DType scale_dtype,
                 int64_t rows, int64_t cols, int group_size, const float* __restrict__ x,
-                float* __restrict__ y, bool early) {
+                float* __restrict__ y, bool early, UpRows up) {
   using C = Codec<BITS>;
   constexpr int kPerChunk = 4 * C::kPerWord;
   constexpr bool kQuantized = BITS <= 8;
+  constexpr int kOut = kPaired ? kRows / 2 : kRows;  // output rows per row group
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int slot = warp / KW;  // row group within the block
   const int part = warp % KW;  // which warp of the row group
-  const int64_t row0 = (int64_t{blockIdx.x} * (4 / KW) + slot) * kRows;
+  const int64_t row0 = (int64_t{blockIdx.x} * (4 / KW) + slot) * kOut;
   const int64_t chunks = cols / kPerChunk;
   const int64_t chunks_per_row = chunks;  // 16-byte chunks per row
   const int64_t groups = kQuantized ? cols / group_size : 1;
+  int64_t src[kRows];  // the matrix row behind accumulator r (in W, or in U for r >= kOut when paired)
   const uint4* row_ptr[kRows];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r)
-    row_ptr[r] = reinterpret_cast<const uint4*>(w) + std::min<int64_t>(row0 + r, rows - 1) * chunks_per_row;
+  for (int r = 0; r < kRows; ++r) {
+    src[r] = std::min<int64_t>(row0 + r % kOut, rows - 1);
+    row_ptr[r] = reinterpret_cast<const uint4*>(kPaired && r >= kOut ? up.w : w) + src[r] * chunks_per_row;
+  }
   float acc[T][kRows];
 #pragma unroll
   for (int t = 0; t < T; ++t)
@@ -129,8 +143,10 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t g = c * kPerChunk / group_size;
 #pragma unroll
       for (int r = 0; r < kRows; ++r) {
-        const int64_t gi = std::min<int64_t>(row0 + r, rows - 1) * groups + g;
-        const float s = load_element(scales, scale_dtype, gi), b = load_element(biases, scale_dtype, gi);
+        const int64_t gi = src[r] * groups + g;
+        const bool in_up = kPaired && r >= kOut;
+        const float s = load_element(in_up ? up.scales : scales, scale_dtype, gi);
+        const float b = load_element(in_up ? up.biases : biases, scale_dtype, gi);
 #pragma unroll
         for (int t = 0; t < T; ++t) acc[t][r] += s * dot[t][r] + b * xs[t];
       }
@@ -141,7 +157,15 @@ __global__ void __launch_bounds__(kThreads)
         for (int r = 0; r < kRows; ++r) acc[t][r] += dot[t][r];
     }
   }
-  store_row_group_sums<T, kRows, kThreads / 32>(acc, warp, lane, part, KW, row0, rows, y);
+  if constexpr (kPaired) {
+    reduce_row_group_sums<T, kRows, kThreads / 32>(acc, warp, lane, part, KW, [&](int i, float sum) {
+      const float up_sum = __shfl_down_sync(0xffffffffu, sum, kOut);  // lane t * 4 + 2 + r
+      const int t = i / kRows, r = i % kRows;
+      if (i < T * kRows && r < kOut && row0 + r < rows) y[t * rows + row0 + r] = silu(sum) * up_sum;
+    });
+  } else {
+    store_row_group_sums<T, kRows, kThreads / 32>(acc, warp, lane, part, KW, row0, rows, y);
+  }
 }
 
 // Any format, T <= 8: a warp per output row, lanes over the columns.
@@ -210,22 +234,26 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(WeightView w, const flo
   }
 }
 
-template <int BITS, int T>
-void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream) {
-  const int64_t row_groups = (w.rows + kRows - 1) / kRows;
+// `up` set: the paired GEMV (gemv_kernel with kPaired; T = 1 only), y = silu(x W^T) * (x U^T).
+template <int BITS, int T, bool kPaired = false>
+void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream, UpRows up = {}) {
+  constexpr int kOut = kPaired ? kRows / 2 : kRows;
+  const int64_t row_groups = (w.rows + kOut - 1) / kOut;
+  // Warps per row group by the rows of one matrix: a paired GEMV splits each row as gate and up alone would.
+  const int64_t shape_groups = (w.rows + kRows - 1) / kRows;
   auto run = [&](auto kernel, int kw) {
     const int64_t per_block = 4 / kw;
     const auto blocks = static_cast<unsigned>((row_groups + per_block - 1) / per_block);
     launch(kernel, blocks, kThreads, 0, stream, static_cast<const uint32_t*>(w.data), w.scales, w.biases,
-           w.scale_dtype, w.rows, w.cols, w.group_size, x, y, stream.gemv.early > 0);
+           w.scale_dtype, w.rows, w.cols, w.group_size, x, y, stream.gemv.early > 0, up);
   };
   const int forced = stream.gemv.warps;  // CudaBackend::set_gemv(true, 0, warps): benchmarks compare
-  if (forced == 4 || (forced == 0 && row_groups <= 1024))
-    run(gemv_kernel<BITS, T, 4>, 4);
-  else if (forced == 2 || (forced == 0 && row_groups <= 4096))
-    run(gemv_kernel<BITS, T, 2>, 2);
+  if (forced == 4 || (forced == 0 && shape_groups <= 1024))
+    run(gemv_kernel<BITS, T, 4, kPaired>, 4);
+  else if (forced == 2 || (forced == 0 && shape_groups <= 4096))
+    run(gemv_kernel<BITS, T, 2, kPaired>, 2);
   else
-    run(gemv_kernel<BITS, T, 1>, 1);
+    run(gemv_kernel<BITS, T, 1, kPaired>, 1);
 }
 
 template <int BITS>
@@ -342,7 +370,37 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
   check_launch("gemv");
 }
 
+bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const float* x, float* y, int64_t T,
+                     Queue stream) {
+  const int path = fast_path(gate);
+  const bool same_format = gate.rows == up.rows && gate.cols == up.cols && gate.bits == up.bits &&
+                           gate.group_size == up.group_size && gate.dtype == up.dtype &&
+                           gate.scale_dtype == up.scale_dtype;
+  if (T != 1 || path == 0 || !same_format || !stream.gemv.paired_mlp || takes_gemv_mma(gate, T, stream))
+    return false;
+  validate(gate);
+  validate(up);
+  const UpRows rows{static_cast<const uint32_t*>(up.data), up.scales, up.biases};
+  if (path == 8)
+    launch_gemv_kw<8, 1, true>(gate, x, y, stream, rows);
+  else if (path == 4)
+    launch_gemv_kw<4, 1, true>(gate, x, y, stream, rows);
+  else
+    launch_gemv_kw<16, 1, true>(gate, x, y, stream, rows);
+  check_launch("gemv paired");
+  return true;
+}
+
 }  // namespace cuda
+
+void CudaBackend::matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const Tensor& x,
+                                  Tensor& out) {
+  if (!(x.cols == gate.cols && x.cols == up.cols && out.cols == gate.rows && out.cols == up.rows &&
+        x.rows == out.rows))
+    fail("internal error: cuda backend: matmul_silu_mul shape");
+  if (!cuda::matmul_silu_mul(gate, up, x.data, out.data, x.rows, ctx_->queue()))
+    Backend::matmul_silu_mul(gate, up, x, out);
+}
 
 // Independent matmuls on one input run side by side: the first on the backend's stream, the others on side
 // streams forked from it and joined back before anything later runs, so the stream order every other op
