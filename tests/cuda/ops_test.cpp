@@ -140,6 +140,10 @@ struct Format {
   DType dense;
 };
 
+// The formats the fused GEMV kernels serve: 8- and 4-bit codes with groups of 32, 64 and 128, and BF16.
+const Format kFusedGemvFormats[] = {
+    {8, 64, DType::U32}, {4, 64, DType::U32}, {4, 32, DType::U32}, {8, 128, DType::U32}, {0, 0, DType::BF16}};
+
 // Scales and biases of a quantized HostWeight as `type`: F32 widens the bf16 values, F16 draws halves of
 // short mantissa (to_f16 is exact for them).
 void set_scale_dtype(HostWeight& h, DType type, std::mt19937& rng) {
@@ -334,11 +338,7 @@ TEST_F(CudaOps, TopKMatchesOracle) {
 // (set_gemv_early), on shapes with several batches per lane and a partial row
 // group.
 TEST_F(CudaOps, MatmulGemvVariants) {
-  const Format formats[] = {{8, 64, DType::U32},
-                            {4, 64, DType::U32},
-                            {4, 32, DType::U32},
-                            {8, 128, DType::U32},
-                            {0, 0, DType::BF16}};
+  const auto& formats = kFusedGemvFormats;
   const int64_t shapes[][2] = {{37, 9216}, {1030, 2560}, {4100, 512}};
   struct Variant {
     bool classic;
@@ -385,11 +385,7 @@ TEST_F(CudaOps, MatmulGemvVariants) {
 // the CPU backend's matmuls and silu_mul. 8- and 4-bit codes with BF16/F16/F32 scales, BF16 weights, a
 // partial last row group (odd rows), and gate and up of different formats (never paired).
 TEST_F(CudaOps, MatmulSiluMulPairedAndFallback) {
-  const Format formats[] = {{8, 64, DType::U32},
-                            {4, 64, DType::U32},
-                            {4, 32, DType::U32},
-                            {8, 128, DType::U32},
-                            {0, 0, DType::BF16}};
+  const auto& formats = kFusedGemvFormats;
   const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {37, 9216}, {9216, 256}};
   for (const Format& f : formats) {
     for (const DType scales : {DType::BF16, DType::F16, DType::F32}) {
