@@ -14,10 +14,11 @@
 //                 process with the row downloaded and the argmax taken on the host (as before 2026-11-26);
 //                 t/s and % of roofline; with step graphs (the default) and in the same process with every
 //                 op queued from the host (graphs off), without programmatic dependent launch, with the MLP's
-//                 gate and up as two GEMVs and a silu_mul kernel (before the paired GEMV), with the classic
-//                 GEMV, with the loop norm kernels, with both, with merged projections one after another,
-//                 with the T = 1 GEMV's first weights loaded before / after the PDL wait, and with the
-//                 classic GEMV's warps per row group forced to 1, 2, 4, and with the logits downloaded
+//                 gate and up as two GEMVs and a silu_mul kernel (before the paired GEMV), with the
+//                 projections that share an input on parallel streams (before one grouped GEMV), with the
+//                 classic GEMV, with the loop norm kernels, with both, with merged projections one after
+//                 another, with the T = 1 GEMV's first weights loaded before / after the PDL wait, and with
+//                 the classic GEMV's warps per row group forced to 1, 2, 4, and with the logits downloaded
 //                 straight into pageable memory (CudaBackend::set_pinned_downloads); and sampled (temperature
 //                 0.6, top-k 20, top-p 0.95: the artifacts' default) from the downloaded row or from the
 //                 row's top-20 picked on the GPU (Backend::top_k).
@@ -247,7 +248,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_gemv(false);
   gpu.set_vector_norms(true);
   gpu.set_concurrent_matmuls(false);
+  gpu.set_grouped_matmuls(false);
   const double ar_serial = ar_run(true);
+  gpu.set_grouped_matmuls(true);
   gpu.set_concurrent_matmuls(true);
   // Where the T = 1 GEMV loads its first weights relative to the PDL wait, for the classic kernel and the
   // interleaved one forced at T = 1 (docs/benchmarks.md: faster alone, slower in the step).
@@ -279,6 +282,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_paired_mlp(false);
   const double ar_unpaired = ar_run(true);  // MLP gate and up as two GEMVs + silu_mul, as before 2026-11-27
   gpu.set_paired_mlp(true);
+  gpu.set_grouped_matmuls(false);
+  const double ar_ungrouped = ar_run(true);  // projections that share an input on parallel streams
+  gpu.set_grouped_matmuls(true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
@@ -286,6 +292,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
        {std::pair{"without step graphs", ar_plain},
         std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
         std::pair{"graphs, MLP gate and up as two GEMVs + silu_mul (as before)", ar_unpaired},
+        std::pair{"graphs, projections sharing an input on parallel streams (as before)", ar_ungrouped},
         std::pair{"graphs, classic GEMV", ar_classic}, std::pair{"graphs, loop norm kernels", ar_loop_norms},
         std::pair{"graphs, classic GEMV and loop norm kernels (as before)", ar_before},
         std::pair{"graphs, merged projections one after another", ar_serial},

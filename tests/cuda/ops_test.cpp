@@ -430,6 +430,55 @@ TEST_F(CudaOps, MatmulSiluMulPairedAndFallback) {
   EXPECT_LT(compare(yc, yg), 1e-5);
 }
 
+// matmul_many at one row with matrices of one format: one classic-GEMV grid over all of them (grouped),
+// or, switched off, parallel streams. Row counts not a multiple of a block's rows put segment boundaries
+// inside the grid's last blocks of each matrix.
+TEST_F(CudaOps, MatmulManyGroupedOneRow) {
+  const int64_t rows[] = {1030, 32, 301, 4};
+  for (const Format& f : kFusedGemvFormats) {
+    for (const DType scales : {DType::BF16, DType::F16, DType::F32}) {
+      if (f.bits == 0 && scales != DType::BF16) continue;
+      std::vector<HostWeight> hosts;
+      std::vector<WeightMatrix> devs;
+      for (const int64_t r : rows) {
+        hosts.push_back(make_weight(rng_, r, 768, f.bits, f.group, f.dense));
+        if (f.bits > 0) set_scale_dtype(hosts.back(), scales, rng_);
+      }
+      for (const auto& h : hosts) devs.push_back(gpu_->prepare_weight(h.w));
+      auto [xc, xg] = random_pair(1, 768);
+      std::vector<Tensor> yc, yg;
+      for (size_t i = 0; i < hosts.size(); ++i) {
+        auto [c, g] = outputs(1, rows[i]);
+        cpu_.matmul(hosts[i].w, xc, c);
+        yc.push_back(c);
+        yg.push_back(g);
+      }
+      std::vector<const WeightMatrix*> ws;
+      std::vector<Tensor*> outs;
+      for (size_t i = 0; i < devs.size(); ++i) {
+        ws.push_back(&devs[i]);
+        outs.push_back(&yg[i]);
+      }
+      for (const size_t count : {size_t{2}, size_t{3}, size_t{4}}) {
+        for (const int warps : {0, 1, 2, 4}) {
+          for (const bool grouped : {true, false}) {
+            gpu_->set_gemv(warps > 0, 0, warps);
+            gpu_->set_grouped_matmuls(grouped);
+            for (auto& y : yg) gpu_->fill(y, NAN);
+            gpu_->matmul_many(std::span(ws).first(count), xg, std::span(outs).first(count));
+            for (size_t i = 0; i < count; ++i)
+              EXPECT_LT(compare(yc[i], yg[i]), 1e-5)
+                  << "bits " << f.bits << " group " << f.group << " scales " << dtype_name(scales) << " of "
+                  << count << " matrices, matrix " << i << " warps " << warps << " grouped " << grouped;
+          }
+        }
+      }
+    }
+  }
+  gpu_->set_gemv(false);
+  gpu_->set_grouped_matmuls(true);
+}
+
 // Merged projections (mixed formats): every output must equal its own matmul on the CPU.
 TEST_F(CudaOps, MatmulManyMixedFormats) {
   const Format formats[] = {{8, 64, DType::U32}, {8, 64, DType::U32}, {4, 64, DType::U32},

@@ -118,6 +118,9 @@ class CudaBackend final : public Backend {
   // matmul_silu_mul of one row as one paired GEMV (on by default) or as matmul_many + silu_mul. Benchmarks
   // and tests compare.
   void set_paired_mlp(bool on);
+  // matmul_many of one row in one classic-GEMV grid when its matrices share a format and width (on by
+  // default), else as before (parallel streams, or one after another). Benchmarks and tests compare.
+  void set_grouped_matmuls(bool on);
   // Split-K attention for decode widths over long caches, and matmul_many's matmuls on parallel streams
   // (both on by default; benchmarks compare).
   void set_attention_splits(bool on);

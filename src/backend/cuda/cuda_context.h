@@ -36,6 +36,7 @@ struct GemvOptions {
   int wide8_from = 2;  // fewest rows at which 8-bit codes take the interleaved kernel (set_gemv_wide8_from)
   int mma_from = 0;    // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never
   bool paired_mlp = true;  // T = 1: the MLP's gate, up and silu in one GEMV (CudaBackend::matmul_silu_mul)
+  bool grouped = true;  // T = 1: matmul_many's matrices in one GEMV grid (CudaBackend::set_grouped_matmuls)
 };
 
 struct Context;
@@ -192,5 +193,11 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue qu
 // fused-GEMV format and shape, GemvOptions::paired_mlp. False otherwise (nothing queued).
 bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const float* x, float* y, int64_t T,
                      Queue queue);
+// ys[i] = x ws[i]^T for 2..kMaxGroupedMatmuls matrices of one fused-GEMV format and width in one classic
+// GEMV grid (matmul.cu), where it applies: T = 1, GemvOptions::grouped, each matrix on the classic kernel
+// alone. False otherwise (nothing queued).
+constexpr size_t kMaxGroupedMatmuls = 4;
+bool matmul_grouped(std::span<const WeightMatrix* const> ws, const float* x, std::span<float* const> ys,
+                    int64_t T, Queue queue);
 
 }  // namespace mtplx::cuda

@@ -51,7 +51,10 @@ void CudaBackend::set_pdl(bool on) {
 }
 
 void CudaBackend::set_gemv(bool classic, int batch, int warps, int words) {
-  ctx_->gemv = {classic, batch, warps, words, ctx_->gemv.early, ctx_->gemv.wide8_from, ctx_->gemv.mma_from};
+  ctx_->gemv.classic = classic;
+  ctx_->gemv.batch = batch;
+  ctx_->gemv.warps = warps;
+  ctx_->gemv.words = words;
 }
 
 void CudaBackend::set_gemv_wide8_from(int rows) {
@@ -64,6 +67,10 @@ void CudaBackend::set_gemv_mma_from(int rows) {
 
 void CudaBackend::set_paired_mlp(bool on) {
   ctx_->gemv.paired_mlp = on;
+}
+
+void CudaBackend::set_grouped_matmuls(bool on) {
+  ctx_->gemv.grouped = on;
 }
 
 void CudaBackend::set_gemv_early(int mode) {

@@ -57,22 +57,51 @@ struct UpRows {
   const void* biases;
 };
 
+// The matrices of one classic-GEMV launch: one, or up to kMaxSegments of one format and width that share
+// the input (matmul_many at one row), their row groups laid end to end over the grid. Segment i owns the
+// blocks from first_block on.
+constexpr int kMaxSegments = static_cast<int>(kMaxGroupedMatmuls);
+struct GemvSegment {
+  const uint32_t* w;
+  const void* scales;
+  const void* biases;
+  float* y;
+  int64_t rows;
+  unsigned first_block;
+};
+struct GemvSegments {
+  GemvSegment at[kMaxSegments];
+  int count;
+};
+
 // kPaired: y = silu(x W^T) * (x U^T) for the MLP's gate W and up U in one pass. A row group then holds gate
 // rows row0, row0 + 1 and up rows row0, row0 + 1 (each accumulated exactly as alone), and its first warp
 // combines them, so the gate and up rows never go to memory and no silu_mul kernel follows.
-template <int BITS, int T, int KW, bool kPaired = false>
+//
+// kGrouped: the segments' matrices in one grid (a block finds its segment by its index); else segment 0.
+template <int BITS, int T, int KW, bool kPaired = false, bool kGrouped = false>
 __global__ void __launch_bounds__(kThreads)
-    gemv_kernel(const uint32_t* __restrict__ w, const void* scales, const void* biases, DType scale_dtype,
-                int64_t rows, int64_t cols, int group_size, const float* __restrict__ x,
-                float* __restrict__ y, bool early, UpRows up) {
+    gemv_kernel(GemvSegments segments, DType scale_dtype, int64_t cols, int group_size,
+                const float* __restrict__ x, bool early, UpRows up) {
   using C = Codec<BITS>;
   constexpr int kPerChunk = 4 * C::kPerWord;
   constexpr bool kQuantized = BITS <= 8;
   constexpr int kOut = kPaired ? kRows / 2 : kRows;  // output rows per row group
+  GemvSegment segment = segments.at[0];
+  if constexpr (kGrouped) {
+#pragma unroll
+    for (int i = 1; i < kMaxSegments; ++i)
+      if (i < segments.count && blockIdx.x >= segments.at[i].first_block) segment = segments.at[i];
+  }
+  const uint32_t* __restrict__ w = segment.w;
+  const void* scales = segment.scales;
+  const void* biases = segment.biases;
+  float* __restrict__ y = segment.y;
+  const int64_t rows = segment.rows;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int slot = warp / KW;  // row group within the block
   const int part = warp % KW;  // which warp of the row group
-  const int64_t row0 = (int64_t{blockIdx.x} * (4 / KW) + slot) * kOut;
+  const int64_t row0 = (int64_t{blockIdx.x - segment.first_block} * (4 / KW) + slot) * kOut;
   const int64_t chunks = cols / kPerChunk;
   const int64_t chunks_per_row = chunks;  // 16-byte chunks per row
   const int64_t groups = kQuantized ? cols / group_size : 1;
@@ -234,26 +263,47 @@ __global__ void __launch_bounds__(256) gemm_tiled_kernel(WeightView w, const flo
   }
 }
 
-// `up` set: the paired GEMV (gemv_kernel with kPaired; T = 1 only), y = silu(x W^T) * (x U^T).
-template <int BITS, int T, bool kPaired = false>
-void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream, UpRows up = {}) {
+// The classic GEMV over `ws` (one matrix, or up to kMaxSegments in one grid with kGrouped; all of one
+// format and width) into ys. `up` set: the paired GEMV (kPaired; T = 1, one matrix), y = silu(x W^T) *
+// (x U^T).
+template <int BITS, int T, bool kPaired = false, bool kGrouped = false>
+void launch_gemv_kw(std::span<const WeightMatrix* const> ws, const float* x, std::span<float* const> ys,
+                    Queue stream, UpRows up = {}) {
   constexpr int kOut = kPaired ? kRows / 2 : kRows;
-  const int64_t row_groups = (w.rows + kOut - 1) / kOut;
-  // Warps per row group by the rows of one matrix: a paired GEMV splits each row as gate and up alone would.
-  const int64_t shape_groups = (w.rows + kRows - 1) / kRows;
+  // Warps per row group by the rows of the largest matrix: a paired GEMV splits each row as gate and up
+  // alone would, and a grouped one as its main projection alone would.
+  int64_t largest = 0;
+  for (const WeightMatrix* w : ws) largest = std::max(largest, w->rows);
+  const int64_t shape_groups = (largest + kRows - 1) / kRows;
+  const WeightMatrix& first = *ws[0];
   auto run = [&](auto kernel, int kw) {
     const int64_t per_block = 4 / kw;
-    const auto blocks = static_cast<unsigned>((row_groups + per_block - 1) / per_block);
-    launch(kernel, blocks, kThreads, 0, stream, static_cast<const uint32_t*>(w.data), w.scales, w.biases,
-           w.scale_dtype, w.rows, w.cols, w.group_size, x, y, stream.gemv.early > 0, up);
+    GemvSegments segments{};
+    segments.count = static_cast<int>(ws.size());
+    unsigned blocks = 0;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const WeightMatrix& w = *ws[i];
+      const int64_t row_groups = (w.rows + kOut - 1) / kOut;
+      segments.at[i] = {static_cast<const uint32_t*>(w.data), w.scales, w.biases, ys[i], w.rows, blocks};
+      blocks += static_cast<unsigned>((row_groups + per_block - 1) / per_block);
+    }
+    launch(kernel, blocks, kThreads, 0, stream, segments, first.scale_dtype, first.cols, first.group_size, x,
+           stream.gemv.early > 0, up);
   };
   const int forced = stream.gemv.warps;  // CudaBackend::set_gemv(true, 0, warps): benchmarks compare
   if (forced == 4 || (forced == 0 && shape_groups <= 1024))
-    run(gemv_kernel<BITS, T, 4, kPaired>, 4);
+    run(gemv_kernel<BITS, T, 4, kPaired, kGrouped>, 4);
   else if (forced == 2 || (forced == 0 && shape_groups <= 4096))
-    run(gemv_kernel<BITS, T, 2, kPaired>, 2);
+    run(gemv_kernel<BITS, T, 2, kPaired, kGrouped>, 2);
   else
-    run(gemv_kernel<BITS, T, 1, kPaired>, 1);
+    run(gemv_kernel<BITS, T, 1, kPaired, kGrouped>, 1);
+}
+
+template <int BITS, int T>
+void launch_gemv_kw(const WeightMatrix& w, const float* x, float* y, Queue stream) {
+  const WeightMatrix* ws[] = {&w};
+  float* ys[] = {y};
+  launch_gemv_kw<BITS, T>(ws, x, ys, stream);
 }
 
 template <int BITS>
@@ -381,13 +431,43 @@ bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const flo
   validate(gate);
   validate(up);
   const UpRows rows{static_cast<const uint32_t*>(up.data), up.scales, up.biases};
+  const WeightMatrix* ws[] = {&gate};
+  float* ys[] = {y};
   if (path == 8)
-    launch_gemv_kw<8, 1, true>(gate, x, y, stream, rows);
+    launch_gemv_kw<8, 1, true>(ws, x, ys, stream, rows);
   else if (path == 4)
-    launch_gemv_kw<4, 1, true>(gate, x, y, stream, rows);
+    launch_gemv_kw<4, 1, true>(ws, x, ys, stream, rows);
   else
-    launch_gemv_kw<16, 1, true>(gate, x, y, stream, rows);
+    launch_gemv_kw<16, 1, true>(ws, x, ys, stream, rows);
   check_launch("gemv paired");
+  return true;
+}
+
+bool matmul_grouped(std::span<const WeightMatrix* const> ws, const float* x, std::span<float* const> ys,
+                    int64_t T, Queue stream) {
+  if (T != 1 || !stream.gemv.grouped || ws.size() < 2 || ws.size() > kMaxGroupedMatmuls ||
+      ys.size() != ws.size())
+    return false;
+  // Only where each matrix alone would take the classic kernel (gemv_wide: T = 1 unless a variant is
+  // forced) and all share one format and width.
+  const GemvOptions& o = stream.gemv;
+  if (!o.classic && (o.batch != 0 || o.words != 0 || o.warps != 0)) return false;
+  const WeightMatrix& first = *ws[0];
+  const int path = fast_path(first);
+  for (const WeightMatrix* w : ws) {
+    const bool same_format = w->cols == first.cols && w->bits == first.bits &&
+                             w->group_size == first.group_size && w->dtype == first.dtype &&
+                             w->scale_dtype == first.scale_dtype;
+    if (path == 0 || !same_format || fast_path(*w) != path || takes_gemv_mma(*w, T, stream)) return false;
+  }
+  for (const WeightMatrix* w : ws) validate(*w);
+  if (path == 8)
+    launch_gemv_kw<8, 1, false, true>(ws, x, ys, stream);
+  else if (path == 4)
+    launch_gemv_kw<4, 1, false, true>(ws, x, ys, stream);
+  else
+    launch_gemv_kw<16, 1, false, true>(ws, x, ys, stream);
+  check_launch("gemv grouped");
   return true;
 }
 
@@ -408,18 +488,24 @@ void CudaBackend::matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& 
 // k and v) and the tail of one GEMV overlap the next instead of each paying its own ramp.
 void CudaBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
                               std::span<Tensor* const> ys) {
+  if (ws.size() != ys.size()) fail("internal error: cuda backend: matmul_many needs one output per weight");
+  for (size_t i = 0; i < ws.size(); ++i)
+    if (!(x.cols == ws[i]->cols && ys[i]->cols == ws[i]->rows && x.rows == ys[i]->rows))
+      fail("internal error: cuda backend: matmul shape");
+  const cuda::Queue main = ctx_->queue();
+  // One row, one format: all the matrices in one classic-GEMV grid (no fork, and PDL stays on the chain).
+  if (ws.size() <= cuda::kMaxGroupedMatmuls) {
+    std::array<float*, cuda::kMaxGroupedMatmuls> outputs{};
+    for (size_t i = 0; i < ys.size(); ++i) outputs[i] = ys[i]->data;
+    if (cuda::matmul_grouped(ws, x.data, std::span(outputs).first(ys.size()), x.rows, main)) return;
+  }
   // Past 8 rows (prefill) one after another: each matmul fills the GPU, and the tensor-core GEMM's scratch
   // is only safe on one stream.
   if (!ctx_->concurrent_matmuls || ws.size() < 2 || ws.size() > ctx_->side.size() + 1 || x.rows > 8) {
     Backend::matmul_many(ws, x, ys);
     return;
   }
-  if (ws.size() != ys.size()) fail("internal error: cuda backend: matmul_many needs one output per weight");
-  for (size_t i = 0; i < ws.size(); ++i)
-    if (!(x.cols == ws[i]->cols && ys[i]->cols == ws[i]->rows && x.rows == ys[i]->rows))
-      fail("internal error: cuda backend: matmul shape");
   // On the tensor-core GEMV the input is split once, before the fork, for all the weights.
-  const cuda::Queue main = ctx_->queue();
   const bool shared_split = std::all_of(
       ws.begin(), ws.end(), [&](const WeightMatrix* w) { return cuda::takes_gemv_mma(*w, x.rows, main); });
   std::shared_ptr<void> scratch;
