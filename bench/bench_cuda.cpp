@@ -1,7 +1,7 @@
 // bench_cuda: batch-1 speed of checkpoints on the CUDA backend, against the memory roofline.
 //
 //   bench_cuda --model DIR [--model DIR ...] [--prefill 512,4096] [--decode 128] [--repeats 3]
-//   [--prefill-only 1]
+//   [--prefill-only 1] [--matmul-only 1]
 //
 // Per model:
 //   bytes/token   weight bytes one AR decode step reads: every trunk matrix and vector, the final norm, the
@@ -26,7 +26,8 @@
 //                 the host sampler's filter over the row; top-20 on the GPU and the filter over those.
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
 //                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
-//                 of the word-interleaved GEMV (CudaBackend::set_gemv).
+//                 of the word-interleaved GEMV (CudaBackend::set_gemv), and the tensor-core GEMV (mma;
+//                 mma-dN: N slices in flight per warp); --matmul-only 1: these rows alone (for profilers).
 //   verify N      one captured forward of N rows + logits + the greedy tokens of the N rows picked on the
 //                 GPU, rolled back, N = 1..5 (median ms and the ratio to N = 1), with the classic GEMV and
 //                 loop norm kernels, with 8-bit codes at 2..4 rows on the classic GEMV (as at a0e9d0a), with
@@ -74,6 +75,7 @@ struct Args {
   int decode = 128;
   int repeats = 3;
   bool prefill_only = false;  // --prefill-only 1: load, then the prefill rows alone
+  bool matmul_only = false;   // --matmul-only 1: load, then the single-matmul rows alone (for profilers)
 };
 
 Args parse_args(int argc, char** argv) {
@@ -92,8 +94,11 @@ Args parse_args(int argc, char** argv) {
       a.repeats = std::stoi(value);
     else if (key == "--prefill-only")
       a.prefill_only = value == "1";
+    else if (key == "--matmul-only")
+      a.matmul_only = value == "1";
     else
-      fail(str("unknown option ", key), "", "options: --model --prefill --decode --repeats --prefill-only");
+      fail(str("unknown option ", key), "",
+           "options: --model --prefill --decode --repeats --prefill-only --matmul-only");
   }
   require(!a.models.empty(), "no --model given", "", "pass --model DIR (repeatable)");
   require(a.repeats >= 1 && a.decode >= 1, "--repeats and --decode must be at least 1");
@@ -169,6 +174,78 @@ void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model,
   }
 }
 
+// Single matmuls of the step's shapes, back to back, cycling through that matrix of every layer (so the
+// weights come from device memory, not L2): microseconds per call and GB/s of weight bytes, for the
+// classic GEMV, the word-interleaved GEMV as chosen by shape, and with its words per unit (w) and units
+// per lane and batch (b) forced.
+void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
+  std::vector<std::pair<std::string, std::vector<const WeightMatrix*>>> mats = {
+      {"lm_head", {&model.weights().lm_head}}};
+  const auto add = [&](const char* name, auto pick, LayerKind kind) {
+    std::vector<const WeightMatrix*> ws;
+    for (const auto& l : model.weights().layers)
+      if ((l.kind == LayerKind::kFullAttention) == (kind == LayerKind::kFullAttention)) ws.push_back(pick(l));
+    if (!ws.empty()) mats.push_back({name, ws});
+  };
+  const LayerKind gdn = LayerKind::kLinearAttention, attn = LayerKind::kFullAttention;
+  add(
+      "gdn.in_proj_qkv", [](const LayerWeights& l) { return &l.gdn.in_proj_qkv; }, gdn);
+  add(
+      "gdn.in_proj_z", [](const LayerWeights& l) { return &l.gdn.in_proj_z; }, gdn);
+  add(
+      "gdn.in_proj_a", [](const LayerWeights& l) { return &l.gdn.in_proj_a; }, gdn);
+  add(
+      "gdn.out_proj", [](const LayerWeights& l) { return &l.gdn.out_proj; }, gdn);
+  add(
+      "mlp.gate_proj", [](const LayerWeights& l) { return &l.mlp.gate_proj; }, gdn);
+  add(
+      "mlp.down_proj", [](const LayerWeights& l) { return &l.mlp.down_proj; }, gdn);
+  add(
+      "attn.q_proj", [](const LayerWeights& l) { return &l.attn.q_proj; }, attn);
+  add(
+      "attn.k_proj", [](const LayerWeights& l) { return &l.attn.k_proj; }, attn);
+  add(
+      "attn.o_proj", [](const LayerWeights& l) { return &l.attn.o_proj; }, attn);
+  struct Variant {
+    const char* name;
+    bool classic;
+    int batch, words;
+    bool mma = false;  // the tensor-core GEMV (split pre-pass + matmul_skinny.cu)
+  };
+  const Variant variants[] = {
+      {"classic", true, 0, 0},       {"interleaved", false, 0, 0}, {"w1b2", false, 2, 1},
+      {"w1b4", false, 4, 1},         {"w1b8", false, 8, 1},        {"w2b1", false, 1, 2},
+      {"w2b2", false, 2, 2},         {"w2b4", false, 4, 2},        {"w4b1", false, 1, 4},
+      {"w4b2", false, 2, 4},         {"mma", false, 0, 0, true},   {"mma-d2", false, 2, 0, true},
+      {"mma-d4", false, 4, 0, true}, {"mma-d8", false, 8, 0, true}};
+  for (const auto& [name, ws] : mats) {
+    const WeightMatrix& w0 = *ws.front();
+    for (int64_t T : {1, 3, 8}) {
+      std::printf("matmul %-16s [%6lld x %5lld] q%-2d T=%lld:", name.c_str(), static_cast<long long>(w0.rows),
+                  static_cast<long long>(w0.cols), w0.bits, static_cast<long long>(T));
+      Tensor x = gpu.alloc(T, w0.cols), y = gpu.alloc(T, w0.rows);
+      gpu.fill(x, 0.01f);
+      for (const Variant& v : variants) {
+        if (w0.bits == 4 && v.words > 1) continue;  // 4-bit codes always take one word per unit
+        if (w0.bits == 8 && v.words == 1) continue;
+        gpu.set_gemv(v.classic, v.batch, 0, v.words);
+        gpu.set_gemv_mma_from(v.mma ? 1 : 0);
+        const int reps = std::max<int>(50, static_cast<int>(ws.size()) * 4);
+        for (const WeightMatrix* w : ws) gpu.matmul(*w, x, y);
+        gpu.synchronize();
+        Stopwatch clock;
+        for (int i = 0; i < reps; ++i) gpu.matmul(*ws[static_cast<size_t>(i) % ws.size()], x, y);
+        gpu.synchronize();
+        const double us = clock.seconds() * 1e6 / reps;
+        std::printf("  %s %.1f us %.0f GB/s", v.name, us, static_cast<double>(w0.bytes()) / (us * 1e3));
+      }
+      gpu.set_gemv(false);
+      gpu.set_gemv_mma_from(0);
+      std::printf("\n");
+    }
+  }
+}
+
 void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   CudaBackend gpu(0);
   const Checkpoint ckpt = open_checkpoint(dir);
@@ -184,6 +261,10 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
               static_cast<double>(per_token) / 1e9, roofline);
   if (args.prefill_only) {
     bench_prefill(gpu, ckpt, model, args);
+    return;
+  }
+  if (args.matmul_only) {
+    bench_matmuls(gpu, model);
     return;
   }
   const int64_t V = c.vocab_size;
@@ -389,74 +470,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   }
   gpu.set_attention_splits(true);
 
-  // Single matmuls of the step's shapes, back to back, cycling through that matrix of every layer (so the
-  // weights come from device memory, not L2): microseconds per call and GB/s of weight bytes, for the
-  // classic GEMV, the word-interleaved GEMV as chosen by shape, and with its words per unit (w) and units
-  // per lane and batch (b) forced.
-  {
-    std::vector<std::pair<std::string, std::vector<const WeightMatrix*>>> mats = {
-        {"lm_head", {&model.weights().lm_head}}};
-    const auto add = [&](const char* name, auto pick, LayerKind kind) {
-      std::vector<const WeightMatrix*> ws;
-      for (const auto& l : model.weights().layers)
-        if ((l.kind == LayerKind::kFullAttention) == (kind == LayerKind::kFullAttention))
-          ws.push_back(pick(l));
-      if (!ws.empty()) mats.push_back({name, ws});
-    };
-    const LayerKind gdn = LayerKind::kLinearAttention, attn = LayerKind::kFullAttention;
-    add(
-        "gdn.in_proj_qkv", [](const LayerWeights& l) { return &l.gdn.in_proj_qkv; }, gdn);
-    add(
-        "gdn.in_proj_z", [](const LayerWeights& l) { return &l.gdn.in_proj_z; }, gdn);
-    add(
-        "gdn.in_proj_a", [](const LayerWeights& l) { return &l.gdn.in_proj_a; }, gdn);
-    add(
-        "gdn.out_proj", [](const LayerWeights& l) { return &l.gdn.out_proj; }, gdn);
-    add(
-        "mlp.gate_proj", [](const LayerWeights& l) { return &l.mlp.gate_proj; }, gdn);
-    add(
-        "mlp.down_proj", [](const LayerWeights& l) { return &l.mlp.down_proj; }, gdn);
-    add(
-        "attn.q_proj", [](const LayerWeights& l) { return &l.attn.q_proj; }, attn);
-    add(
-        "attn.k_proj", [](const LayerWeights& l) { return &l.attn.k_proj; }, attn);
-    add(
-        "attn.o_proj", [](const LayerWeights& l) { return &l.attn.o_proj; }, attn);
-    struct Variant {
-      const char* name;
-      bool classic;
-      int batch, words;
-    };
-    const Variant variants[] = {{"classic", true, 0, 0}, {"interleaved", false, 0, 0}, {"w1b2", false, 2, 1},
-                                {"w1b4", false, 4, 1},   {"w1b8", false, 8, 1},        {"w2b1", false, 1, 2},
-                                {"w2b2", false, 2, 2},   {"w2b4", false, 4, 2},        {"w4b1", false, 1, 4},
-                                {"w4b2", false, 2, 4}};
-    for (const auto& [name, ws] : mats) {
-      const WeightMatrix& w0 = *ws.front();
-      for (int64_t T : {1, 3, 8}) {
-        std::printf("matmul %-16s [%6lld x %5lld] q%-2d T=%lld:", name.c_str(),
-                    static_cast<long long>(w0.rows), static_cast<long long>(w0.cols), w0.bits,
-                    static_cast<long long>(T));
-        Tensor x = gpu.alloc(T, w0.cols), y = gpu.alloc(T, w0.rows);
-        gpu.fill(x, 0.01f);
-        for (const Variant& v : variants) {
-          if (w0.bits == 4 && v.words > 1) continue;  // 4-bit codes always take one word per unit
-          if (w0.bits == 8 && v.words == 1) continue;
-          gpu.set_gemv(v.classic, v.batch, 0, v.words);
-          const int reps = std::max<int>(50, static_cast<int>(ws.size()) * 4);
-          for (const WeightMatrix* w : ws) gpu.matmul(*w, x, y);
-          gpu.synchronize();
-          Stopwatch clock;
-          for (int i = 0; i < reps; ++i) gpu.matmul(*ws[static_cast<size_t>(i) % ws.size()], x, y);
-          gpu.synchronize();
-          const double us = clock.seconds() * 1e6 / reps;
-          std::printf("  %s %.1f us %.0f GB/s", v.name, us, static_cast<double>(w0.bytes()) / (us * 1e3));
-        }
-        gpu.set_gemv(false);
-        std::printf("\n");
-      }
-    }
-  }
+  bench_matmuls(gpu, model);
 
   // Verify widths: captured forward of N rows, logits, download, rollback to 1 row; with the classic GEMV
   // first, then the default.

@@ -246,7 +246,8 @@ TEST_F(CudaOps, MatmulTensorCoreGemv) {
   const Case cases[] = {{{8, 64, DType::U32}, DType::BF16},  {{4, 64, DType::U32}, DType::BF16},
                         {{8, 128, DType::U32}, DType::BF16}, {{4, 128, DType::U32}, DType::BF16},
                         {{8, 64, DType::U32}, DType::F32},   {{4, 64, DType::U32}, DType::F16}};
-  const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192}, {130, 9216}, {7, 64}, {33, 128}};
+  const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192},  {130, 9216},
+                               {7, 64},    {33, 128},    {8500, 320}};
   double worst = 0;
   gpu_->set_gemv_mma_from(1);
   for (const Case& k : cases)

@@ -16,18 +16,21 @@
 // lane's codes of a row are one 16-byte (8-bit) or 8-byte (4-bit) load and its activations one split chunk
 // per step.
 //
-// Work split: a block of kWarps warps owns 32 weight rows (two m16 tiles); its warps take the slices in
-// turn, each loading its next slice while it multiplies the current one, and the block adds the warps'
-// partial sums at the end.
+// Work split: a block owns 16 weight rows (one m16 tile) and its warps take the slices in turn; each warp
+// keeps the codes of kDepth slices in registers (the next requested as soon as one is multiplied, the first
+// ones before the PDL wait, as weights never change) and the activations of the next slice; short matrices
+// get 8 warps a block instead of 4.
 //
-// Status (H100, docs/benchmarks.md): exact to ~1e-6 and nearly flat in T, but 2.6x slower than the fp32
-// GEMVs, with or without the activations split in the kernel, so it is off by default. Each warp has one
-// 64-byte piece per row and slice in flight, and a 2,560-row matrix makes only 80 blocks: too few bytes in
-// flight. Next: coalesced loads of whole row segments staged through shared memory (ldmatrix), several
-// slices in flight per warp, and more blocks along K for short matrices.
+// Status (H200, docs/benchmarks.md, 2026-11-27): exact to ~8e-7 and flat in T, and at 8 rows faster than
+// the fp32 GEMVs (q8 lm_head 423-519 vs 790 us, in_proj_qkv 23 vs 33 us), but at 1-3 rows still about twice
+// their time (in_proj_qkv 23 vs 11 us at T = 1; the AR step 200 vs 450 tok/s): 25% occupancy, the warps
+// waiting on L1/L2 round trips (ncu), plus the split pre-pass kernel per input. Off by default
+// (GemvOptions::mma_from). What it would need: weights repacked at load into the fragment order and staged
+// through shared memory by many warps (a Marlin-style pipeline), and the split folded into the kernel.
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <bit>
 #include <type_traits>
 
 #include "backend/cuda/device_util.cuh"
@@ -38,20 +41,13 @@
 namespace mtplx::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
-constexpr int kTiles = 2;  // m16 tiles per block
-constexpr int kBlockRows = 16 * kTiles;
-
-// What one lane reads of one slice: 16 codes per weight row (rows g and g + 8 of each tile) and those rows'
-// scale and bias, loaded a slice ahead of their use.
+// What one lane reads of one slice: 16 codes of weight rows g and g + 8 of the block's tile, and those
+// rows' scale and bias.
 template <int BITS>
 struct SliceCodes {
   using Word = std::conditional_t<BITS == 8, uint4, uint2>;
-  Word rows[kTiles][2];
-  float scale[kTiles][2], bias[kTiles][2];
-  uint4 x[4];       // activation row g's split chunks 4s + c, s = 0..3 (zero past T)
-  float sum_of[2];  // P times the slice sums of activation rows 2c and 2c + 1 (zero past T)
+  Word row[2];
+  float scale[2], bias[2];
 };
 
 struct Split {
@@ -65,35 +61,46 @@ struct Weights {
   const void* scales;
   const void* biases;
   DType scale_dtype;
-  int64_t words_per_row, groups, group_size;
+  int64_t words_per_row, groups;
+  int group_shift;  // log2 of the slices per quantization group (a power of two: gemv_mma_supported)
+};
+
+// Where one lane's weight rows start: its 16-byte (8-bit) or 8-byte (4-bit) pieces of rows g and g + 8,
+// and their first scale and bias, computed once per kernel.
+template <int BITS>
+struct LaneRows {
+  using Word = typename SliceCodes<BITS>::Word;
+  const Word* codes[2];
+  int64_t params[2];
 };
 
 template <int BITS>
-__device__ __forceinline__ void load_slice(const Weights& w, const int64_t (&row)[kTiles][2], int64_t slice,
-                                           int c, SliceCodes<BITS>& out) {
-  const int64_t group = slice * kSlice / w.group_size;
+__device__ __forceinline__ void load_slice(const Weights& w, const LaneRows<BITS>& rows, int64_t slice,
+                                           SliceCodes<BITS>& out) {
+  const int64_t group = slice >> w.group_shift;
 #pragma unroll
-  for (int m = 0; m < kTiles; ++m)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const uint32_t* base = w.codes + row[m][h] * w.words_per_row;
-      if constexpr (BITS == 8) {
-        out.rows[m][h] = load_stream(reinterpret_cast<const uint4*>(base + slice * 16) + c);
-      } else {
-        out.rows[m][h] = __ldg(reinterpret_cast<const uint2*>(base + slice * 8) + c);
-      }
-      out.scale[m][h] = load_element(w.scales, w.scale_dtype, row[m][h] * w.groups + group);
-      out.bias[m][h] = load_element(w.biases, w.scale_dtype, row[m][h] * w.groups + group);
+  for (int h = 0; h < 2; ++h) {
+    if constexpr (BITS == 8) {
+      out.row[h] = load_stream(rows.codes[h] + slice * 4);
+    } else {
+      out.row[h] = __ldg(rows.codes[h] + slice * 4);
     }
+    out.scale[h] = load_element(w.scales, w.scale_dtype, rows.params[h] + group);
+    out.bias[h] = load_element(w.biases, w.scale_dtype, rows.params[h] + group);
+  }
 }
 
-// The activation side of a slice (written by the previous kernel: load only after begin_dependent).
-template <int BITS>
-__device__ __forceinline__ void load_x(const Split& x, int64_t slices, int64_t slice, int T, int g, int c,
-                                       SliceCodes<BITS>& out) {
+// One lane's activations of one slice: row g's split chunks and P times the slice sums of rows 2c, 2c + 1.
+struct SliceActivations {
+  uint4 chunks[4];
+  float sum_of[2];
+};
+
+__device__ __forceinline__ void load_activations(const Split& x, int64_t slices, int64_t slice, int T, int g,
+                                                 int c, SliceActivations& out) {
   const uint4* chunks = x.chunks + (int64_t{g} * slices + slice) * 16 + c;
 #pragma unroll
-  for (int s = 0; s < 4; ++s) out.x[s] = g < T ? chunks[4 * s] : make_uint4(0, 0, 0, 0);
+  for (int s = 0; s < 4; ++s) out.chunks[s] = g < T ? chunks[4 * s] : make_uint4(0, 0, 0, 0);
 #pragma unroll
   for (int t = 0; t < 2; ++t) out.sum_of[t] = 2 * c + t < T ? x.sums[(2 * c + t) * slices + slice] : 0.0f;
 }
@@ -114,106 +121,122 @@ __device__ __forceinline__ void a_pair(const typename SliceCodes<BITS>::Word& co
   }
 }
 
-// One slice: the codes of both tiles times activation rows 0..7, into total (rows g / g + 8 of each tile,
-// activation rows 2c, 2c + 1), scaled by the rows' scales, biases and 1 / P.
+// One slice: the codes of the tile times activation rows 0..7, into total (rows g, g + 8; activation rows
+// 2c, 2c + 1) as s (sum q x P) + b (sum x P).
 template <int BITS>
-__device__ __forceinline__ void multiply_slice(const SliceCodes<BITS>& codes, const float (&inverse_of)[2],
-                                               float (&total)[kTiles][4]) {
-  float d[kTiles][4] = {};
+__device__ __forceinline__ void multiply_slice(const SliceCodes<BITS>& codes, const SliceActivations& x,
+                                               float (&total)[4]) {
+  float hi[4] = {}, lo[4] = {};  // two chains of four mma instead of one of eight
 #pragma unroll
-  for (int s = 0; s < 4; ++s)
-#pragma unroll
-    for (int m = 0; m < kTiles; ++m) {
-      uint32_t a[4];
-      a_pair<BITS>(codes.rows[m][0], s, a[0], a[2]);
-      a_pair<BITS>(codes.rows[m][1], s, a[1], a[3]);
-      mma(d[m], a[0], a[1], a[2], a[3], codes.x[s].x, codes.x[s].y);  // hi
-      mma(d[m], a[0], a[1], a[2], a[3], codes.x[s].z, codes.x[s].w);  // lo
-    }
-#pragma unroll
-  for (int m = 0; m < kTiles; ++m)
-#pragma unroll
-    for (int h = 0; h < 2; ++h)
-#pragma unroll
-      for (int t = 0; t < 2; ++t)
-        total[m][2 * h + t] +=
-            (d[m][2 * h + t] * codes.scale[m][h] + codes.bias[m][h] * codes.sum_of[t]) * inverse_of[t];
-}
-
-template <int BITS>
-__global__ void __launch_bounds__(kThreads)
-    skinny_mma_kernel(Weights w, int64_t rows, int64_t cols, Split x, float* __restrict__ y, int T) {
-  __shared__ float partial[kWarps][kTiles][4][32];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int g = lane >> 2, c = lane & 3;
-  const int64_t row0 = int64_t{blockIdx.x} * kBlockRows, slices = cols / kSlice;
-  int64_t row[kTiles][2];
-#pragma unroll
-  for (int m = 0; m < kTiles; ++m)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) row[m][h] = std::min<int64_t>(row0 + 16 * m + 8 * h + g, rows - 1);
-
-  float total[kTiles][4] = {};
-  // Two buffers named apart (an array indexed at run time would live in local memory): each slice is
-  // loaded while the previous one is multiplied.
-  SliceCodes<BITS> even, odd;
-  int64_t slice = warp;
-  if (slice < slices) load_slice<BITS>(w, row, slice, c, even);  // weights: before the wait
-  begin_dependent();
-  float inverse_of[2];
-#pragma unroll
-  for (int t = 0; t < 2; ++t) inverse_of[t] = 2 * c + t < T ? x.inverse[2 * c + t] : 0.0f;
-  if (slice < slices) load_x<BITS>(x, slices, slice, T, g, c, even);
-  for (; slice < slices; slice += 2 * kWarps) {
-    if (slice + kWarps < slices) {
-      load_slice<BITS>(w, row, slice + kWarps, c, odd);
-      load_x<BITS>(x, slices, slice + kWarps, T, g, c, odd);
-    }
-    multiply_slice<BITS>(even, inverse_of, total);
-    if (slice + kWarps >= slices) break;
-    if (slice + 2 * kWarps < slices) {
-      load_slice<BITS>(w, row, slice + 2 * kWarps, c, even);
-      load_x<BITS>(x, slices, slice + 2 * kWarps, T, g, c, even);
-    }
-    multiply_slice<BITS>(odd, inverse_of, total);
+  for (int s = 0; s < 4; ++s) {
+    uint32_t a[4];
+    a_pair<BITS>(codes.row[0], s, a[0], a[2]);
+    a_pair<BITS>(codes.row[1], s, a[1], a[3]);
+    mma(hi, a[0], a[1], a[2], a[3], x.chunks[s].x, x.chunks[s].y);
+    mma(lo, a[0], a[1], a[2], a[3], x.chunks[s].z, x.chunks[s].w);
   }
 #pragma unroll
-  for (int m = 0; m < kTiles; ++m)
+  for (int h = 0; h < 2; ++h)
 #pragma unroll
-    for (int i = 0; i < 4; ++i) partial[warp][m][i][lane] = total[m][i];
+    for (int t = 0; t < 2; ++t)
+      total[2 * h + t] += (hi[2 * h + t] + lo[2 * h + t]) * codes.scale[h] + codes.bias[h] * x.sum_of[t];
+}
+
+template <int BITS, int kWarps, int kDepth>
+__global__ void __launch_bounds__(kWarps * 32)
+    skinny_mma_kernel(Weights w, int64_t rows, int64_t slices, Split x, float* __restrict__ y, int T) {
+  __shared__ float partial[kWarps][4][32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, c = lane & 3;
+  const int64_t row0 = int64_t{blockIdx.x} * 16;
+  LaneRows<BITS> lane_rows;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = std::min<int64_t>(row0 + 8 * h + g, rows - 1);
+    lane_rows.codes[h] =
+        reinterpret_cast<const typename LaneRows<BITS>::Word*>(w.codes + row * w.words_per_row) + c;
+    lane_rows.params[h] = row * w.groups;
+  }
+  // A ring of kDepth slices, indexed only by unrolled loop counters so that it stays in registers.
+  SliceCodes<BITS> ring[kDepth];
+#pragma unroll
+  for (int i = 0; i < kDepth; ++i)
+    if (warp + i * kWarps < slices) load_slice<BITS>(w, lane_rows, warp + i * kWarps, ring[i]);
+  begin_dependent();
+  // The activations one slice ahead (L1/L2 hits, but a round trip each).
+  SliceActivations now;
+  if (warp < slices) load_activations(x, slices, warp, T, g, c, now);
+  float total[4] = {};
+  for (int64_t first = warp; first < slices; first += kDepth * kWarps) {
+#pragma unroll
+    for (int i = 0; i < kDepth; ++i) {
+      const int64_t slice = first + i * kWarps;
+      if (slice < slices) {
+        SliceActivations next;
+        if (slice + kWarps < slices) load_activations(x, slices, slice + kWarps, T, g, c, next);
+        multiply_slice<BITS>(ring[i], now, total);
+        if (slice + kDepth * kWarps < slices)
+          load_slice<BITS>(w, lane_rows, slice + kDepth * kWarps, ring[i]);
+        now = next;
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) partial[warp][i][lane] = total[i];
   __syncthreads();
   if (warp != 0) return;
 #pragma unroll
-  for (int m = 0; m < kTiles; ++m)
+  for (int i = 0; i < 4; ++i) {
+    float result = 0;
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      float result = 0;
-#pragma unroll
-      for (int k = 0; k < kWarps; ++k) result += partial[k][m][i][lane];
-      const int64_t r = row0 + 16 * m + 8 * (i / 2) + g;
-      const int t = 2 * c + (i & 1);
-      if (r < rows && t < T) y[int64_t{t} * rows + r] = result;
-    }
+    for (int k = 0; k < kWarps; ++k) result += partial[k][i][lane];
+    const int64_t r = row0 + 8 * (i / 2) + g;
+    const int t = 2 * c + (i & 1);
+    if (r < rows && t < T) y[int64_t{t} * rows + r] = result * x.inverse[t];
+  }
 }
 
 }  // namespace
 
 bool gemv_mma_supported(const WeightMatrix& w) {
-  return w.quantized() && (w.bits == 8 || w.bits == 4) && w.cols % kSlice == 0 && w.group_size % kSlice == 0;
+  return w.quantized() && (w.bits == 8 || w.bits == 4) && w.cols % kSlice == 0 &&
+         w.group_size % kSlice == 0 && std::has_single_bit(static_cast<unsigned>(w.group_size / kSlice));
 }
 
 void gemv_mma(const WeightMatrix& w, const SplitActivations& x, float* y, int64_t T, Queue queue) {
-  const auto blocks = static_cast<unsigned>((w.rows + kBlockRows - 1) / kBlockRows);
+  const auto blocks = static_cast<unsigned>((w.rows + 15) / 16);
   const Weights view{static_cast<const uint32_t*>(w.data),
                      w.scales,
                      w.biases,
                      w.scale_dtype,
                      w.words_per_row(),
                      w.cols / w.group_size,
-                     w.group_size};
+                     std::countr_zero(static_cast<unsigned>(w.group_size / kSlice))};
   const Split split{static_cast<const uint4*>(x.chunks), x.sums, x.inverse};
-  const auto kernel = w.bits == 8 ? skinny_mma_kernel<8> : skinny_mma_kernel<4>;
-  launch(kernel, blocks, kThreads, 0, queue, view, w.rows, w.cols, split, y, static_cast<int>(T));
+  const int64_t slices = w.cols / kSlice;
+  // Slices in flight per warp: 4 unless GemvOptions::batch forces 2, 4 or 8 (benchmarks compare; deeper
+  // rings cost registers and so resident warps: 8 measured slower for both widths); 8 warps a block while
+  // the grid would leave SMs with under ~4 blocks of 4.
+  const int depth = queue.gemv.batch == 2 || queue.gemv.batch == 8 ? queue.gemv.batch : 4;
+  const bool short_matrix = blocks < 4 * 132;
+  auto run = [&]<int BITS, int kDepth>() {
+    const auto kernel =
+        short_matrix ? skinny_mma_kernel<BITS, 8, kDepth> : skinny_mma_kernel<BITS, 4, kDepth>;
+    launch(kernel, blocks, (short_matrix ? 8 : 4) * 32, 0, queue, view, w.rows, slices, split, y,
+           static_cast<int>(T));
+  };
+  auto by_depth = [&]<int BITS>() {
+    if (depth == 2)
+      run.template operator()<BITS, 2>();
+    else if (depth == 4)
+      run.template operator()<BITS, 4>();
+    else
+      run.template operator()<BITS, 8>();
+  };
+  if (w.bits == 8)
+    by_depth.template operator()<8>();
+  else
+    by_depth.template operator()<4>();
   check_launch("gemv_mma");
 }
 
