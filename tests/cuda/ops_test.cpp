@@ -349,7 +349,7 @@ TEST_F(CudaOps, MatmulGemvVariants) {
   };
   std::vector<Variant> variants = {{true, 0, 0, 0},       {false, 0, 0, 0},     {true, 0, 0, 0, 1},
                                    {false, 0, 0, 0, -1},  {false, 2, 0, 2, -1}, {false, 4, 1, 2, 1},
-                                   {true, 0, 1, 0},       {true, 0, 2, 0, 1},   {true, 0, 4, 0},
+                                   {true, 0, 1, 0},       {true, 0, 2, 0, 1},   {true, 0, 4, 0, -1},
                                    {false, 0, 0, 0, 0, 5}};
   for (int words : {2, 4})
     for (int batch : {1, 2, 4, 8})

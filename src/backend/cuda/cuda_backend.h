@@ -106,8 +106,8 @@ class CudaBackend final : public Backend {
   // by shape (with classic, warps forces the classic kernel's warps per row group). Benchmarks and tests
   // compare.
   void set_gemv(bool classic, int batch = 0, int warps = 0, int words = 0);
-  // Where either GEMV loads its first weights: 1 before the wait on the previous kernel (PDL), -1 after it,
-  // 0 by kernel (the interleaved one before, the classic one after). Benchmarks and tests compare.
+  // Where either GEMV loads its first weights: before the wait on the previous kernel (PDL; 0, the default,
+  // or 1), or after it (-1). Benchmarks and tests compare.
   void set_gemv_early(int mode);
   // The fewest rows (T) at which 8-bit codes take the interleaved kernel by default: 2 (5 before
   // 2026-11-26, when 8-bit T = 2..4 stayed on the classic kernel). Benchmarks compare.

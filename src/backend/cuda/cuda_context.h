@@ -30,8 +30,9 @@ struct GemvOptions {
   int batch = 0;         // matmul_gemv.cu: units per lane and row loaded before use (1, 2, 4, 8); 0: by shape
   int warps = 0;         // matmul_gemv.cu: warps per row group (1, 2, 4); 0: by shape
   int words = 0;         // matmul_gemv.cu: 32-bit words per unit for 8-bit codes (2, 4); 0: by shape
-  // Where a GEMV's first weights are loaded: 1 before griddepcontrol.wait (they stream in while the previous
-  // kernel runs), -1 after it, 0 by kernel (interleaved before, classic after). CudaBackend::set_gemv_early.
+  // Where a GEMV's first weights are loaded: 0 (the default) or 1 before griddepcontrol.wait (they stream in
+  // while the previous kernel runs), -1 after it (the classic kernel's default before 2026-11-27).
+  // CudaBackend::set_gemv_early.
   int early = 0;
   int wide8_from = 2;  // fewest rows at which 8-bit codes take the interleaved kernel (set_gemv_wide8_from)
   int mma_from = 0;    // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never

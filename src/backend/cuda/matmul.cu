@@ -6,8 +6,8 @@
 // at T >= 2), else the classic kernel here (CudaBackend::set_gemv selects either for comparison). Classic: a
 // block of 128 threads owns R = 4 output rows per row group; KW warps of the block split a row group's
 // columns (more warps in flight for short matrices). Each thread streams 16-byte chunks of the R rows
-// (ld.global.nc, no L1 allocation, so x stays in L1; the first chunk after the PDL wait unless
-// GemvOptions::early), decodes them with the exponent trick (2^23 + q as a float bit pattern, minus 2^23:
+// (ld.global.nc, no L1 allocation, so x stays in L1; the first chunk before the PDL wait unless
+// GemvOptions::early < 0), decodes them with the exponent trick (2^23 + q as a float bit pattern, minus 2^23:
 // exact), and accumulates per chunk
 //   sum_c (s q_c + b) x_c = s * sum_c q_c x_c + b * sum_c x_c     (a chunk lies in one quantization group)
 // for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
@@ -288,7 +288,7 @@ void launch_gemv_kw(std::span<const WeightMatrix* const> ws, const float* x, std
       blocks += static_cast<unsigned>((row_groups + per_block - 1) / per_block);
     }
     launch(kernel, blocks, kThreads, 0, stream, segments, first.scale_dtype, first.cols, first.group_size, x,
-           stream.gemv.early > 0, up);
+           stream.gemv.early >= 0, up);
   };
   const int forced = stream.gemv.warps;  // CudaBackend::set_gemv(true, 0, warps): benchmarks compare
   if (forced == 4 || (forced == 0 && shape_groups <= 1024))
