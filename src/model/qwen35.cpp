@@ -323,11 +323,18 @@ Tensor Qwen35Model::mtp_ops(std::span<const int32_t> tokens, const Tensor& hidde
   Tensor e = backend_.alloc(T, H);
   backend_.embed(weights_.embed, tokens, e);
   Tensor u = backend_.alloc(T, 2 * H);  // [norm(embedding) ; norm(hidden)]
-  Tensor normed = backend_.alloc(T, H);
-  backend_.rms_norm(e, m.pre_fc_norm_embedding, config_.rms_norm_eps, normed);
-  backend_.copy_columns(normed, 0, 0, u, 0, 0, H, 1);
-  backend_.rms_norm(hidden, m.pre_fc_norm_hidden, config_.rms_norm_eps, normed);
-  backend_.copy_columns(normed, 0, 0, u, H, 0, H, 1);
+  if (T == 1) {  // the two halves of one row are two contiguous vectors: the norms write them in place
+    const Tensor halves = u.reshaped(2, H);
+    Tensor first = halves.row_view(0, 1), second = halves.row_view(1, 1);
+    backend_.rms_norm(e, m.pre_fc_norm_embedding, config_.rms_norm_eps, first);
+    backend_.rms_norm(hidden, m.pre_fc_norm_hidden, config_.rms_norm_eps, second);
+  } else {
+    Tensor normed = backend_.alloc(T, H);
+    backend_.rms_norm(e, m.pre_fc_norm_embedding, config_.rms_norm_eps, normed);
+    backend_.copy_columns(normed, 0, 0, u, 0, 0, H, 1);
+    backend_.rms_norm(hidden, m.pre_fc_norm_hidden, config_.rms_norm_eps, normed);
+    backend_.copy_columns(normed, 0, 0, u, H, 0, H, 1);
+  }
   Tensor z = backend_.alloc(T, H);
   backend_.matmul(m.fc, u, z);
   LayerState layer_state;
