@@ -65,6 +65,7 @@ struct AttentionArgs {
   int kv_heads = 0;
   int head_dim = 0;
   float scale = 0;
+  const Tensor* gate = nullptr;  // [T, Hq * D] if set: out *= sigmoid(gate) (Qwen3.5's output gate)
 };
 
 // The attention layer's ops between its projections and the attention, on T rows at positions pos0..:

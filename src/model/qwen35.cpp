@@ -224,9 +224,9 @@ Tensor Qwen35Model::attention(const AttentionWeights& w, const Tensor& h, KvCach
                      heads,
                      config_.num_key_value_heads,
                      D,
-                     1.0f / std::sqrt(static_cast<float>(D))};
+                     1.0f / std::sqrt(static_cast<float>(D)),
+                     &gate};  // the output gate, applied by the attention op
   backend_.attention(args);
-  backend_.sigmoid_mul(o, gate);
   Tensor out = backend_.alloc(T, config_.hidden_size);
   backend_.matmul(w.o_proj, o, out);
   return out;

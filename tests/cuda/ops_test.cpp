@@ -774,6 +774,12 @@ TEST_F(CudaOps, AttentionGqaAtOffsets) {
       cpu_.attention({&qc, &kc, &vc, &oc, pos0, heads, kv_heads, D, scale});
       gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale});
       EXPECT_LT(compare(oc, og), 1e-5) << "D " << D << " T " << T << " pos0 " << pos0;
+      // With the output gate applied by the op (each path's own write: decode, split merge, prefill).
+      auto [gc, gg] = random_pair(T, int64_t{heads} * D, -4, 4);
+      gpu_->fill(og, NAN);
+      cpu_.attention({&qc, &kc, &vc, &oc, pos0, heads, kv_heads, D, scale, &gc});
+      gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale, &gg});
+      EXPECT_LT(compare(oc, og), 1e-5) << "gated D " << D << " T " << T << " pos0 " << pos0;
     }
   }
 }

@@ -212,6 +212,7 @@ void CpuBackend::attention(const AttentionArgs& args) {
       for (int64_t d = 0; d < D; ++d) o[d] = static_cast<float>(acc[d] / total);
     }
   });
+  if (args.gate != nullptr) sigmoid_mul(*args.out, *args.gate);
 }
 
 void CpuBackend::sigmoid_mul(Tensor& x, const Tensor& gate) {

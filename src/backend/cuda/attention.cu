@@ -22,8 +22,8 @@ constexpr int kWarps = 8;
 template <int NPL>  // dims per lane: head_dim = 32 * NPL
 __global__ void __launch_bounds__(kWarps * 32)
     attention_kernel(const float* q, const float* k_cache, const float* v_cache, float* out,
-                     Position position, int heads, int group, int64_t kv_cols, float scale, int splits,
-                     float* partial) {
+                     const float* gate, Position position, int heads, int group, int64_t kv_cols, float scale,
+                     int splits, float* partial) {
   begin_dependent();
   const int64_t pos0 = position.get();
   constexpr int D = 32 * NPL;
@@ -96,15 +96,17 @@ __global__ void __launch_bounds__(kWarps * 32)
   float L = 0;
   for (int w = 0; w < kWarps; ++w) L += shared_l[w] * expf(shared_m[w] - M);
   float* o = out + t * q_cols + int64_t{h} * D;
+  const float* g = gate == nullptr ? nullptr : gate + t * q_cols + int64_t{h} * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float sum = 0;
     for (int w = 0; w < kWarps; ++w) sum += shared_acc[w][d] * expf(shared_m[w] - M);
-    o[d] = sum / L;
+    o[d] = g == nullptr ? sum / L : sum / L * sigmoid(g[d]);
   }
 }
 
 // Merges the splits of one (query row, head): thread = dim.
-__global__ void attention_combine_kernel(const float* partial, float* out, int heads, int splits, int D) {
+__global__ void attention_combine_kernel(const float* partial, float* out, const float* gate, int heads,
+                                         int splits, int D) {
   begin_dependent();
   const int h = blockIdx.x;
   const int64_t t = blockIdx.y;
@@ -120,7 +122,8 @@ __global__ void attention_combine_kernel(const float* partial, float* out, int h
       L += p[z * (D + 2) + 1] * f;
       sum += p[z * (D + 2) + 2 + d] * f;
     }
-    out[t * heads * int64_t{D} + int64_t{h} * D + d] = sum / L;
+    const int64_t i = t * heads * int64_t{D} + int64_t{h} * D + d;
+    out[i] = gate == nullptr ? sum / L : sum / L * sigmoid(gate[i]);
   }
 }
 
@@ -205,10 +208,16 @@ void CudaBackend::attention(const AttentionArgs& args) {
         args.heads % args.kv_heads == 0 && args.pos0 + q.rows <= args.k_cache->rows))
     fail("internal error: cuda backend: attention shape");
   if (q.rows == 0) return;
-  // Prefill rows: a block per 64 query vectors of one KV head (attention_prefill.cu).
+  if (args.gate != nullptr && args.gate->numel() != q.numel())
+    fail("internal error: cuda backend: attention gate");
+  // Prefill rows: a block per 64 query vectors of one KV head (attention_prefill.cu), the gate after.
   if (q.rows > 8 && ctx_->attention_tiles &&
-      cuda::attention_prefill(args, ctx_->position(args.pos0), ctx_->queue()))
+      cuda::attention_prefill(args, ctx_->position(args.pos0), ctx_->queue())) {
+    if (args.gate != nullptr) sigmoid_mul(*args.out, *args.gate);
     return;
+  }
+  // Decode widths: the gate applied where the output is written (this kernel, or the split merge).
+  const float* gate = args.gate == nullptr ? nullptr : args.gate->data;
   // Decode widths over a long cache: about one split per 512 positions of capacity, at most 32. A few
   // rows give only heads * rows blocks, far fewer than the SMs; prefill rows fill the GPU by themselves.
   const int64_t capacity = args.k_cache->rows;
@@ -223,8 +232,8 @@ void CudaBackend::attention(const AttentionArgs& args) {
   const int group = args.heads / args.kv_heads;
   auto run = [&](auto kernel) {
     cuda::launch(kernel, grid, cuda::kWarps * 32, 0, ctx_->queue(), q.data, args.k_cache->data,
-                 args.v_cache->data, args.out->data, ctx_->position(args.pos0), args.heads, group, kv_cols,
-                 args.scale, splits, static_cast<float*>(partial.get()));
+                 args.v_cache->data, args.out->data, gate, ctx_->position(args.pos0), args.heads, group,
+                 kv_cols, args.scale, splits, static_cast<float*>(partial.get()));
   };
   switch (D) {
     case 32:
@@ -248,7 +257,7 @@ void CudaBackend::attention(const AttentionArgs& args) {
     cuda::launch(cuda::attention_combine_kernel,
                  dim3(static_cast<unsigned>(args.heads), static_cast<unsigned>(q.rows)),
                  static_cast<unsigned>(D), 0, ctx_->queue(), static_cast<const float*>(partial.get()),
-                 args.out->data, args.heads, splits, static_cast<int>(D));
+                 args.out->data, gate, args.heads, splits, static_cast<int>(D));
     cuda::check_launch("attention_combine");
   }
 }
