@@ -48,6 +48,16 @@ uint16_t to_f16(float f) {
   return static_cast<uint16_t>(sign | (exponent << 10) | ((u >> 13) & 0x3FFu));
 }
 
+struct HostWeight;
+
+// matmul_many's arguments for weights on both backends: each matrix's CPU product of x (yc), NaN-poisoned
+// GPU outputs (yg) and the pointer lists the call takes (moving the struct keeps the pointers valid).
+struct ManyMatmuls {
+  std::vector<Tensor> yc, yg;
+  std::vector<const WeightMatrix*> ws;
+  std::vector<Tensor*> outs;
+};
+
 class CudaOps : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -87,6 +97,9 @@ class CudaOps : public ::testing::Test {
     return {c, g};
   }
 
+  ManyMatmuls many_matmuls(const std::vector<HostWeight>& hosts, const std::vector<WeightMatrix>& devs,
+                           const Tensor& xc);
+
   std::mt19937 rng_{20261126};
   CpuBackend cpu_{2};
   std::unique_ptr<CudaBackend> gpu_;
@@ -99,6 +112,22 @@ struct HostWeight {
   std::vector<float> dense32, scales32, biases32;
   WeightMatrix w;
 };
+
+ManyMatmuls CudaOps::many_matmuls(const std::vector<HostWeight>& hosts, const std::vector<WeightMatrix>& devs,
+                                  const Tensor& xc) {
+  ManyMatmuls m;
+  for (size_t i = 0; i < hosts.size(); ++i) {
+    auto [c, g] = outputs(xc.rows, hosts[i].w.rows);
+    cpu_.matmul(hosts[i].w, xc, c);
+    m.yc.push_back(c);
+    m.yg.push_back(g);
+  }
+  for (size_t i = 0; i < devs.size(); ++i) {
+    m.ws.push_back(&devs[i]);
+    m.outs.push_back(&m.yg[i]);
+  }
+  return m;
+}
 
 HostWeight make_weight(std::mt19937& rng, int64_t rows, int64_t cols, int bits, int group, DType dense) {
   HostWeight h;
@@ -447,19 +476,7 @@ TEST_F(CudaOps, MatmulManyGroupedOneRow) {
       }
       for (const auto& h : hosts) devs.push_back(gpu_->prepare_weight(h.w));
       auto [xc, xg] = random_pair(1, 768);
-      std::vector<Tensor> yc, yg;
-      for (size_t i = 0; i < hosts.size(); ++i) {
-        auto [c, g] = outputs(1, rows[i]);
-        cpu_.matmul(hosts[i].w, xc, c);
-        yc.push_back(c);
-        yg.push_back(g);
-      }
-      std::vector<const WeightMatrix*> ws;
-      std::vector<Tensor*> outs;
-      for (size_t i = 0; i < devs.size(); ++i) {
-        ws.push_back(&devs[i]);
-        outs.push_back(&yg[i]);
-      }
+      auto [yc, yg, ws, outs] = many_matmuls(hosts, devs, xc);
       for (const size_t count : {size_t{2}, size_t{3}, size_t{4}}) {
         for (const int warps : {0, 1, 2, 4}) {
           for (const bool grouped : {true, false}) {
@@ -492,19 +509,7 @@ TEST_F(CudaOps, MatmulManyMixedFormats) {
   for (const auto& h : hosts) devs.push_back(gpu_->prepare_weight(h.w));
   for (int64_t T : {1, 3, 8, 12}) {
     auto [xc, xg] = random_pair(T, 512);
-    std::vector<Tensor> yc, yg;
-    for (int64_t r : rows) {
-      auto [c, g] = outputs(T, r);
-      yc.push_back(c);
-      yg.push_back(g);
-    }
-    std::vector<const WeightMatrix*> ws;
-    std::vector<Tensor*> outs;
-    for (size_t i = 0; i < devs.size(); ++i) {
-      ws.push_back(&devs[i]);
-      outs.push_back(&yg[i]);
-      cpu_.matmul(hosts[i].w, xc, yc[i]);
-    }
+    auto [yc, yg, ws, outs] = many_matmuls(hosts, devs, xc);
     // Four, then two at a time (widths the model uses: they run on parallel streams).
     gpu_->matmul_many(std::span(ws).first(4), xg, std::span(outs).first(4));
     gpu_->matmul_many(std::span(ws).subspan(4), xg, std::span(outs).subspan(4));
