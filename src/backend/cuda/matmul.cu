@@ -348,6 +348,23 @@ int fast_path(const WeightMatrix& w) {
   return 0;
 }
 
+// Whether a and b have one fused-GEMV format and width (rows may differ), so one launch can serve both.
+bool same_gemv_format(const WeightMatrix& a, const WeightMatrix& b) {
+  return a.cols == b.cols && a.bits == b.bits && a.group_size == b.group_size && a.dtype == b.dtype &&
+         a.scale_dtype == b.scale_dtype;
+}
+
+// launch.template operator()<BITS>() for fused-GEMV path 8, 4 or 16 (fast_path).
+template <typename Launch>
+void for_path(int path, Launch&& launch) {
+  if (path == 8)
+    launch.template operator()<8>();
+  else if (path == 4)
+    launch.template operator()<4>();
+  else
+    launch.template operator()<16>();
+}
+
 void validate(const WeightMatrix& w) {
   const std::string where = str("weight matrix [", w.rows, ", ", w.cols, "]");
   require(w.rows > 0 && w.cols > 0 && w.data != nullptr, "matmul needs a non-empty weight matrix", where);
@@ -423,22 +440,15 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
 bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const float* x, float* y, int64_t T,
                      Queue stream) {
   const int path = fast_path(gate);
-  const bool same_format = gate.rows == up.rows && gate.cols == up.cols && gate.bits == up.bits &&
-                           gate.group_size == up.group_size && gate.dtype == up.dtype &&
-                           gate.scale_dtype == up.scale_dtype;
-  if (T != 1 || path == 0 || !same_format || !stream.gemv.paired_mlp || takes_gemv_mma(gate, T, stream))
+  if (T != 1 || path == 0 || gate.rows != up.rows || !same_gemv_format(gate, up) || !stream.gemv.paired_mlp ||
+      takes_gemv_mma(gate, T, stream))
     return false;
   validate(gate);
   validate(up);
   const UpRows rows{static_cast<const uint32_t*>(up.data), up.scales, up.biases};
   const WeightMatrix* ws[] = {&gate};
   float* ys[] = {y};
-  if (path == 8)
-    launch_gemv_kw<8, 1, true>(ws, x, ys, stream, rows);
-  else if (path == 4)
-    launch_gemv_kw<4, 1, true>(ws, x, ys, stream, rows);
-  else
-    launch_gemv_kw<16, 1, true>(ws, x, ys, stream, rows);
+  for_path(path, [&]<int BITS>() { launch_gemv_kw<BITS, 1, true>(ws, x, ys, stream, rows); });
   check_launch("gemv paired");
   return true;
 }
@@ -452,21 +462,13 @@ bool matmul_grouped(std::span<const WeightMatrix* const> ws, const float* x, std
   // forced) and all share one format and width.
   const GemvOptions& o = stream.gemv;
   if (!o.classic && (o.batch != 0 || o.words != 0 || o.warps != 0)) return false;
-  const WeightMatrix& first = *ws[0];
-  const int path = fast_path(first);
-  for (const WeightMatrix* w : ws) {
-    const bool same_format = w->cols == first.cols && w->bits == first.bits &&
-                             w->group_size == first.group_size && w->dtype == first.dtype &&
-                             w->scale_dtype == first.scale_dtype;
-    if (path == 0 || !same_format || fast_path(*w) != path || takes_gemv_mma(*w, T, stream)) return false;
-  }
+  const int path = fast_path(*ws[0]);
+  // One format for all (so fast_path too); none on the tensor-core GEMV (it then takes the first too).
+  if (path == 0 || takes_gemv_mma(*ws[0], T, stream) ||
+      !std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) { return same_gemv_format(*w, *ws[0]); }))
+    return false;
   for (const WeightMatrix* w : ws) validate(*w);
-  if (path == 8)
-    launch_gemv_kw<8, 1, false, true>(ws, x, ys, stream);
-  else if (path == 4)
-    launch_gemv_kw<4, 1, false, true>(ws, x, ys, stream);
-  else
-    launch_gemv_kw<16, 1, false, true>(ws, x, ys, stream);
+  for_path(path, [&]<int BITS>() { launch_gemv_kw<BITS, 1, false, true>(ws, x, ys, stream); });
   check_launch("gemv grouped");
   return true;
 }

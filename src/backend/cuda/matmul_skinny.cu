@@ -218,7 +218,7 @@ void gemv_mma(const WeightMatrix& w, const SplitActivations& x, float* y, int64_
   // rings cost registers and so resident warps: 8 measured slower for both widths); 8 warps a block while
   // the grid would leave SMs with under ~4 blocks of 4.
   const int depth = queue.gemv.batch == 2 || queue.gemv.batch == 8 ? queue.gemv.batch : 4;
-  const bool short_matrix = blocks < 4 * 132;
+  const bool short_matrix = blocks < 4u * static_cast<unsigned>(queue.context->sm_count);
   auto run = [&]<int BITS, int kDepth>() {
     const auto kernel =
         short_matrix ? skinny_mma_kernel<BITS, 8, kDepth> : skinny_mma_kernel<BITS, 4, kDepth>;
