@@ -13,8 +13,6 @@ namespace {
 // How long an idle worker keeps polling before it sleeps: longer than the gaps between the loops of one
 // decode step (small single-threaded ops), far shorter than a human-visible pause.
 constexpr auto kSpinTime = std::chrono::microseconds(200);
-// Chunks per thread: enough that a late or slow thread leaves its share to the others.
-constexpr int64_t kChunksPerThread = 4;
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -78,12 +76,11 @@ void ThreadPool::run_chunks(uint32_t generation) {
     if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel)) continue;
     // This loop cannot finish before our chunk does, so the caller has not replaced the fields yet.
     const auto* body = body_.load(std::memory_order_relaxed);
-    const int64_t n = n_.load(std::memory_order_relaxed);
-    const int64_t len = chunk_len_.load(std::memory_order_relaxed);
-    const int64_t begin = chunk * len;
+    const int64_t begin = bounds_[chunk].load(std::memory_order_relaxed);
+    const int64_t end = bounds_[chunk + 1].load(std::memory_order_relaxed);
     if (!failed_.load(std::memory_order_relaxed)) {
       try {
-        (*body)(begin, std::min(n, begin + len));
+        (*body)(begin, end);
       } catch (...) {
         std::lock_guard lock(mutex_);
         if (!error_) error_ = std::current_exception();
@@ -95,6 +92,27 @@ void ThreadPool::run_chunks(uint32_t generation) {
   }
 }
 
+uint32_t ThreadPool::plan_chunks(int64_t n, int64_t grain) {
+  // Guided: each chunk takes 1 / (2 x threads) of the blocks not yet handed out, down to a floor of
+  // 1 / (16 x threads) of the loop. The first chunks are long (few starts of a weight stream, which cost a
+  // prefetch ramp each) and the last ones short, so the thread that ends first waits at most a short chunk.
+  const int64_t blocks = (n + grain - 1) / grain, threads = size();
+  const int64_t floor_blocks =
+      std::max({int64_t{1}, blocks / (16 * threads), (blocks + kMaxPlanned - 1) / kMaxPlanned});
+  uint32_t chunks = 0;
+  int64_t given = 0;
+  while (given < blocks) {
+    const int64_t left = blocks - given;
+    int64_t take = std::max(floor_blocks, (left + 2 * threads - 1) / (2 * threads));
+    if (chunks + 1 == kMaxPlanned) take = left;  // the bound array is full: the rest in one chunk
+    bounds_[chunks].store(std::min(n, given * grain), std::memory_order_relaxed);
+    given += std::min(take, left);
+    ++chunks;
+  }
+  bounds_[chunks].store(n, std::memory_order_relaxed);
+  return chunks;
+}
+
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& body, int64_t grain) {
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
@@ -103,13 +121,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
     body(0, n);
     return;
   }
-  const int64_t chunk_blocks =
-      std::max({int64_t{1}, blocks / (size() * kChunksPerThread), (blocks + kMaxChunks - 1) / kMaxChunks});
-  const int64_t len = chunk_blocks * grain;
-  const auto chunks = static_cast<uint32_t>((n + len - 1) / len);
+  const uint32_t chunks = plan_chunks(n, grain);
   body_.store(&body, std::memory_order_relaxed);
-  n_.store(n, std::memory_order_relaxed);
-  chunk_len_.store(len, std::memory_order_relaxed);
   done_.store(0, std::memory_order_relaxed);
   failed_.store(false, std::memory_order_relaxed);
   const uint32_t generation = generation_of(ticket_.load(std::memory_order_relaxed)) + 1;

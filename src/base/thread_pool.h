@@ -8,6 +8,7 @@
 //    dynamically, so the caller does the work itself instead of waiting for a worker that has not started.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -39,6 +40,8 @@ class ThreadPool {
   void worker_loop();
   // Claims and runs chunks of loop `generation` until none is left.
   void run_chunks(uint32_t generation);
+  // Splits [0, n) into chunks of whole grains (bounds_), returns their count.
+  uint32_t plan_chunks(int64_t n, int64_t grain);
   // Waits until a loop newer than `seen` is published (or the pool stops); returns false when stopping.
   bool wait_for_work(uint32_t seen);
 
@@ -47,8 +50,8 @@ class ThreadPool {
   // by a worker only after it has claimed a chunk of the current loop through ticket_, so it always sees
   // its own loop's values. Atomic (relaxed) for the formal data-race rules only.
   std::atomic<const std::function<void(int64_t, int64_t)>*> body_{nullptr};
-  std::atomic<int64_t> n_{0};
-  std::atomic<int64_t> chunk_len_{1};  // elements per chunk (a multiple of the grain)
+  static constexpr uint32_t kMaxPlanned = 64;                   // chunks per loop at most
+  std::array<std::atomic<int64_t>, kMaxPlanned + 1> bounds_{};  // chunk i is [bounds_[i], bounds_[i + 1])
   // Generation of the current loop (bits 32..63), its chunk count (16..31) and next unclaimed chunk (0..15),
   // claimed by compare-exchange so a claim can never cross into another loop.
   std::atomic<uint64_t> ticket_{0};
