@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/vector_loops.h"
 #include "base/error.h"
 
 namespace mtplx {
@@ -146,10 +147,14 @@ void CpuBackend::add(const Tensor& a, const Tensor& b, Tensor& out) {
 
 void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   expect(gate.numel() == up.numel() && gate.numel() == out.numel(), "silu_mul shape");
-  for_rows(pool_, gate.rows, gate.cols * 8, [&](int64_t r) {
-    for (int64_t i = r * gate.cols; i < (r + 1) * gate.cols; ++i)
-      out.data[i] = silu(gate.data[i]) * up.data[i];
-  });
+  // Split over elements, not rows: decode has one row of 3-20k values, each with an exp.
+  auto span = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) out.data[i] = silu(gate.data[i]) * up.data[i];
+  };
+  if (gate.numel() < 2048)
+    span(0, gate.numel());
+  else
+    pool_.parallel_for(gate.numel(), span, 256);
 }
 
 void CpuBackend::rope(Tensor& x, int heads, int head_dim, int rot_dim, double theta, int64_t pos0) {
@@ -174,6 +179,31 @@ void CpuBackend::rope(Tensor& x, int heads, int head_dim, int rot_dim, double th
   }
 }
 
+namespace {
+
+// One query row of one head against the first `visible` cached positions: softmax(q K^T * scale) V.
+// `scores` holds at least `visible` floats.
+MTPLX_VECTOR_CLONES void attend(const float* q, const float* keys, const float* values, int64_t stride,
+                                int64_t visible, int64_t D, float scale, float* scores, float* out) {
+  float max_score = -INFINITY;
+  for (int64_t s = 0; s < visible; ++s) {
+    scores[s] = cpu::dot_lanes(q, keys + s * stride, D) * scale;
+    max_score = std::max(max_score, scores[s]);
+  }
+  double total = 0;
+  std::fill(out, out + D, 0.0f);
+  for (int64_t s = 0; s < visible; ++s) {
+    const float weight = std::exp(scores[s] - max_score);
+    total += weight;
+    const float* v = values + s * stride;
+    for (int64_t d = 0; d < D; ++d) out[d] += weight * v[d];
+  }
+  const auto inverse = static_cast<float>(1.0 / total);
+  for (int64_t d = 0; d < D; ++d) out[d] *= inverse;
+}
+
+}  // namespace
+
 void CpuBackend::attention(const AttentionArgs& args) {
   const Tensor& q = *args.q;
   const int64_t D = args.head_dim;
@@ -185,31 +215,12 @@ void CpuBackend::attention(const AttentionArgs& args) {
   const int64_t items = q.rows * args.heads;
   pool_.parallel_for(items, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(args.pos0 + q.rows);
-    std::vector<double> acc(D);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t t = item / args.heads;
       const int h = static_cast<int>(item % args.heads);
       const int64_t kv_off = int64_t{h / group} * D;
-      const float* qv = q.data + t * q.cols + h * D;
-      const int64_t visible = args.pos0 + t + 1;
-      float max_score = -INFINITY;
-      for (int64_t s = 0; s < visible; ++s) {
-        const float* kv = args.k_cache->data + s * kv_cols + kv_off;
-        float dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += qv[d] * kv[d];
-        scores[s] = dot * args.scale;
-        max_score = std::max(max_score, scores[s]);
-      }
-      double total = 0;
-      std::fill(acc.begin(), acc.end(), 0.0);
-      for (int64_t s = 0; s < visible; ++s) {
-        const float weight = std::exp(scores[s] - max_score);
-        total += weight;
-        const float* vv = args.v_cache->data + s * kv_cols + kv_off;
-        for (int64_t d = 0; d < D; ++d) acc[d] += double(weight) * vv[d];
-      }
-      float* o = args.out->data + t * args.out->cols + h * D;
-      for (int64_t d = 0; d < D; ++d) o[d] = static_cast<float>(acc[d] / total);
+      attend(q.data + t * q.cols + h * D, args.k_cache->data + kv_off, args.v_cache->data + kv_off, kv_cols,
+             args.pos0 + t + 1, D, args.scale, scores.data(), args.out->data + t * args.out->cols + h * D);
     }
   });
   if (args.gate != nullptr) sigmoid_mul(*args.out, *args.gate);
@@ -286,7 +297,7 @@ void CpuBackend::gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& 
   const int64_t group = gain.numel();
   expect(x.numel() == z.numel() && x.numel() == out.numel() && x.numel() % group == 0,
          "gated_rms_norm shape");
-  for_rows(pool_, x.numel() / group, group * 4, [&](int64_t g) {
+  for_rows(pool_, x.numel() / group, group * 16, [&](int64_t g) {  // an exp per value
     const float* in = x.data + g * group;
     const float* gate = z.data + g * group;
     float* o = out.data + g * group;

@@ -8,9 +8,11 @@
 //   O = (exp(G) Q) S + tril[(Q K^T) exp(G_i - G_j)] V',  S <- exp(G_last) S + (exp(G_last - G) K)^T V'.
 #include <algorithm>
 #include <cmath>
+#include <span>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/vector_loops.h"
 #include "base/error.h"
 
 namespace mtplx {
@@ -30,36 +32,42 @@ void check_args(const GdnArgs& a) {
   if (!ok) fail("internal error: cpu backend: gdn argument shapes");
 }
 
-// One value head, all T rows, token by token.
-void recurrent_head(const GdnArgs& a, int hv) {
+// One value head, all T rows, token by token. With S' = exp(g) S + k delta^T the output is
+// S'^T q = exp(g) S^T q + (k . q) delta, so one read of S gives both S^T k and S^T q and a second pass
+// writes S' (the state, 64 KiB a head, stays in L2 between the passes).
+MTPLX_VECTOR_CLONES void recurrent_head(const GdnArgs& a, int hv, std::span<float> scratch) {
   const int64_t T = a.q->rows, Dk = a.key_dim, Dv = a.value_dim;
   const int64_t kh = hv / (a.value_heads / a.key_heads);
   float* S = a.state->data + hv * Dk * Dv;
-  std::vector<float> m(Dv), delta(Dv), o(Dv);
+  float* sk = scratch.data();  // S^T k, then delta
+  float* sq = sk + Dv;         // S^T q
   for (int64_t t = 0; t < T; ++t) {
     const float* q = a.q->data + t * a.q->cols + kh * Dk;
     const float* k = a.k->data + t * a.k->cols + kh * Dk;
     const float* v = a.v->data + t * a.v->cols + hv * Dv;
     const float decay = std::exp(a.g->data[t * a.value_heads + hv]);
     const float beta = a.beta->data[t * a.value_heads + hv];
-    std::fill(m.begin(), m.end(), 0.0f);
+    std::fill(sk, sk + 2 * Dv, 0.0f);
     for (int64_t d = 0; d < Dk; ++d) {
-      float* row = S + d * Dv;
+      const float* row = S + d * Dv;
+      const float kd = k[d], qd = q[d];
       for (int64_t j = 0; j < Dv; ++j) {
-        row[j] *= decay;
-        m[j] += row[j] * k[d];
+        sk[j] += row[j] * kd;
+        sq[j] += row[j] * qd;
       }
     }
-    for (int64_t j = 0; j < Dv; ++j) delta[j] = beta * (v[j] - m[j]);
-    std::fill(o.begin(), o.end(), 0.0f);
+    const float kq = cpu::dot_lanes(k, q, Dk);
+    float* o = a.out->data + t * a.out->cols + hv * Dv;
+    for (int64_t j = 0; j < Dv; ++j) {
+      const float delta = beta * (v[j] - decay * sk[j]);
+      o[j] = decay * sq[j] + kq * delta;
+      sk[j] = delta;
+    }
     for (int64_t d = 0; d < Dk; ++d) {
       float* row = S + d * Dv;
-      for (int64_t j = 0; j < Dv; ++j) {
-        row[j] += k[d] * delta[j];
-        o[j] += row[j] * q[d];
-      }
+      const float kd = k[d];
+      for (int64_t j = 0; j < Dv; ++j) row[j] = row[j] * decay + kd * sk[j];
     }
-    std::copy(o.begin(), o.end(), a.out->data + t * a.out->cols + hv * Dv);
     if (a.row_states != nullptr) {
       std::copy(S, S + Dk * Dv, a.row_states->data + t * a.row_states->cols + hv * Dk * Dv);
     }
@@ -82,7 +90,7 @@ struct ChunkScratch {
         W(kChunk * Dk) {}
 };
 
-void chunk_head(const GdnArgs& a, int hv, int64_t t0, int64_t L, ChunkScratch& s) {
+MTPLX_VECTOR_CLONES void chunk_head(const GdnArgs& a, int hv, int64_t t0, int64_t L, ChunkScratch& s) {
   const int64_t Dk = a.key_dim, Dv = a.value_dim;
   const int64_t kh = hv / (a.value_heads / a.key_heads);
   float* S = a.state->data + hv * Dk * Dv;
@@ -96,11 +104,7 @@ void chunk_head(const GdnArgs& a, int hv, int64_t t0, int64_t L, ChunkScratch& s
     s.G[i] = cumulative;
     s.beta[i] = a.beta->data[t * a.value_heads + hv];
   }
-  auto dot = [](const float* x, const float* y, int64_t n) {
-    float sum = 0;
-    for (int64_t d = 0; d < n; ++d) sum += x[d] * y[d];
-    return sum;
-  };
+  const auto dot = cpu::dot_lanes;
   // T = (I + A)^-1 by forward substitution on the strictly lower-triangular A (T is unit lower triangular).
   for (int64_t i = 0; i < L; ++i) {
     float* Ti = s.A.data() + i * kChunk;
@@ -174,7 +178,8 @@ void chunk_head(const GdnArgs& a, int hv, int64_t t0, int64_t L, ChunkScratch& s
 void CpuBackend::gdn_recurrent(const GdnArgs& args) {
   check_args(args);
   pool_.parallel_for(args.value_heads, [&](int64_t begin, int64_t end) {
-    for (int64_t hv = begin; hv < end; ++hv) recurrent_head(args, static_cast<int>(hv));
+    std::vector<float> scratch(static_cast<size_t>(2 * args.value_dim));
+    for (int64_t hv = begin; hv < end; ++hv) recurrent_head(args, static_cast<int>(hv), scratch);
   });
 }
 
