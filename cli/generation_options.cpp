@@ -32,7 +32,7 @@ void GenerationFlags::add_to(CLI::App& cmd) {
   cmd.add_flag("--adaptive-depth", adaptive_depth,
                "Adapt the depth (up to --mtp-depth) to the acceptance rate");
   cmd.add_option("--draft-temp", draft_temperature, "Temperature of the MTP draft distribution");
-  cmd.add_option("--draft-head", draft_head, "Draft LM head: full, q4, q8 or trim:N");
+  cmd.add_option("--draft-head", draft_head, "Draft LM head: full, q4, q8, trim:N or trim:N:q4 (trim:N:q8)");
   cmd.add_option("--context", context, "Context size in tokens (default: prompt + max tokens)");
   cmd.add_option("--threads", threads, "CPU threads (0 = all)");
   cmd.add_option("--device", device,

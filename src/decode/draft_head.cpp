@@ -18,7 +18,7 @@ std::string DraftHeadSpec::describe() const {
     case Kind::kQuantized:
       return str("q", bits, " g", group_size);
     case Kind::kTrimmed:
-      return str("trim:", trim);
+      return trim_requantized ? str("trim:", trim, ":q", bits) : str("trim:", trim);
   }
   return "?";
 }
@@ -26,16 +26,24 @@ std::string DraftHeadSpec::describe() const {
 DraftHeadSpec parse_draft_head(std::string_view text) {
   DraftHeadSpec spec;
   const auto bad = [&] {
-    fail(str("unknown draft head \"", text, "\""), "--draft-head", "use full, q4, q8 or trim:N (N > 0)");
+    fail(str("unknown draft head \"", text, "\""), "--draft-head",
+         "use full, q4, q8, trim:N or trim:N:q4 / trim:N:q8 (N > 0)");
   };
+  const auto bits_of = [](std::string_view name) { return name == "q4" ? 4 : name == "q8" ? 8 : 0; };
   if (text == "full") return spec;
-  if (text == "q4" || text == "q8") {
+  if (bits_of(text) != 0) {
     spec.kind = DraftHeadSpec::Kind::kQuantized;
-    spec.bits = text == "q4" ? 4 : 8;
+    spec.bits = bits_of(text);
     return spec;
   }
   if (text.starts_with("trim:")) {
-    const auto number = text.substr(5);
+    auto number = text.substr(5);
+    if (const size_t colon = number.find(':'); colon != std::string_view::npos) {
+      spec.bits = bits_of(number.substr(colon + 1));
+      if (spec.bits == 0) bad();
+      spec.trim_requantized = true;
+      number = number.substr(0, colon);
+    }
     const auto [end, error] = std::from_chars(number.data(), number.data() + number.size(), spec.trim);
     if (error != std::errc() || end != number.data() + number.size() || spec.trim <= 0) bad();
     spec.kind = DraftHeadSpec::Kind::kTrimmed;
@@ -70,6 +78,11 @@ DraftHead::DraftHead(Qwen35Model& model, const DraftHeadSpec& spec, std::span<co
       break;
     case DraftHeadSpec::Kind::kTrimmed:
       make_trimmed(lm_head, frequent);
+      if (spec.trim_requantized) {
+        const WeightMatrix kept = head_;
+        make_quantized(kept);
+        trimmed_ = {};  // the requantized copy replaces the kept rows
+      }
       break;
   }
   head_ = model.backend().prepare_weight(head_);

@@ -3,6 +3,7 @@
 //   full    - the model's own LM head
 //   q<bits> - a copy of the LM head requantized to MLX affine <bits>-bit, group 64, made at load time
 //   trim:N  - the N most frequent tokens' rows only (tokens outside get q = 0), in the head's own format
+//   trim:N:q<bits> - those rows requantized to MLX affine <bits>-bit, group 64 (both savings at once)
 #pragma once
 
 #include <cstdint>
@@ -20,14 +21,15 @@ namespace mtplx {
 struct DraftHeadSpec {
   enum class Kind { kFull, kQuantized, kTrimmed };
   Kind kind = Kind::kFull;
-  int bits = 4;         // kQuantized
-  int group_size = 64;  // kQuantized
-  int64_t trim = 0;     // kTrimmed: rows kept
+  int bits = 4;                   // kQuantized
+  int group_size = 64;            // kQuantized
+  int64_t trim = 0;               // kTrimmed: rows kept
+  bool trim_requantized = false;  // kTrimmed: the kept rows requantized to `bits`, `group_size`
 
   std::string describe() const;
 };
 
-// "full", "q4", "q8", "trim:N"; throws with the accepted forms on anything else.
+// "full", "q4", "q8", "trim:N", "trim:N:q4", "trim:N:q8"; throws with the accepted forms on anything else.
 DraftHeadSpec parse_draft_head(std::string_view text);
 
 // Token ids by decreasing frequency, from a JSON file {"token_ids": [...]} (`mtplx draft-vocab` writes it).
@@ -49,6 +51,7 @@ class DraftHead {
   // Token ids of the draft vocabulary in ascending order; empty when it is the whole vocabulary.
   std::span<const int32_t> ids() const { return ids_; }
   int64_t size() const { return head_.rows; }
+  const WeightMatrix& matrix() const { return head_; }  // as prepared for the backend
   size_t bytes() const { return head_.bytes(); }
   const DraftHeadSpec& spec() const { return spec_; }
 

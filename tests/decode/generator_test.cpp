@@ -60,7 +60,7 @@ TEST_P(GreedyEquivalence, DraftHeadGreedyTokenIsTheArgmaxOfItsLogits) {
   for (int64_t i = 0; i < V; ++i) frequent[static_cast<size_t>(i)] = static_cast<int32_t>((i * 7) % V);
   ModelState state = m.model.new_state(64);
   const Tensor hidden = m.model.forward(kPrompt, state);
-  for (const char* spec : {"full", "q4", "trim:37"}) {
+  for (const char* spec : {"full", "q4", "trim:37", "trim:37:q4"}) {
     DraftHead head(m.model, parse_draft_head(spec), frequent);
     for (int64_t t = 0; t + 1 < static_cast<int64_t>(kPrompt.size()); ++t) {
       const Tensor h =
@@ -71,6 +71,31 @@ TEST_P(GreedyEquivalence, DraftHeadGreedyTokenIsTheArgmaxOfItsLogits) {
       EXPECT_EQ(head.greedy_token(h), want) << spec << " slot " << t;
     }
   }
+}
+
+// A trimmed head requantized (trim:N:q4) holds, row for row, what the requantized whole head (q4) holds for
+// the kept tokens: the same logits at every kept id, bit for bit. Parsing takes only the documented forms.
+TEST_P(GreedyEquivalence, TrimmedRequantizedHeadIsTheRequantizedHeadsRows) {
+  Loaded m(GetParam());
+  const int64_t V = m.model.config().vocab_size;
+  std::vector<int32_t> frequent(static_cast<size_t>(V));
+  for (int64_t i = 0; i < V; ++i) frequent[static_cast<size_t>(i)] = static_cast<int32_t>((i * 11) % V);
+  DraftHead whole(m.model, parse_draft_head("q4"));
+  DraftHead trimmed(m.model, parse_draft_head("trim:50:q4"), frequent);
+  EXPECT_EQ(trimmed.spec().describe(), "trim:50:q4");
+  ASSERT_EQ(trimmed.size(), static_cast<int64_t>(trimmed.ids().size()));
+  EXPECT_GE(trimmed.size(), 50);
+  EXPECT_LT(trimmed.bytes(), whole.bytes());
+  ModelState state = m.model.new_state(64);
+  const Tensor hidden = m.model.forward(kPrompt, state);
+  const Tensor h = m.model.mtp_forward({&kPrompt[1], 1}, hidden.row_view(0, 1), 0, state);
+  const auto all = whole.logits(h);
+  const std::vector<float> full_row(all.begin(), all.end());
+  const auto kept = trimmed.logits(h);
+  for (size_t i = 0; i < kept.size(); ++i)
+    EXPECT_EQ(kept[i], full_row[static_cast<size_t>(trimmed.ids()[i])]) << "kept row " << i;
+  for (const char* bad : {"trim:50:q3", "trim:50:", "trim::q4", "trim:0:q4", "trim:50:q4:q4"})
+    EXPECT_THROW(parse_draft_head(bad), Error) << bad;
 }
 
 TEST_P(GreedyEquivalence, MtpDepthsOneToFourMatchAutoregressive) {
