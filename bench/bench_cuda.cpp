@@ -1,7 +1,7 @@
 // bench_cuda: batch-1 speed of checkpoints on the CUDA backend, against the memory roofline.
 //
 //   bench_cuda --model DIR [--model DIR ...] [--prefill 512,4096] [--decode 128] [--repeats 3]
-//   [--prefill-only 1] [--matmul-only 1]
+//   [--prefill-only 1] [--matmul-only 1] [--draft-only 1]
 //
 // Per model:
 //   bytes/token   weight bytes one AR decode step reads: every trunk matrix and vector, the final norm, the
@@ -34,9 +34,11 @@
 //                 the GEMV's first weights after the PDL wait, with the rows downloaded (the host's argmax
 //                 not timed, as before), with each row's top-20 picked on the GPU, then the default.
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
-//                 ms and the ratio to one AR step, for the full, q4 and trimmed (vocab / 8 rows) draft heads;
+//                 ms and the ratio to one AR step, for the full, q4, trimmed (vocab / 8 rows) and trimmed +
+//                 4-bit (trim:N:q4) draft heads;
 //                 the same with the greedy token picked on the GPU, and sampled (t 0.7, top-k 20, top-p 0.95)
-//                 from the downloaded row or from the top-20 picked on the GPU.
+//                 from the downloaded row or from the top-20 picked on the GPU. --draft-only 1: the AR step
+//                 and these rows alone.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
 //                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR).
 //   ppN           prefill of N tokens + the logits of the last row; t/s = N / time (one run past 8192); with
@@ -76,6 +78,7 @@ struct Args {
   int repeats = 3;
   bool prefill_only = false;  // --prefill-only 1: load, then the prefill rows alone
   bool matmul_only = false;   // --matmul-only 1: load, then the single-matmul rows alone (for profilers)
+  bool draft_only = false;    // --draft-only 1: load, then the AR step and the draft rows alone
 };
 
 Args parse_args(int argc, char** argv) {
@@ -96,9 +99,11 @@ Args parse_args(int argc, char** argv) {
       a.prefill_only = value == "1";
     else if (key == "--matmul-only")
       a.matmul_only = value == "1";
+    else if (key == "--draft-only")
+      a.draft_only = value == "1";
     else
       fail(str("unknown option ", key), "",
-           "options: --model --prefill --decode --repeats --prefill-only --matmul-only");
+           "options: --model --prefill --decode --repeats --prefill-only --matmul-only --draft-only");
   }
   require(!a.models.empty(), "no --model given", "", "pass --model DIR (repeatable)");
   require(a.repeats >= 1 && a.decode >= 1, "--repeats and --decode must be at least 1");
@@ -246,6 +251,71 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
   }
 }
 
+// Draft step: one MTP slot + draft head logits (downloaded), per draft head; returns (head, ms) of each.
+std::vector<std::pair<std::string, double>> bench_drafts(CudaBackend& gpu, Qwen35Model& model, double ar,
+                                                         int capacity, int kPrompt) {
+  std::vector<std::pair<std::string, double>> drafts;
+  if (!model.has_mtp()) return drafts;
+  const int64_t V = model.config().vocab_size;
+  Distribution dist;
+  std::vector<ScoredToken> candidates;
+  std::vector<int32_t> ids(static_cast<size_t>(V));
+  std::iota(ids.begin(), ids.end(), 0);
+  for (const std::string& spec :
+       {std::string("full"), std::string("q4"), str("trim:", V / 8), str("trim:", V / 8, ":q4")}) {
+    DraftHead head(model, parse_draft_head(spec), ids);
+    ModelState state = model.new_state(capacity);
+    const auto tokens = prompt(kPrompt, V);
+    const Tensor hidden = model.forward(tokens, state);
+    // Median ms of one MTP slot + `pick` (the head's work on its output row), over 30 steps after one.
+    const auto step_ms = [&](const auto& pick) {
+      std::vector<double> ms;
+      for (int rep = 0; rep < 31; ++rep) {
+        const int32_t token = tokens[rep % kPrompt];
+        Stopwatch clock;
+        pick(model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state));
+        ms.push_back(clock.seconds() * 1e3);
+      }
+      ms.erase(ms.begin());
+      return median(ms);
+    };
+    const double draft = step_ms([&](const Tensor& h) {
+      if (head.logits(h).empty()) std::printf("?");
+    });
+    // The same step when the draft is greedy: its token picked where the logits are
+    // (DraftHead::greedy_token).
+    const double greedy = step_ms([&](const Tensor& h) {
+      if (head.greedy_token(h) < 0) std::printf("?");
+    });
+    // A sampled draft (the artifacts' default draft sampler): q from the downloaded row or from the
+    // row's top-20 picked on the GPU.
+    Sampler draft_sampler({0.7f, 20, 0.95f}, static_cast<int>(head.size()));
+    const double sampled_row = step_ms([&](const Tensor& h) { draft_sampler.filter(head.logits(h), dist); });
+    const double sampled_top_k = step_ms([&](const Tensor& h) {
+      head.top_k(h, 20, candidates);
+      draft_sampler.filter_top_k(candidates, dist);
+    });
+    drafts.push_back({spec, draft});
+    // Where a greedy draft step's time goes: the MTP forward alone (graph replay, waited for), then with
+    // the head's GEMV (waited for); the rest of the greedy row is the pick and the id's download.
+    const double forward = step_ms([&](const Tensor&) { gpu.synchronize(); });
+    const double projected = step_ms([&](const Tensor& h) {
+      model.project(h, head.matrix());
+      gpu.synchronize();
+    });
+    std::printf("draft %s split: MTP forward %.3f ms, head GEMV %.3f ms, greedy pick + id download %.3f ms\n",
+                spec.c_str(), forward, projected - forward, greedy - projected);
+    std::printf(
+        "draft %s: %.3f ms per MTP step (%.3fx an AR step); greedy draft, token picked on the GPU: "
+        "%.3f ms (%.3fx); sampled draft (t 0.7, top-k 20, top-p 0.95), row downloaded: %.3f ms (%.3fx), "
+        "top-20 picked on the GPU: %.3f ms (%.3fx)\n",
+        spec.c_str(), draft, draft * ar / 1e3, greedy, greedy * ar / 1e3, sampled_row, sampled_row * ar / 1e3,
+        sampled_top_k, sampled_top_k * ar / 1e3);
+  }
+
+  return drafts;
+}
+
 void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   CudaBackend gpu(0);
   const Checkpoint ckpt = open_checkpoint(dir);
@@ -315,6 +385,13 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     }
     return median(tps);
   };
+  if (args.draft_only) {
+    const double ar = ar_run(true);
+    std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.3f ms/step\n", ar, args.repeats,
+                args.decode, 1e3 / ar);
+    bench_drafts(gpu, model, ar, capacity, kPrompt);
+    return;
+  }
   const double ar_plain = ar_run(false);
   gpu.set_pdl(false);
   const double ar_no_pdl = ar_run(true);
@@ -526,54 +603,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   }
   gpu.set_gemv(false);
 
-  // Draft step: one MTP slot + draft head logits (downloaded), per draft head.
-  std::vector<std::pair<std::string, double>> drafts;
-  if (model.has_mtp()) {
-    std::vector<int32_t> ids(static_cast<size_t>(V));
-    std::iota(ids.begin(), ids.end(), 0);
-    for (const std::string& spec : {std::string("full"), std::string("q4"), str("trim:", V / 8)}) {
-      DraftHead head(model, parse_draft_head(spec), ids);
-      ModelState state = model.new_state(capacity);
-      const auto tokens = prompt(kPrompt, V);
-      const Tensor hidden = model.forward(tokens, state);
-      // Median ms of one MTP slot + `pick` (the head's work on its output row), over 30 steps after one.
-      const auto step_ms = [&](const auto& pick) {
-        std::vector<double> ms;
-        for (int rep = 0; rep < 31; ++rep) {
-          const int32_t token = tokens[rep % kPrompt];
-          Stopwatch clock;
-          pick(model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state));
-          ms.push_back(clock.seconds() * 1e3);
-        }
-        ms.erase(ms.begin());
-        return median(ms);
-      };
-      const double draft = step_ms([&](const Tensor& h) {
-        if (head.logits(h).empty()) std::printf("?");
-      });
-      // The same step when the draft is greedy: its token picked where the logits are
-      // (DraftHead::greedy_token).
-      const double greedy = step_ms([&](const Tensor& h) {
-        if (head.greedy_token(h) < 0) std::printf("?");
-      });
-      // A sampled draft (the artifacts' default draft sampler): q from the downloaded row or from the
-      // row's top-20 picked on the GPU.
-      Sampler draft_sampler({0.7f, 20, 0.95f}, static_cast<int>(head.size()));
-      const double sampled_row =
-          step_ms([&](const Tensor& h) { draft_sampler.filter(head.logits(h), dist); });
-      const double sampled_top_k = step_ms([&](const Tensor& h) {
-        head.top_k(h, 20, candidates);
-        draft_sampler.filter_top_k(candidates, dist);
-      });
-      drafts.push_back({spec, draft});
-      std::printf(
-          "draft %s: %.3f ms per MTP step (%.3fx an AR step); greedy draft, token picked on the GPU: "
-          "%.3f ms (%.3fx); sampled draft (t 0.7, top-k 20, top-p 0.95), row downloaded: %.3f ms (%.3fx), "
-          "top-20 picked on the GPU: %.3f ms (%.3fx)\n",
-          spec.c_str(), draft, draft * ar / 1e3, greedy, greedy * ar / 1e3, sampled_row,
-          sampled_row * ar / 1e3, sampled_top_k, sampled_top_k * ar / 1e3);
-    }
-  }
+  const auto drafts = bench_drafts(gpu, model, ar, capacity, kPrompt);
 
   // Projected MTP speedup from these step costs at published acceptance (cumulative a_i).
   const double t_ar = 1e3 / ar;
