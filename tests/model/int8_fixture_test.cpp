@@ -102,9 +102,7 @@ TEST_P(Int8Fixture, DecodeLogitsStayCloseToTransformers) {
 
 // Whether every matrix of a decode step takes the int8 kernels (4/8-bit codes in groups of 64 or 128).
 bool all_int8(const ModelWeights& w) {
-  const auto int8 = [](const WeightMatrix& m) {
-    return m.quantized() && (m.bits == 4 || m.bits == 8) && (m.group_size == 64 || m.group_size == 128);
-  };
+  const auto int8 = cpu::int8_dot_takes;
   bool all = int8(w.lm_head);
   for (const LayerWeights& l : w.layers) {
     for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) all = all && int8(*m);

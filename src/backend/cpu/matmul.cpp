@@ -276,8 +276,7 @@ bool isa_supported(Isa isa) {
 namespace {
 // Whether QuantDot::Int8 applies to this weight on this path.
 bool use_int8(const WeightMatrix& w, Isa isa, const MatmulOptions& options) {
-  return options.dot == QuantDot::Int8 && isa == Isa::Avx512 && int8_dot_supported() &&
-         detail::int8_format(w);
+  return options.dot == QuantDot::Int8 && isa == Isa::Avx512 && int8_dot_supported() && int8_dot_takes(w);
 }
 
 constexpr std::string_view kNoPrefetch = "-noprefetch";  // path-name suffix: MatmulOptions::prefetch off
@@ -313,6 +312,10 @@ std::string matmul_path_name(const MatmulOptions& options) {
 
 bool int8_dot_supported() {
   return cpu_has_int8_dot();
+}
+
+bool int8_dot_takes(const WeightMatrix& w) {
+  return detail::int8_format(w);
 }
 
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool,

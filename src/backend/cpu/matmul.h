@@ -43,6 +43,8 @@ enum class QuantDot { Exact, Int8 };
 
 // Whether this CPU runs the QuantDot::Int8 kernels.
 bool int8_dot_supported();
+// Whether the QuantDot::Int8 kernels take this matrix (its format; the CPU aside).
+bool int8_dot_takes(const WeightMatrix& w);
 
 struct MatmulOptions {
   Isa isa = Isa::Auto;
