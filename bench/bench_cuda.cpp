@@ -19,13 +19,16 @@
 //                 classic GEMV, with the loop norm kernels, with both, with merged projections one after
 //                 another, with the T = 1 GEMV's first weights loaded before / after the PDL wait, and with
 //                 the classic GEMV's warps per row group forced to 1, 2, 4, and with the logits downloaded
-//                 straight into pageable memory (CudaBackend::set_pinned_downloads); and sampled (temperature
-//                 0.6, top-k 20, top-p 0.95: the artifacts' default) from the downloaded row or from the
-//                 row's top-20 picked on the GPU (Backend::top_k).
+//                 straight into pageable memory (CudaBackend::set_pinned_downloads), with 4-bit codes at one
+//                 row on the classic GEMV and with the classic GEMV keeping one chunk in flight per lane
+//                 (both as before 2026-11-27); and sampled (temperature 0.6, top-k 20, top-p 0.95: the
+//                 artifacts' default) from the downloaded row or from the row's top-20 picked on the GPU
+//                 (Backend::top_k).
 //   logits row    download of a ready logits row, pageable and through pinned staging, and the host argmax;
 //                 the host sampler's filter over the row; top-20 on the GPU and the filter over those.
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
-//                 layer (weights from device memory, not L2): classic GEMV, the default, and forced variants
+//                 layer (weights from device memory, not L2): classic GEMV, the default, the classic GEMV
+//                 with one chunk in flight per lane (classic-1), and forced variants
 //                 of the word-interleaved GEMV (CudaBackend::set_gemv), and the tensor-core GEMV (mma;
 //                 mma-dN: N slices in flight per warp); --matmul-only 1: these rows alone (for profilers).
 //   verify N      one captured forward of N rows + logits + the greedy tokens of the N rows picked on the
@@ -37,7 +40,9 @@
 //                 ms and the ratio to one AR step, for the full, q4, trimmed (vocab / 8 rows) and trimmed +
 //                 4-bit (trim:N:q4) draft heads;
 //                 the same with the greedy token picked on the GPU, and sampled (t 0.7, top-k 20, top-p 0.95)
-//                 from the downloaded row or from the top-20 picked on the GPU. --draft-only 1: the AR step
+//                 from the downloaded row or from the top-20 picked on the GPU; the greedy step with 4-bit
+//                 codes at one row on the classic GEMV, and with the classic GEMV unpipelined (as before
+//                 2026-11-27), and its split (MTP forward, head GEMV, pick). --draft-only 1: the AR step
 //                 and these rows alone.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
 //                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR).
@@ -215,14 +220,15 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
     const char* name;
     bool classic;
     int batch, words;
-    bool mma = false;  // the tensor-core GEMV (split pre-pass + matmul_skinny.cu)
+    bool mma = false;       // the tensor-core GEMV (split pre-pass + matmul_skinny.cu)
+    bool pipelined = true;  // GemvOptions::pipelined (the classic kernel)
   };
   const Variant variants[] = {
-      {"classic", true, 0, 0},       {"interleaved", false, 0, 0}, {"w1b2", false, 2, 1},
-      {"w1b4", false, 4, 1},         {"w1b8", false, 8, 1},        {"w2b1", false, 1, 2},
-      {"w2b2", false, 2, 2},         {"w2b4", false, 4, 2},        {"w4b1", false, 1, 4},
-      {"w4b2", false, 2, 4},         {"mma", false, 0, 0, true},   {"mma-d2", false, 2, 0, true},
-      {"mma-d4", false, 4, 0, true}, {"mma-d8", false, 8, 0, true}};
+      {"classic", true, 0, 0},       {"interleaved", false, 0, 0},  {"classic-1", true, 0, 0, false, false},
+      {"w1b2", false, 2, 1},         {"w1b4", false, 4, 1},         {"w1b8", false, 8, 1},
+      {"w2b1", false, 1, 2},         {"w2b2", false, 2, 2},         {"w2b4", false, 4, 2},
+      {"w4b1", false, 1, 4},         {"w4b2", false, 2, 4},         {"mma", false, 0, 0, true},
+      {"mma-d2", false, 2, 0, true}, {"mma-d4", false, 4, 0, true}, {"mma-d8", false, 8, 0, true}};
   for (const auto& [name, ws] : mats) {
     const WeightMatrix& w0 = *ws.front();
     for (int64_t T : {1, 3, 8}) {
@@ -235,6 +241,7 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
         if (w0.bits == 8 && v.words == 1) continue;
         gpu.set_gemv(v.classic, v.batch, 0, v.words);
         gpu.set_gemv_mma_from(v.mma ? 1 : 0);
+        gpu.set_gemv_pipelined(v.pipelined);
         const int reps = std::max<int>(50, static_cast<int>(ws.size()) * 4);
         for (const WeightMatrix* w : ws) gpu.matmul(*w, x, y);
         gpu.synchronize();
@@ -246,6 +253,7 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
       }
       gpu.set_gemv(false);
       gpu.set_gemv_mma_from(0);
+      gpu.set_gemv_pipelined(true);
       std::printf("\n");
     }
   }
@@ -284,9 +292,27 @@ std::vector<std::pair<std::string, double>> bench_drafts(CudaBackend& gpu, Qwen3
     });
     // The same step when the draft is greedy: its token picked where the logits are
     // (DraftHead::greedy_token).
-    const double greedy = step_ms([&](const Tensor& h) {
+    const auto greedy_pick = [&](const Tensor& h) {
       if (head.greedy_token(h) < 0) std::printf("?");
-    });
+    };
+    const double greedy = step_ms(greedy_pick);
+    // The greedy step with one GEMV choice as before 2026-11-27 (the MTP step graph recorded again).
+    const auto greedy_as_before = [&](const auto& set) {
+      set(true);
+      state.graphs->clear();
+      const double ms = step_ms(greedy_pick);
+      set(false);
+      state.graphs->clear();
+      return ms;
+    };
+    const double greedy_classic4 =
+        greedy_as_before([&](bool before) { gpu.set_gemv_wide4_from(before ? 2 : 1); });
+    const double greedy_unpipelined = greedy_as_before([&](bool before) { gpu.set_gemv_pipelined(!before); });
+    std::printf(
+        "draft %s greedy as before: 4-bit codes at one row on the classic GEMV %.3f ms (%.3fx), classic GEMV "
+        "not pipelined %.3f ms (%.3fx); now %.3f ms\n",
+        spec.c_str(), greedy_classic4, greedy_classic4 * ar / 1e3, greedy_unpipelined,
+        greedy_unpipelined * ar / 1e3, greedy);
     // A sampled draft (the artifacts' default draft sampler): q from the downloaded row or from the
     // row's top-20 picked on the GPU.
     Sampler draft_sampler({0.7f, 20, 0.95f}, static_cast<int>(head.size()));
@@ -443,15 +469,25 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_grouped_matmuls(false);
   const double ar_ungrouped = ar_run(true);  // projections that share an input on parallel streams
   gpu.set_grouped_matmuls(true);
+  gpu.set_gemv_wide4_from(2);
+  const double ar_classic4 =
+      ar_run(true);  // 4-bit codes at one row on the classic GEMV, as before 2026-11-27
+  gpu.set_gemv_wide4_from(1);
+  gpu.set_gemv_pipelined(false);
+  const double ar_unpipelined = ar_run(true);  // the classic GEMV one chunk in flight, as before 2026-11-27
+  gpu.set_gemv_pipelined(true);
   const double ar = ar_run(true);
   std::printf("ar: %.1f tok/s (median of %d runs of %d steps), %.1f%% of roofline, %.3f ms/step\n", ar,
               args.repeats, args.decode, 100.0 * ar / roofline, 1e3 / ar);
   for (const auto& [what, tps] :
        {std::pair{"without step graphs", ar_plain},
+        std::pair{"graphs, 4-bit codes at one row on the classic GEMV (as before)", ar_classic4},
+        std::pair{"graphs, classic GEMV with one chunk in flight per lane (as before)", ar_unpipelined},
         std::pair{"graphs, no programmatic dependent launch", ar_no_pdl},
         std::pair{"graphs, MLP gate and up as two GEMVs + silu_mul (as before)", ar_unpaired},
         std::pair{"graphs, projections sharing an input on parallel streams (as before)", ar_ungrouped},
-        std::pair{"graphs, classic GEMV", ar_classic}, std::pair{"graphs, loop norm kernels", ar_loop_norms},
+        std::pair{"graphs, classic GEMV", ar_classic},
+        std::pair{"graphs, loop norm kernels", ar_loop_norms},
         std::pair{"graphs, classic GEMV and loop norm kernels (as before)", ar_before},
         std::pair{"graphs, merged projections one after another", ar_serial},
         std::pair{"graphs, classic GEMV loading its first weights after the PDL wait (as before)",

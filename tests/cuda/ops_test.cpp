@@ -364,22 +364,34 @@ TEST_F(CudaOps, TopKMatchesOracle) {
 }
 
 // The fused GEMV's variants (CudaBackend::set_gemv): the classic kernel and the word-interleaved kernel with
-// every forced unit width, batch and warp count, and with weights loaded before or after the PDL wait
-// (set_gemv_early), on shapes with several batches per lane and a partial row
-// group.
+// every forced unit width, batch and warp count, with weights loaded before or after the PDL wait
+// (set_gemv_early), the classic kernel with one or two chunks in flight (set_gemv_pipelined), and 4-bit codes
+// at one row on either kernel (set_gemv_wide4_from), on shapes with several batches per lane and a partial
+// row group.
 TEST_F(CudaOps, MatmulGemvVariants) {
   const auto& formats = kFusedGemvFormats;
   const int64_t shapes[][2] = {{37, 9216}, {1030, 2560}, {4100, 512}};
   struct Variant {
     bool classic;
     int batch, warps, words;
-    int early = 0;       // set_gemv_early
-    int wide8_from = 2;  // set_gemv_wide8_from
+    int early = 0;          // set_gemv_early
+    int wide8_from = 2;     // set_gemv_wide8_from
+    bool pipelined = true;  // set_gemv_pipelined
+    int wide4_from = 1;     // set_gemv_wide4_from
   };
-  std::vector<Variant> variants = {{true, 0, 0, 0},       {false, 0, 0, 0},     {true, 0, 0, 0, 1},
-                                   {false, 0, 0, 0, -1},  {false, 2, 0, 2, -1}, {false, 4, 1, 2, 1},
-                                   {true, 0, 1, 0},       {true, 0, 2, 0, 1},   {true, 0, 4, 0, -1},
-                                   {false, 0, 0, 0, 0, 5}};
+  std::vector<Variant> variants = {{true, 0, 0, 0},
+                                   {false, 0, 0, 0},
+                                   {true, 0, 0, 0, 1},
+                                   {false, 0, 0, 0, -1},
+                                   {false, 2, 0, 2, -1},
+                                   {false, 4, 1, 2, 1},
+                                   {true, 0, 1, 0},
+                                   {true, 0, 2, 0, 1},
+                                   {true, 0, 4, 0, -1},
+                                   {false, 0, 0, 0, 0, 5},
+                                   {true, 0, 0, 0, 0, 2, false},
+                                   {true, 0, 2, 0, -1, 2, false},
+                                   {false, 0, 0, 0, 0, 2, true, 2}};
   for (int words : {2, 4})
     for (int batch : {1, 2, 4, 8})
       for (int warps : {1, 2, 4}) variants.push_back({false, batch, warps, words});
@@ -395,12 +407,15 @@ TEST_F(CudaOps, MatmulGemvVariants) {
           gpu_->set_gemv(v.classic, v.batch, v.warps, v.words);
           gpu_->set_gemv_early(v.early);
           gpu_->set_gemv_wide8_from(v.wide8_from);
+          gpu_->set_gemv_pipelined(v.pipelined);
+          gpu_->set_gemv_wide4_from(v.wide4_from);
           gpu_->fill(yg, NAN);
           gpu_->matmul(dev, xg, yg);
           EXPECT_LT(compare(yc, yg), 1e-5)
               << "bits " << f.bits << " group " << f.group << " [" << shape[0] << "x" << shape[1] << "] T "
               << T << " classic " << v.classic << " batch " << v.batch << " warps " << v.warps << " words "
-              << v.words << " early " << v.early << " wide8_from " << v.wide8_from;
+              << v.words << " early " << v.early << " wide8_from " << v.wide8_from << " pipelined "
+              << v.pipelined << " wide4_from " << v.wide4_from;
         }
       }
     }
@@ -408,6 +423,8 @@ TEST_F(CudaOps, MatmulGemvVariants) {
   gpu_->set_gemv(false);
   gpu_->set_gemv_early(0);
   gpu_->set_gemv_wide8_from(2);
+  gpu_->set_gemv_pipelined(true);
+  gpu_->set_gemv_wide4_from(1);
 }
 
 // The MLP's first half, silu(x gate^T) * (x up^T): at one row the paired GEMV (gate and up rows in one

@@ -112,6 +112,12 @@ class CudaBackend final : public Backend {
   // The fewest rows (T) at which 8-bit codes take the interleaved kernel by default: 2 (5 before
   // 2026-11-26, when 8-bit T = 2..4 stayed on the classic kernel). Benchmarks compare.
   void set_gemv_wide8_from(int rows);
+  // The same for 4-bit codes: 1 (2 before 2026-11-27, when a 4-bit matrix at one row took the classic
+  // kernel). Benchmarks compare.
+  void set_gemv_wide4_from(int rows);
+  // Whether the classic GEMV issues a lane's next chunk before this chunk's math (on by default).
+  // Benchmarks and tests compare.
+  void set_gemv_pipelined(bool on);
   // The fewest rows (T) at which 8- and 4-bit codes take the tensor-core kernel (matmul_skinny.cu) instead
   // of the fp32 GEMVs; 0 = never. Benchmarks and tests compare.
   void set_gemv_mma_from(int rows);

@@ -35,7 +35,10 @@ struct GemvOptions {
   // CudaBackend::set_gemv_early.
   int early = 0;
   int wide8_from = 2;  // fewest rows at which 8-bit codes take the interleaved kernel (set_gemv_wide8_from)
-  int mma_from = 0;    // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never
+  int wide4_from = 1;  // the same for 4-bit codes (set_gemv_wide4_from; 2 before 2026-11-27)
+  // The classic kernel issues a lane's next chunk before this chunk's math (set_gemv_pipelined).
+  bool pipelined = true;
+  int mma_from = 0;        // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never
   bool paired_mlp = true;  // T = 1: the MLP's gate, up and silu in one GEMV (CudaBackend::matmul_silu_mul)
   bool grouped = true;  // T = 1: matmul_many's matrices in one GEMV grid (CudaBackend::set_grouped_matmuls)
 };

@@ -61,6 +61,14 @@ void CudaBackend::set_gemv_wide8_from(int rows) {
   ctx_->gemv.wide8_from = rows;
 }
 
+void CudaBackend::set_gemv_wide4_from(int rows) {
+  ctx_->gemv.wide4_from = rows;
+}
+
+void CudaBackend::set_gemv_pipelined(bool on) {
+  ctx_->gemv.pipelined = on;
+}
+
 void CudaBackend::set_gemv_mma_from(int rows) {
   ctx_->gemv.mma_from = rows;
 }

@@ -2,13 +2,14 @@
 // sum; quantized weights are dequantized in registers (w = s q + b), never written out.
 //
 // T <= 8 rows (decode, speculative verify): a fused GEMV reads each weight byte once for all T rows: the
-// word-interleaved kernel of matmul_gemv.cu where it measured faster (4-bit and 8-bit codes
-// at T >= 2), else the classic kernel here (CudaBackend::set_gemv selects either for comparison). Classic: a
-// block of 128 threads owns R = 4 output rows per row group; KW warps of the block split a row group's
-// columns (more warps in flight for short matrices). Each thread streams 16-byte chunks of the R rows
+// word-interleaved kernel of matmul_gemv.cu where it measured faster (4-bit codes alone at every T,
+// 8-bit codes at T >= 2), else the classic kernel here (CudaBackend::set_gemv selects either for comparison).
+// Classic: a block of 128 threads owns R = 4 output rows per row group; KW warps of the block split a row
+// group's columns (more warps in flight for short matrices). Each thread streams 16-byte chunks of the R rows
 // (ld.global.nc, no L1 allocation, so x stays in L1; the first chunk before the PDL wait unless
-// GemvOptions::early < 0), decodes them with the exponent trick (2^23 + q as a float bit pattern, minus 2^23:
-// exact), and accumulates per chunk
+// GemvOptions::early < 0; the next chunk issued before this one's math unless GemvOptions::pipelined is off),
+// decodes them with the exponent trick (2^23 + q as a float bit pattern, minus 2^23: exact), and accumulates
+// per chunk
 //   sum_c (s q_c + b) x_c = s * sum_c q_c x_c + b * sum_c x_c     (a chunk lies in one quantization group)
 // for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
 // (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.
@@ -82,7 +83,7 @@ struct GemvSegments {
 template <int BITS, int T, int KW, bool kPaired = false, bool kGrouped = false>
 __global__ void __launch_bounds__(kThreads)
     gemv_kernel(GemvSegments segments, DType scale_dtype, int64_t cols, int group_size,
-                const float* __restrict__ x, bool early, UpRows up) {
+                const float* __restrict__ x, bool early, bool pipelined, UpRows up) {
   using C = Codec<BITS>;
   constexpr int kPerChunk = 4 * C::kPerWord;
   constexpr bool kQuantized = BITS <= 8;
@@ -120,16 +121,20 @@ __global__ void __launch_bounds__(kThreads)
 
   constexpr int64_t kStride = 32 * KW;
   const int64_t c0 = int64_t{part} * 32 + lane;
-  uint4 q[kRows];
-  const auto load = [&](int64_t c) {
+  uint4 q[kRows], ahead[kRows];
+  const auto load = [&](uint4(&into)[kRows], int64_t c) {
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) q[r] = load_stream(row_ptr[r] + c);
+    for (int r = 0; r < kRows; ++r) into[r] = load_stream(row_ptr[r] + c);
   };
   // Weights never change: with `early` the first chunk streams in while the previous kernel still runs.
-  if (early && c0 < chunks) load(c0);
+  if (early && c0 < chunks) load(q, c0);
   begin_dependent();
+  if (!early && c0 < chunks) load(q, c0);
   for (int64_t c = c0; c < chunks; c += kStride) {
-    if (c != c0 || !early) load(c);
+    // `pipelined`: the next chunk's loads go out before this chunk's math, so a lane keeps two chunks in
+    // flight instead of waiting out a full memory round trip per chunk.
+    const bool next = c + kStride < chunks;
+    if (pipelined && next) load(ahead, c + kStride);
     float dot[T][kRows], xs[T];
 #pragma unroll
     for (int t = 0; t < T; ++t) {
@@ -184,6 +189,12 @@ __global__ void __launch_bounds__(kThreads)
       for (int t = 0; t < T; ++t)
 #pragma unroll
         for (int r = 0; r < kRows; ++r) acc[t][r] += dot[t][r];
+    }
+    if (pipelined) {
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) q[r] = ahead[r];
+    } else if (next) {
+      load(q, c + kStride);
     }
   }
   if constexpr (kPaired) {
@@ -288,7 +299,7 @@ void launch_gemv_kw(std::span<const WeightMatrix* const> ws, const float* x, std
       blocks += static_cast<unsigned>((row_groups + per_block - 1) / per_block);
     }
     launch(kernel, blocks, kThreads, 0, stream, segments, first.scale_dtype, first.cols, first.group_size, x,
-           stream.gemv.early >= 0, up);
+           stream.gemv.early >= 0, stream.gemv.pipelined, up);
   };
   const int forced = stream.gemv.warps;  // CudaBackend::set_gemv(true, 0, warps): benchmarks compare
   if (forced == 4 || (forced == 0 && shape_groups <= 1024))

@@ -9,9 +9,9 @@
 // a row, so a warp's weight load is 128 V contiguous bytes and its x loads are 32 or 64 contiguous bytes
 // per lane. Each lane issues U units of each of its R = 4 rows before using any, the first batch before
 // griddepcontrol.wait (unless GemvOptions::early < 0): weights never change, so they stream in while the
-// previous kernel still runs. Where it serves by default (gemv_wide): 4-bit and 8-bit codes
-// at T >= 2 (at T = 1 the classic kernel measured as fast or faster in a decode step); every variant can
-// be forced for comparison (CudaBackend::set_gemv).
+// previous kernel still runs. Where it serves by default (gemv_wide): 4-bit codes at every T, 8-bit codes
+// at T >= 2 (at T = 1 the classic kernel measured as fast or faster in an 8-bit decode step); every variant
+// can be forced for comparison (CudaBackend::set_gemv).
 //
 // Decoding (exact in fp32, as the classic kernel):
 //   8-bit  byte q -> prmt into 0x4B0000qq = 2^23 + q, minus 2^23 (2 ops per value)
@@ -287,11 +287,12 @@ void launch_bits(const WeightMatrix& w, const float* x, float* y, int64_t T, Que
 bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_t T, Queue queue) {
   if (path != 8 && path != 4) return false;  // BF16 stays on the classic kernel (not measured here)
   const bool forced = queue.gemv.batch != 0 || queue.gemv.words != 0 || queue.gemv.warps != 0;
-  // Measured (bench_cuda, H100 and H200, 2026-11-26; docs/benchmarks.md): at T = 1 single GEMVs of both
-  // widths run 10-30% faster here, yet an AR step ran 1-2% slower than with the classic kernel in every
-  // same-run comparison. So this kernel serves 4-bit codes at T >= 2 and 8-bit codes from
-  // GemvOptions::wide8_from rows (2; 5 before one unit per batch was chosen at T <= 4) unless forced.
-  if (!forced && (T == 1 || (path == 8 && T < queue.gemv.wide8_from))) return false;
+  // Measured (bench_cuda, H100 and H200; docs/benchmarks.md): at T = 1 single GEMVs of both widths run
+  // 10-30% faster here, yet the 8-bit AR step ran 1-2% slower than with the classic kernel in every
+  // same-run comparison (2026-11-26), while the 4-bit step ran 3-8% faster (2026-11-27). So this kernel
+  // serves 4-bit codes from GemvOptions::wide4_from rows (1) and 8-bit codes from wide8_from rows (2; 5
+  // before one unit per batch was chosen at T <= 4) unless forced.
+  if (!forced && T < (path == 8 ? queue.gemv.wide8_from : queue.gemv.wide4_from)) return false;
   const int words = path == 4 ? 1 : words_for<8>(queue.gemv.words) >= 4 ? 4 : 2;
   // Units within one group, a power-of-two number of them per group: the group index is a shift.
   const int unit_cols = 32 / path * words;
