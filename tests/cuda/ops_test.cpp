@@ -477,9 +477,10 @@ TEST_F(CudaOps, MatmulSiluMulPairedAndFallback) {
   EXPECT_LT(compare(yc, yg), 1e-5);
 }
 
-// matmul_many at one row with matrices of one format: one classic-GEMV grid over all of them (grouped),
-// or, switched off, parallel streams. Row counts not a multiple of a block's rows put segment boundaries
-// inside the grid's last blocks of each matrix.
+// matmul_many at one row with matrices of one format: one classic-GEMV grid over all of them (grouped; 4-bit
+// codes only with the classic kernel forced, as alone they take the interleaved one), or, switched off or
+// for 4-bit codes by default, parallel streams. Row counts not a multiple of a block's rows put segment
+// boundaries inside the grid's last blocks of each matrix.
 TEST_F(CudaOps, MatmulManyGroupedOneRow) {
   const int64_t rows[] = {1030, 32, 301, 4};
   for (const Format& f : kFusedGemvFormats) {
