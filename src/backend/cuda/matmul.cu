@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int r = 0; r < kRows; ++r) acc[t][r] += dot[t][r];
     }
-    if (pipelined) {
+    if (next && pipelined) {
 #pragma unroll
       for (int r = 0; r < kRows; ++r) q[r] = ahead[r];
     } else if (next) {
