@@ -41,7 +41,8 @@
 //                 4-bit (trim:N:q4) draft heads;
 //                 the same with the greedy token picked on the GPU, and sampled (t 0.7, top-k 20, top-p 0.95)
 //                 from the downloaded row or from the top-20 picked on the GPU; the greedy step with 4-bit
-//                 codes at one row on the classic GEMV, and with the classic GEMV unpipelined (as before
+//                 codes at one row on the classic GEMV, with the classic GEMV unpipelined, and with the
+//                 step's input copied before the graph instead of in its params kernel (as before
 //                 2026-11-27), and its split (MTP forward, head GEMV, pick). --draft-only 1: the AR step
 //                 and these rows alone.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
@@ -308,11 +309,14 @@ std::vector<std::pair<std::string, double>> bench_drafts(CudaBackend& gpu, Qwen3
     const double greedy_classic4 =
         greedy_as_before([&](bool before) { gpu.set_gemv_wide4_from(before ? 2 : 1); });
     const double greedy_unpipelined = greedy_as_before([&](bool before) { gpu.set_gemv_pipelined(!before); });
+    const double greedy_input_copy =
+        greedy_as_before([&](bool before) { gpu.set_graph_input_in_params(!before); });
     std::printf(
         "draft %s greedy as before: 4-bit codes at one row on the classic GEMV %.3f ms (%.3fx), classic GEMV "
-        "not pipelined %.3f ms (%.3fx); now %.3f ms\n",
+        "not pipelined %.3f ms (%.3fx), the step's input copied before the graph %.3f ms (%.3fx); now %.3f "
+        "ms\n",
         spec.c_str(), greedy_classic4, greedy_classic4 * ar / 1e3, greedy_unpipelined,
-        greedy_unpipelined * ar / 1e3, greedy);
+        greedy_unpipelined * ar / 1e3, greedy_input_copy, greedy_input_copy * ar / 1e3, greedy);
     // A sampled draft (the artifacts' default draft sampler): q from the downloaded row or from the
     // row's top-20 picked on the GPU.
     Sampler draft_sampler({0.7f, 20, 0.95f}, static_cast<int>(head.size()));

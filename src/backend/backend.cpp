@@ -97,7 +97,7 @@ std::unique_ptr<Backend::Graph> Backend::end_capture() {
   fail(str("internal error: the ", name(), " backend has no step graphs"));
 }
 
-void Backend::replay(Graph&, std::span<const int32_t>, int64_t) {
+void Backend::replay(Graph&, std::span<const int32_t>, int64_t, const Tensor*, Tensor*) {
   fail(str("internal error: the ", name(), " backend has no step graphs"));
 }
 

@@ -197,8 +197,11 @@ class Backend {
   virtual bool graphs() const { return false; }
   virtual void begin_capture(std::span<const int32_t> tokens, int64_t base_position);
   virtual std::unique_ptr<Graph> end_capture();
-  // Queues the recorded ops with these ids (the captured count) at this base position.
-  virtual void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position);
+  // Queues the recorded ops with these ids (the captured count) at this base position. With `input`, its
+  // rows are first copied into `graph_input` (a tensor of the same shape that the recorded ops read), in
+  // the launch that sets the ids where the backend can (one queued op fewer than copy_rows before it).
+  virtual void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position,
+                      const Tensor* input, Tensor* graph_input);
 };
 
 // Backend::top_k's contract over rows already on the host ([row_count, cols], row-major): the default

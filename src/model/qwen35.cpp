@@ -57,8 +57,7 @@ Tensor Qwen35Model::graphed(int key, std::span<const int32_t> tokens, int64_t ba
     it = state.graphs->emplace(key, std::move(step)).first;
   }
   StepGraph& step = it->second;
-  if (input != nullptr) backend_.copy_rows(*input, step.input, 0);
-  backend_.replay(*step.graph, tokens, base);
+  backend_.replay(*step.graph, tokens, base, input, input != nullptr ? &step.input : nullptr);
   Tensor out = backend_.alloc(step.output.rows, step.output.cols);
   backend_.copy_rows(step.output, out, 0);
   return out;

@@ -587,7 +587,7 @@ TEST_F(CudaOps, StepGraphReplaysAtNewPositionsAndTokens) {
     for (auto& t : tokens) t = static_cast<int32_t>(rng_() % 300);
     // The same cache contents for both runs.
     const auto k0 = host(*gpu_, cache_k), v0 = host(*gpu_, cache_v);
-    gpu_->replay(*graph, tokens, pos);
+    gpu_->replay(*graph, tokens, pos, nullptr, nullptr);
     const auto replayed = host(*gpu_, graph_out);
     const auto k_after = host(*gpu_, cache_k);
     Tensor k2 = gpu_->upload(k0, cap, kv_heads * D), v2 = gpu_->upload(v0, cap, kv_heads * D);
@@ -595,6 +595,36 @@ TEST_F(CudaOps, StepGraphReplaysAtNewPositionsAndTokens) {
     EXPECT_EQ(rel_error(replayed, direct), 0.0) << "pos " << pos;
     EXPECT_EQ(rel_error(k_after, host(*gpu_, k2)), 0.0) << "pos " << pos;
   }
+}
+
+// A step graph that reads an input tensor (the MTP step's hidden row): replay copies each new input into
+// it, in the kernel that sets the ids or with a copy before it, and the result equals the ops run directly
+// on that input.
+TEST_F(CudaOps, StepGraphReplayCopiesItsInput) {
+  const int64_t rows = 2, width = 2560;
+  auto [gain_host, gain] = random_pair(1, width, 0.5, 1.5);
+  const auto step = [&](const Tensor& x) {
+    Tensor y = gpu_->alloc(rows, width);
+    gpu_->rms_norm(x, gain, 1e-6f, y);
+    return y;
+  };
+  const std::vector<int32_t> tokens = {3};
+  Tensor graph_input = gpu_->alloc(rows, width);
+  gpu_->begin_capture(tokens, 0);
+  const Tensor graph_out = step(graph_input);
+  auto graph = gpu_->end_capture();
+  for (const bool in_params : {true, false}) {
+    gpu_->set_graph_input_in_params(in_params);
+    for (int round = 0; round < 3; ++round) {
+      auto [x_host, x] = random_pair(rows, width, -2, 2);
+      gpu_->replay(*graph, tokens, 0, &x, &graph_input);
+      EXPECT_EQ(rel_error(host(*gpu_, graph_out), host(*gpu_, step(x))), 0.0)
+          << "input in the params kernel " << in_params << " round " << round;
+    }
+  }
+  gpu_->set_graph_input_in_params(true);
+  Tensor wrong = gpu_->alloc(1, width);
+  EXPECT_THROW(gpu_->replay(*graph, tokens, 0, &wrong, &graph_input), Error);
 }
 
 TEST_F(CudaOps, EmbedDenseAndQuantized) {

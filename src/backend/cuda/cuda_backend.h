@@ -150,7 +150,11 @@ class CudaBackend final : public Backend {
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;
-  void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position) override;
+  void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position, const Tensor* input,
+              Tensor* graph_input) override;
+  // Whether replay copies a graph's input rows in the kernel that sets the ids (on by default) or with a
+  // copy_rows before it (as before 2026-11-27). Benchmarks and tests compare.
+  void set_graph_input_in_params(bool on);
 
  private:
   std::unique_ptr<cuda::Context> ctx_;

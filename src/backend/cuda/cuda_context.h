@@ -179,6 +179,7 @@ struct Context {
   // download() through page-locked memory (cuda_backend.cu): the staging buffer, grown on demand, and one
   // event per chunk in flight.
   bool pinned_downloads = true;
+  bool graph_input_in_params = true;  // CudaBackend::set_graph_input_in_params
   PinnedBuffer staging;
   size_t staging_bytes = 0;
   std::array<cudaEvent_t, 8> download_events{};

@@ -2,7 +2,7 @@
 // as one cudaGraphLaunch, so the host no longer queues hundreds of kernels per step. What changes from
 // step to step (token ids, base position) lives in a StepParams block in device memory that the recorded
 // kernels read; replay() rewrites it with one tiny kernel, queued on the same stream just before the graph
-// (no host sync, no allocation).
+// (no host sync, no allocation), which also copies the step's input rows into the graph's input tensor.
 #include <algorithm>
 
 #include "backend/cuda/cuda_backend.h"
@@ -13,9 +13,12 @@ namespace mtplx {
 namespace cuda {
 namespace {
 
-__global__ void set_params_kernel(StepParams* params, StepParams values, int count) {
+// Sets a step graph's ids and base position, and copies n floats of its input (src -> dst) if any.
+__global__ void set_params_kernel(StepParams* params, StepParams values, int count, const float* src,
+                                  float* dst, int64_t n) {
   if (threadIdx.x == 0) params->position = values.position;
   for (int i = threadIdx.x; i < count; i += blockDim.x) params->tokens[i] = values.tokens[i];
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
 }
 
 // cache rows [position, position + rows) = src.
@@ -85,6 +88,10 @@ void CudaBackend::set_gemv_early(int mode) {
   ctx_->gemv.early = mode;
 }
 
+void CudaBackend::set_graph_input_in_params(bool on) {
+  ctx_->graph_input_in_params = on;
+}
+
 void CudaBackend::set_mma_gemm(bool on, int tile_rows) {
   ctx_->mma_gemm = on;
   ctx_->mma_tile_rows = tile_rows == 128 ? 128 : 64;
@@ -139,14 +146,22 @@ std::unique_ptr<Backend::Graph> CudaBackend::end_capture() {
   return graph;
 }
 
-void CudaBackend::replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position) {
+void CudaBackend::replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position,
+                         const Tensor* input, Tensor* graph_input) {
   auto& g = static_cast<cuda::CudaGraph&>(graph);
   if (tokens.size() != g.tokens) fail("internal error: cuda backend: step graph replayed with another width");
+  if (input != nullptr &&
+      (graph_input == nullptr || input->rows != graph_input->rows || input->cols != graph_input->cols))
+    fail("internal error: cuda backend: step graph input of another shape");
+  const bool in_params = input != nullptr && ctx_->graph_input_in_params;
+  if (input != nullptr && !in_params) copy_rows(*input, *graph_input, 0);
   cuda::StepParams values{};
   values.position = base_position;
   std::copy(tokens.begin(), tokens.end(), values.tokens);
-  cuda::set_params_kernel<<<1, 32, 0, ctx_->stream>>>(static_cast<cuda::StepParams*>(g.params.get()), values,
-                                                      static_cast<int>(tokens.size()));
+  cuda::set_params_kernel<<<1, in_params ? 256 : 32, 0, ctx_->stream>>>(
+      static_cast<cuda::StepParams*>(g.params.get()), values, static_cast<int>(tokens.size()),
+      in_params ? input->data : nullptr, in_params ? graph_input->data : nullptr,
+      in_params ? input->numel() : 0);
   cuda::check_launch("set_params");
   MTPLX_CUDA_CHECK(cudaGraphLaunch(g.exec, ctx_->stream));
 }
