@@ -11,9 +11,12 @@ namespace mtplx::cuda {
 
 // y = x W^T for T = 1..8 rows with the word-interleaved kernel, for fused-GEMV path `path` (matmul.cu's
 // fast_path: 8 or 4 for affine codes, 16 for BF16). False when it does not serve this matrix, width or these
-// options (BF16; T = 1, and 8-bit codes below GemvOptions::wide8_from rows, unless forced; other group
-// sizes): the caller then runs the classic kernel.
+// options (BF16; widths gemv_wide_chosen declines; other group sizes): the caller then runs the classic
+// kernel.
 bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_t T, Queue queue);
+// Whether 8- or 4-bit codes (path 8 or 4) at T rows go to the interleaved kernel under these options: a
+// forced variant (GemvOptions batch, words or warps), else from GemvOptions::wide8_from / wide4_from rows.
+bool gemv_wide_chosen(int path, int64_t T, const GemvOptions& options);
 
 // y = x W^T for T = 1..8 rows on tensor cores (matmul_skinny.cu), for 8- and 4-bit codes whose groups are
 // whole 64-column slices (gemv_mma_supported). Used from GemvOptions::mma_from rows on.

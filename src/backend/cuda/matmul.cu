@@ -473,14 +473,14 @@ bool matmul_grouped(std::span<const WeightMatrix* const> ws, const float* x, std
   if (T != 1 || !stream.gemv.grouped || ws.size() < 2 || ws.size() > kMaxGroupedMatmuls ||
       ys.size() != ws.size())
     return false;
-  // Only where each matrix alone would take the classic kernel (gemv_wide: 8-bit codes and BF16 at T = 1
-  // unless a variant is forced) and all share one format and width. 4-bit codes alone take the interleaved
-  // kernel at one row, and as separate GEMVs on parallel streams they measured 0.8-0.9% faster in the q4
-  // AR step than in one grouped classic grid (H100, two runs, 2026-11-27).
+  // Only where each matrix alone would take the classic kernel (gemv_wide_chosen: by default 8-bit codes
+  // and BF16 at T = 1, not 4-bit codes) and all share one format and width. As separate GEMVs on parallel
+  // streams, 4-bit projections measured 0.8-0.9% faster in the q4 AR step than in one grouped classic grid
+  // (H100, two runs, 2026-11-27).
   const GemvOptions& o = stream.gemv;
-  if (!o.classic && (o.batch != 0 || o.words != 0 || o.warps != 0)) return false;
+  if (!o.classic && (o.batch != 0 || o.words != 0 || o.warps != 0)) return false;  // forced: alone, too
   const int path = fast_path(*ws[0]);
-  if (!o.classic && path == 4 && T >= o.wide4_from) return false;
+  if (!o.classic && (path == 8 || path == 4) && gemv_wide_chosen(path, T, o)) return false;
   // One format for all (so fast_path too); none on the tensor-core GEMV (it then takes the first too).
   if (path == 0 || takes_gemv_mma(*ws[0], T, stream) ||
       !std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) { return same_gemv_format(*w, *ws[0]); }))

@@ -284,15 +284,19 @@ void launch_bits(const WeightMatrix& w, const float* x, float* y, int64_t T, Que
 
 }  // namespace
 
-bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_t T, Queue queue) {
-  if (path != 8 && path != 4) return false;  // BF16 stays on the classic kernel (not measured here)
-  const bool forced = queue.gemv.batch != 0 || queue.gemv.words != 0 || queue.gemv.warps != 0;
+bool gemv_wide_chosen(int path, int64_t T, const GemvOptions& options) {
+  if (options.batch != 0 || options.words != 0 || options.warps != 0) return true;  // forced
   // Measured (bench_cuda, H100 and H200; docs/benchmarks.md): at T = 1 single GEMVs of both widths run
   // 10-30% faster here, yet the 8-bit AR step ran 1-2% slower than with the classic kernel in every
   // same-run comparison (2026-11-26), while the 4-bit step ran 3-8% faster (2026-11-27). So this kernel
   // serves 4-bit codes from GemvOptions::wide4_from rows (1) and 8-bit codes from wide8_from rows (2; 5
   // before one unit per batch was chosen at T <= 4) unless forced.
-  if (!forced && T < (path == 8 ? queue.gemv.wide8_from : queue.gemv.wide4_from)) return false;
+  return T >= (path == 8 ? options.wide8_from : options.wide4_from);
+}
+
+bool gemv_wide(const WeightMatrix& w, int path, const float* x, float* y, int64_t T, Queue queue) {
+  if (path != 8 && path != 4) return false;  // BF16 stays on the classic kernel (not measured here)
+  if (!gemv_wide_chosen(path, T, queue.gemv)) return false;
   const int words = path == 4 ? 1 : words_for<8>(queue.gemv.words) >= 4 ? 4 : 2;
   // Units within one group, a power-of-two number of them per group: the group index is a shift.
   const int unit_cols = 32 / path * words;
