@@ -58,15 +58,11 @@ inline uint64_t vector_bytes(const Tensor& t) {
 
 inline uint64_t layer_bytes(const LayerWeights& l) {
   uint64_t b = vector_bytes(l.input_norm) + vector_bytes(l.post_norm);
-  for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) b += m->bytes();
+  for (const WeightMatrix* m : layer_matrices(l)) b += m->bytes();
   if (l.kind == LayerKind::kFullAttention) {
-    const auto& a = l.attn;
-    for (const WeightMatrix* m : {&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj}) b += m->bytes();
-    b += vector_bytes(a.q_norm) + vector_bytes(a.k_norm);
+    b += vector_bytes(l.attn.q_norm) + vector_bytes(l.attn.k_norm);
   } else {
     const auto& g = l.gdn;
-    for (const WeightMatrix* m : {&g.in_proj_qkv, &g.in_proj_z, &g.in_proj_b, &g.in_proj_a, &g.out_proj})
-      b += m->bytes();
     for (const Tensor* t : {&g.conv1d, &g.a_log, &g.dt_bias, &g.norm}) b += vector_bytes(*t);
   }
   return b;

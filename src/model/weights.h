@@ -39,6 +39,15 @@ struct LayerWeights {
   MlpWeights mlp;
 };
 
+// The matrices a layer's forward pass multiplies by: its kind's projections, then the MLP's.
+inline std::vector<const WeightMatrix*> layer_matrices(const LayerWeights& l) {
+  if (l.kind == LayerKind::kFullAttention)
+    return {&l.attn.q_proj,   &l.attn.k_proj, &l.attn.v_proj,  &l.attn.o_proj,
+            &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj};
+  return {&l.gdn.in_proj_qkv, &l.gdn.in_proj_z, &l.gdn.in_proj_b, &l.gdn.in_proj_a,
+          &l.gdn.out_proj,    &l.mlp.gate_proj, &l.mlp.up_proj,   &l.mlp.down_proj};
+}
+
 struct MtpWeights {
   WeightMatrix fc;  // [H, 2H] over [norm(embedding) ; norm(hidden)]
   Tensor pre_fc_norm_embedding, pre_fc_norm_hidden, norm;

@@ -102,18 +102,9 @@ TEST_P(Int8Fixture, DecodeLogitsStayCloseToTransformers) {
 
 // Whether every matrix of a decode step takes the int8 kernels (4/8-bit codes in groups of 64 or 128).
 bool all_int8(const ModelWeights& w) {
-  const auto int8 = cpu::int8_dot_takes;
-  bool all = int8(w.lm_head);
-  for (const LayerWeights& l : w.layers) {
-    for (const WeightMatrix* m : {&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj}) all = all && int8(*m);
-    if (l.kind == LayerKind::kFullAttention)
-      for (const WeightMatrix* m : {&l.attn.q_proj, &l.attn.k_proj, &l.attn.v_proj, &l.attn.o_proj})
-        all = all && int8(*m);
-    else
-      for (const WeightMatrix* m :
-           {&l.gdn.in_proj_qkv, &l.gdn.in_proj_z, &l.gdn.in_proj_b, &l.gdn.in_proj_a, &l.gdn.out_proj})
-        all = all && int8(*m);
-  }
+  bool all = cpu::int8_dot_takes(w.lm_head);
+  for (const LayerWeights& l : w.layers)
+    for (const WeightMatrix* m : layer_matrices(l)) all = all && cpu::int8_dot_takes(*m);
   return all;
 }
 
