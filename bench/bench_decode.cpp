@@ -1,7 +1,7 @@
 // bench_decode: CPU prefill and decode speed of checkpoints, as a markdown table.
 //
 //   bench_decode --model DIR [--model DIR ...] [--threads N] [--prefill 128,512] [--decode 32]
-//                [--repeats 3] [--copy-mib 1024] [--isa avx2,avx512,int8]
+//                [--repeats 3] [--copy-mib 1024] [--isa avx2,avx512,int8] [--split 1]
 //
 // --isa runs every test on each listed matmul path (auto, portable, avx2, avx512, int8 = QuantDot::Int8
 // on AVX-512; any of them with the suffix -noprefetch: no software prefetch), alternating the paths
@@ -22,6 +22,10 @@
 // For prefill the weights are read once per pass, so bytes/token there is that figure / N and the GB/s and
 // %-of-copy columns are left empty: prefill is bound by compute, not by memory.
 //
+// --split 1: after the table, where a decode step's time goes on the first --isa path: the tgM test once
+// more through a second copy of the model built over an OpTimer (each op timed on its own), as ms per
+// token per op kind and their share of the timed loop (pool hand-offs inside an op count as its time).
+//
 // GB/s = bytes/token x t/s. Copy bandwidth is measured in the same run with the same thread count before
 // every repeat round of the decode test: a multi-threaded memcpy of --copy-mib MiB (larger than every
 // cache, best of 5 passes), counted as bytes read + bytes written; the table gives the mean.
@@ -29,6 +33,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <sstream>
 #include <string>
@@ -41,6 +46,7 @@
 #include "bench_common.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
+#include "op_timer.h"
 
 namespace mtplx {
 namespace {
@@ -55,6 +61,7 @@ struct Args {
   int repeats = 3;
   int copy_mib = 1024;
   std::vector<cpu::MatmulOptions> isas = {cpu::MatmulOptions{}};
+  bool split = false;
 };
 
 Args parse_args(int argc, char** argv) {
@@ -90,9 +97,11 @@ Args parse_args(int argc, char** argv) {
         a.isas.push_back(*path);
       }
       require(!a.isas.empty(), "--isa needs at least one path");
+    } else if (key == "--split") {
+      a.split = value != "0";
     } else {
       fail(str("unknown option ", key), "",
-           "options: --model --threads --prefill --decode --repeats --copy-mib --isa");
+           "options: --model --threads --prefill --decode --repeats --copy-mib --isa --split");
     }
   }
   require(!a.models.empty(), "no --model given", "", "pass --model DIR (repeatable)");
@@ -145,13 +154,16 @@ double time_prefill(Qwen35Model& model, int n) {
   return static_cast<double>(n) / clock.seconds();
 }
 
-double time_decode(Qwen35Model& model, int steps) {
+// `at_start` runs after the untimed prompt, just before the clock starts.
+double time_decode(
+    Qwen35Model& model, int steps, const std::function<void()>& at_start = [] {}) {
   constexpr int kPrompt = 16;
   ModelState state = model.new_state(kPrompt + steps + 1);
   const auto tokens = prompt(kPrompt, model.config().vocab_size);
   std::vector<float> host(static_cast<size_t>(model.config().vocab_size));
   Tensor logits = model.logits(model.forward(tokens, state).row_view(kPrompt - 1, 1));
   model.backend().download(logits, host);
+  at_start();
   Stopwatch clock;
   for (int i = 0; i < steps; ++i) {
     const int32_t next = argmax(host);
@@ -159,6 +171,30 @@ double time_decode(Qwen35Model& model, int steps) {
     model.backend().download(logits, host);
   }
   return static_cast<double>(steps) / clock.seconds();
+}
+
+// The tgM test through an OpTimer (see --split): ms per token per op kind, largest first.
+void print_split(const Checkpoint& ckpt, const Args& args, CpuBackend& backend) {
+  backend.set_matmul_options(args.isas.front());
+  OpTimer timer(backend, [] {});
+  Qwen35Model timed(ckpt, timer);
+  time_decode(timed, args.decode);  // warm-up
+  const double tps = time_decode(timed, args.decode, [&] { timer.clear(); });
+  std::vector<std::pair<double, std::string>> ops;
+  double in_ops = 0;
+  for (const auto& [name, seconds] : timer.seconds()) {
+    ops.push_back({seconds, name});
+    in_ops += seconds;
+  }
+  std::sort(ops.rbegin(), ops.rend());
+  const double step_ms = 1e3 / tps, per_token = 1e3 / args.decode;
+  std::printf(
+      "\ntg%d split (%s, ops timed one by one; %.2f ms a token, %.2f ms of it outside ops):", args.decode,
+      cpu::matmul_path_name(args.isas.front()).c_str(), step_ms, step_ms - in_ops * per_token);
+  for (const auto& [seconds, name] : ops)
+    std::printf(" %s %.3f ms (%.0f%%)", name.c_str(), seconds * per_token,
+                100 * seconds * per_token / step_ms);
+  std::printf("\n\n");
 }
 
 struct Row {
@@ -225,6 +261,7 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend) 
                copy.mean / 1e9, copy.sd / 1e9);
   for (size_t k = 0; k < s.size(); ++k)
     print_row(prefix(args.isas[k]), {str("tg", args.decode), s[k], per_token, true}, copy.mean);
+  if (args.split) print_split(ckpt, args, backend);
 }
 
 int run(int argc, char** argv) {
