@@ -1,6 +1,7 @@
 #include "backend/cpu/cpu_backend.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
@@ -16,16 +17,46 @@ void expect(bool ok, const char* what) {
   if (!ok) fail(str("internal error: cpu backend: ", what));
 }
 
-float silu(float x) {
-  return x / (1.0f + std::exp(-x));
-}
-float sigmoid(float x) {
-  return 1.0f / (1.0f + std::exp(-x));
-}
-
 // torch.nn.functional.softplus with its default threshold of 20.
 float softplus(float x) {
   return x > 20.0f ? x : std::log1p(std::exp(x));
+}
+
+// The elementwise loops of the ops below as functions with wide-vector clones (see vector_loops.h).
+MTPLX_VECTOR_CLONES void silu_mul_span(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = cpu::silu_lanes(gate[i]) * up[i];
+}
+
+MTPLX_VECTOR_CLONES void sigmoid_mul_span(float* x, const float* gate, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= cpu::sigmoid_lanes(gate[i]);
+}
+
+// o = gain * (x * inv) * silu(z) over one group.
+MTPLX_VECTOR_CLONES void gated_scale(const float* gain, const float* x, float inv, const float* z, float* o,
+                                     int64_t n) {
+  for (int64_t i = 0; i < n; ++i) o[i] = gain[i] * (x[i] * inv) * cpu::silu_lanes(z[i]);
+}
+
+// One output row of the causal conv over channels [c0, c1): out[c] = silu(sum_j w[c, j] * in[j][c]), the
+// taps added in order j = 0..K-1 as the reference does.
+template <int K>
+MTPLX_VECTOR_CLONES void conv_row(const float* const* in, const float* w, int64_t c0, int64_t c1,
+                                  float* out) {
+  for (int64_t c = c0; c < c1; ++c) {
+    float sum = 0;
+#pragma GCC unroll 8
+    for (int j = 0; j < K; ++j) sum += w[c * K + j] * in[j][c];
+    out[c] = cpu::silu_lanes(sum);
+  }
+}
+
+// Any other kernel width: the taps in the same order, one pass over the channels per tap.
+MTPLX_VECTOR_CLONES void conv_row_any(const float* const* in, const float* w, int64_t K, int64_t c0,
+                                      int64_t c1, float* out) {
+  for (int64_t c = c0; c < c1; ++c) out[c] = 0;
+  for (int64_t j = 0; j < K; ++j)
+    for (int64_t c = c0; c < c1; ++c) out[c] += w[c * K + j] * in[j][c];
+  for (int64_t c = c0; c < c1; ++c) out[c] = cpu::silu_lanes(out[c]);
 }
 
 // Rows are independent: split the rows over the pool when there is enough work.
@@ -149,7 +180,7 @@ void CpuBackend::silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) {
   expect(gate.numel() == up.numel() && gate.numel() == out.numel(), "silu_mul shape");
   // Split over elements, not rows: decode has one row of 3-20k values, each with an exp.
   auto span = [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) out.data[i] = silu(gate.data[i]) * up.data[i];
+    silu_mul_span(gate.data + begin, up.data + begin, out.data + begin, end - begin);
   };
   if (gate.numel() < 2048)
     span(0, gate.numel());
@@ -228,7 +259,7 @@ void CpuBackend::attention(const AttentionArgs& args) {
 
 void CpuBackend::sigmoid_mul(Tensor& x, const Tensor& gate) {
   expect(x.numel() == gate.numel(), "sigmoid_mul shape");
-  for (int64_t i = 0; i < x.numel(); ++i) x.data[i] *= sigmoid(gate.data[i]);
+  sigmoid_mul_span(x.data, gate.data, x.numel());
 }
 
 void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
@@ -239,18 +270,19 @@ void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& stat
   expect(row_states == nullptr || (row_states->rows == T && row_states->cols == (K - 1) * C),
          "conv1d row_states");
   // Row r of the extended input [state ; x]; rows < K-1 come from the state.
-  auto input = [&](int64_t r, int64_t c) {
-    return r < K - 1 ? state.data[r * C + c] : x.data[(r - (K - 1)) * C + c];
-  };
+  auto input = [&](int64_t r) { return r < K - 1 ? state.data + r * C : x.data + (r - (K - 1)) * C; };
   // Split over channels, not rows: decode has one row, and its 6k-8k channels are worth two threads.
   auto channels = [&](int64_t c0, int64_t c1) {
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t c = c0; c < c1; ++c) {
-        float sum = 0;
-        for (int64_t j = 0; j < K; ++j) sum += weight.data[c * K + j] * input(t + j, c);
-        out.data[t * C + c] = silu(sum);
-      }
+    std::array<const float*, 8> in{};
+    for (int64_t t = 0; t < T; ++t) {
+      for (int64_t j = 0; j < K; ++j) in[j] = input(t + j);
+      if (K == 4)
+        conv_row<4>(in.data(), weight.data, c0, c1, out.data + t * C);
+      else
+        conv_row_any(in.data(), weight.data, K, c0, c1, out.data + t * C);
+    }
   };
+  require(K >= 1 && K <= 8, str("conv1d kernel width ", K, " is not supported (1..8)"), "cpu backend");
   if (T * C * K < (1 << 14))
     channels(0, C);
   else
@@ -258,12 +290,11 @@ void CpuBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& stat
   if (row_states != nullptr) {
     for (int64_t t = 0; t < T; ++t)
       for (int64_t j = 0; j < K - 1; ++j)
-        for (int64_t c = 0; c < C; ++c) row_states->data[(t * (K - 1) + j) * C + c] = input(t + 1 + j, c);
+        std::memcpy(row_states->data + (t * (K - 1) + j) * C, input(t + 1 + j), sizeof(float) * C);
   }
-  std::vector<float> next(static_cast<size_t>((K - 1) * C));
-  for (int64_t j = 0; j < K - 1; ++j)
-    for (int64_t c = 0; c < C; ++c) next[j * C + c] = input(T + j, c);
-  std::copy(next.begin(), next.end(), state.data);
+  // The state becomes the last K - 1 rows of [state ; x]. In place, rows ascending: new row j comes from
+  // row T + j > j of the extended input, which a lower row's write has not touched yet.
+  for (int64_t j = 0; j < K - 1; ++j) std::memmove(state.data + j * C, input(T + j), sizeof(float) * C);
 }
 
 void CpuBackend::gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log, const Tensor& dt_bias,
@@ -276,7 +307,7 @@ void CpuBackend::gdn_gates(const Tensor& a, const Tensor& b, const Tensor& a_log
     for (int64_t h = 0; h < H; ++h) {
       const int64_t i = t * H + h;
       g.data[i] = -std::exp(a_log.data[h]) * softplus(a.data[i] + dt_bias.data[h]);
-      beta.data[i] = sigmoid(b.data[i]);
+      beta.data[i] = cpu::sigmoid_lanes(b.data[i]);
     }
   }
 }
@@ -304,7 +335,7 @@ void CpuBackend::gated_rms_norm(const Tensor& x, const Tensor& z, const Tensor& 
     double sum = 0;
     for (int64_t i = 0; i < group; ++i) sum += double(in[i]) * in[i];
     const float inv = 1.0f / std::sqrt(static_cast<float>(sum / group) + eps);
-    for (int64_t i = 0; i < group; ++i) o[i] = gain.data[i] * (in[i] * inv) * silu(gate[i]);
+    gated_scale(gain.data, in, inv, gate, o, group);
   });
 }
 
