@@ -218,6 +218,9 @@ void print_row(const std::string& prefix, const Row& r, double copy_bw) {
 
 void bench_model(const std::string& dir, const Args& args, CpuBackend& backend) {
   const Checkpoint ckpt = open_checkpoint(dir);
+  // The int8 paths need the weights' int8 tiles, which the backend builds while loading with Int8 set.
+  for (const cpu::MatmulOptions& isa : args.isas)
+    if (isa.dot == cpu::QuantDot::Int8) backend.set_matmul_options(isa);
   Qwen35Model model(ckpt, backend);
   const ModelWeights& w = model.weights();
   const std::string layout = str(layout_name(ckpt.layout), " ", format_of(w.layers.front().mlp.gate_proj));

@@ -179,6 +179,14 @@ int main(int argc, char** argv) {
       const size_t copies = std::max<size_t>(1, ((size_t{1} << 29) + one - 1) / one);
       std::vector<Storage> weights;
       for (size_t i = 0; i < copies; ++i) weights.push_back(make_weight(dtype, shape.rows, shape.cols, rng));
+      // The int8 paths read their own tiled copy of each (cpu::with_int8_tiles), as a model loaded with
+      // --cpu-matmul int8 does; the exact paths read the matrix as stored.
+      const bool any_int8 = std::any_of(isas.begin(), isas.end(), [](const mtplx::cpu::MatmulOptions& o) {
+        return o.dot == mtplx::cpu::QuantDot::Int8;
+      });
+      if (any_int8)
+        for (Storage& s : weights)
+          if (mtplx::cpu::int8_dot_format(s.w)) s.w = mtplx::cpu::with_int8_tiles(s.w, pool);
       for (int64_t T : {1, 4, 512}) {
         if (T == 512 && shape.rows > 100000 && !lm_head_prefill) continue;
         std::uniform_real_distribution<float> dist(-1.0f, 1.0f);

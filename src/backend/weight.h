@@ -1,6 +1,7 @@
 // A weight matrix as the backends consume it: a logical [rows = out_features, cols = in_features] matrix,
 // either dense (F32/F16/BF16) or MLX affine-quantized. Non-owning: the bytes live in the mmapped
-// checkpoint (CPU) or in device memory (CUDA).
+// checkpoint (CPU) or in device memory (CUDA); only a backend's own repacked copy (`tiles`) is shared
+// ownership.
 //
 // Affine quantization (MLX "affine" mode): w[r, c] = scales[r, c / G] * q[r, c] + biases[r, c / G], with q an
 // unsigned `bits`-bit code. Each row is a little-endian bit stream of `cols * bits` bits stored in uint32
@@ -10,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "base/dtype.h"
 
@@ -25,6 +27,9 @@ struct WeightMatrix {
   DType scale_dtype = DType::BF16;
   const void* scales = nullptr;
   const void* biases = nullptr;
+  // The CPU backend's QuantDot::Int8 copy of the codes, scales and biases, regrouped 16 rows to a tile
+  // (cpu::with_int8_tiles); null elsewhere. The fields above keep describing the matrix as stored.
+  std::shared_ptr<const std::byte> tiles;
 
   bool quantized() const { return bits > 0; }
   // uint32 words per row of packed codes.

@@ -119,7 +119,8 @@ void DraftHead::make_quantized(const WeightMatrix& source) {
                        spec_.group_size,
                        DType::BF16,
                        quantized_.scales.data(),
-                       quantized_.biases.data()};
+                       quantized_.biases.data(),
+                       {}};
 }
 
 // Copies the chosen rows (ascending ids) in the head's own storage format.

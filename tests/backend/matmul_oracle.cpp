@@ -4,6 +4,9 @@
 #include <cstring>
 #include <random>
 
+#include "backend/cpu/matmul.h"
+#include "base/thread_pool.h"
+
 namespace mtplx::cpu::matmul_oracle {
 namespace {
 
@@ -31,6 +34,12 @@ void store(std::vector<uint8_t>& out, DType type, double value) {
 }
 
 }  // namespace
+
+void attach_int8_tiles(TestMatrix& m) {
+  m.w.tiles = nullptr;
+  ThreadPool pool(2);
+  if (int8_dot_format(m.w)) m.w = with_int8_tiles(m.w, pool);
+}
 
 TestMatrix make_matrix(const Format& f, int64_t rows, int64_t cols, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -87,6 +96,7 @@ TestMatrix make_matrix(const Format& f, int64_t rows, int64_t cols, uint64_t see
   m.w.data = m.words.data();
   m.w.scales = m.scales.data();
   m.w.biases = m.biases.data();
+  attach_int8_tiles(m);
   return m;
 }
 

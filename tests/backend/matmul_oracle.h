@@ -32,7 +32,12 @@ struct TestMatrix {
   WeightMatrix w;
 };
 
+// (With the int8 tiles when the QuantDot::Int8 kernels take the format; see attach_int8_tiles.)
 TestMatrix make_matrix(const Format& f, int64_t rows, int64_t cols, uint64_t seed);
+
+// Gives m.w the copy the QuantDot::Int8 kernels read (cpu::with_int8_tiles) when they take its format;
+// other formats are left as they are. Call it again after changing the stored codes.
+void attach_int8_tiles(TestMatrix& m);
 
 // [T, cols] uniform in [-1, 1).
 std::vector<float> random_x(int64_t T, int64_t cols, uint64_t seed);

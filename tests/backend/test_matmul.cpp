@@ -255,7 +255,7 @@ TEST(Matmul, RejectsUnsupportedWeights) {
   std::vector<uint32_t> words(64, 0x12345678u);
   std::vector<uint16_t> params(8, 0x3f80);
   std::vector<float> x(64, 1.0f), y(2);
-  WeightMatrix w{2, 64, DType::U32, words.data(), 4, 64, DType::BF16, params.data(), params.data()};
+  WeightMatrix w{2, 64, DType::U32, words.data(), 4, 64, DType::BF16, params.data(), params.data(), {}};
   matmul(w, x.data(), y.data(), 1, pool);  // the valid baseline
   WeightMatrix bad = w;
   bad.group_size = 48;

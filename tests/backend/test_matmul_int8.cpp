@@ -198,6 +198,7 @@ TEST_F(Int8Matmul, ComparisonDetectsOneWrongCode) {
     const auto ref = int8_reference(m, x, 1);
     const int64_t c = 77, bit = c * f.bits + f.bits - 1;  // flip the top bit of code 77 in row 2
     m.words[2 * (cols * f.bits / 32) + bit / 32] ^= 1u << (bit % 32);
+    attach_int8_tiles(m);  // the int8 kernels read their own copy of the codes
     std::vector<float> y(rows);
     matmul(m.w, x.data(), y.data(), 1, pool, kInt8);
     EXPECT_GT(relative_error(y, ref.y), 10 * kDefinitionTolerance) << f.name;

@@ -86,6 +86,13 @@ void CpuBackend::set_matmul_options(const cpu::MatmulOptions& options) {
   matmul_ = options;
 }
 
+WeightMatrix CpuBackend::prepare_weight(const WeightMatrix& host) {
+  if (matmul_.dot == cpu::QuantDot::Int8 && cpu::int8_dot_supported() && cpu::int8_dot_format(host) &&
+      host.tiles == nullptr)
+    return cpu::with_int8_tiles(host, pool_);
+  return host;
+}
+
 Tensor CpuBackend::alloc(int64_t rows, int64_t cols) {
   expect(rows >= 0 && cols >= 0, "negative tensor size");
   const size_t count = static_cast<size_t>(std::max<int64_t>(1, rows * cols));

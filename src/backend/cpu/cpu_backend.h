@@ -18,7 +18,8 @@ class CpuBackend final : public Backend {
   // Instruction-set path of the matrix kernels (Auto: the widest this CPU runs); benchmarks compare paths.
   // Throws mtplx::Error when `isa` is not available here.
   void set_matmul_isa(cpu::Isa isa);
-  // How decode and verify multiply 4/8-bit weights (cpu::QuantDot; Exact unless set).
+  // How decode and verify multiply 4/8-bit weights (cpu::QuantDot; Exact unless set). Int8 needs the
+  // weights' int8 tiles, which prepare_weight builds while Int8 is set: set it before loading a model.
   void set_quant_dot(cpu::QuantDot dot) { matmul_.dot = dot; }
   // Both at once (a path from cpu::parse_matmul_path); throws like set_matmul_isa.
   void set_matmul_options(const cpu::MatmulOptions& options);
@@ -33,7 +34,9 @@ class CpuBackend final : public Backend {
   void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) override;
   void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
                     int64_t dst_stride, int64_t width, int64_t count) override;
-  WeightMatrix prepare_weight(const WeightMatrix& host) override { return host; }
+  // The mmapped weight as it is; with QuantDot::Int8 on a CPU that runs it, 4/8-bit matrices also get their
+  // int8 tiles (cpu::with_int8_tiles: a second copy of those weights in memory).
+  WeightMatrix prepare_weight(const WeightMatrix& host) override;
 
   void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) override;
   void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) override;

@@ -111,7 +111,8 @@ RowJob prepare_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, 
     const int64_t groups = w.cols / w.group_size;
     job.xsum.resize(static_cast<size_t>(T * groups));
     if (int8) {  // the rounded x, its scales and its sums
-      detail::int8_x_layout(w, args.xi_stride, args.xi_blocks);
+      args.xi_stride = w.cols;
+      args.xi_blocks = w.cols / 64;
       job.xi.resize(static_cast<size_t>(T * args.xi_stride));
       job.xi_scale.resize(static_cast<size_t>(T * args.xi_blocks));
       detail::quantize_x_int8(w, x, T, job.xi.data(), job.xi_scale.data(), job.xsum.data());
@@ -170,10 +171,15 @@ RowJob share_rows(const RowJob& prepared, const WeightMatrix& w, float* y) {
   return job;
 }
 
-// Rows [r0, r1) of the job's weight. `scratch` holds at least w.cols floats.
+// The units the pool splits a job into: tiles of rows for the int8 kernels, rows otherwise.
+int64_t units(const RowJob& job) {
+  return job.int8 ? detail::int8_tile_layout(*job.w).tiles : job.w->rows;
+}
+
+// Units [r0, r1) of the job's weight. `scratch` holds at least w.cols floats.
 void run_rows(const RowJob& job, int64_t r0, int64_t r1, std::span<float> scratch) {
   if (job.int8)
-    detail::rows_int8(*job.w, job.args, r0, r1, scratch);
+    detail::tiles_int8(*job.w, job.args, r0, r1);
   else if (job.isa == Isa::Avx512)
     detail::rows_avx512(*job.w, job.args, r0, r1, scratch);
   else if (job.isa == Isa::Avx2)
@@ -182,29 +188,32 @@ void run_rows(const RowJob& job, int64_t r0, int64_t r1, std::span<float> scratc
     detail::rows_portable(*job.w, job.args, r0, r1, scratch);
 }
 
-// All rows of several jobs as one loop over the pool (one wake-up and one tail for all of them): rows are
-// numbered through the jobs in order and each chunk is cut at job boundaries.
+// All units of several jobs as one loop over the pool (one wake-up and one tail for all of them): units
+// are numbered through the jobs in order and each chunk is cut at job boundaries.
 void run_jobs(std::span<const RowJob> jobs, ThreadPool& pool) {
-  int64_t rows = 0, cols = 0;
+  int64_t total = 0, cols = 0;
   size_t bytes = 0;
+  bool tiled = false;
   for (const RowJob& job : jobs) {
-    rows += job.w->rows;
+    total += units(job);
     cols = std::max(cols, job.w->cols);
     bytes += job.w->bytes();
+    tiled = tiled || job.int8;
   }
   auto body = [&](int64_t begin, int64_t end) {
     std::vector<float> scratch(static_cast<size_t>(cols));  // per chunk, never per row
-    int64_t first = 0;                                      // global index of the job's row 0
+    int64_t first = 0;                                      // global index of the job's unit 0
     for (const RowJob& job : jobs) {
-      const int64_t r0 = std::max(begin, first) - first, r1 = std::min(end, first + job.w->rows) - first;
+      const int64_t n = units(job);
+      const int64_t r0 = std::max(begin, first) - first, r1 = std::min(end, first + n) - first;
       if (r0 < r1) run_rows(job, r0, r1, scratch);
-      first += job.w->rows;
+      first += n;
     }
   };
   if (bytes < kParallelBytes || pool.size() == 1)
-    body(0, rows);
+    body(0, total);
   else
-    pool.parallel_for(rows, body, 8);
+    pool.parallel_for(total, body, tiled ? 1 : 8);  // a tile is 16 rows
 }
 
 // Matrix-matrix path (prefill). Each thread owns a range of output rows. For a block of kRowBlock rows and
@@ -315,7 +324,11 @@ bool int8_dot_supported() {
 }
 
 bool int8_dot_takes(const WeightMatrix& w) {
-  return detail::int8_format(w);
+  return int8_dot_format(w) && w.tiles != nullptr;
+}
+
+bool int8_dot_format(const WeightMatrix& w) {
+  return detail::int8_format(w) && w.data != nullptr && w.scales != nullptr && w.biases != nullptr;
 }
 
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPool& pool,

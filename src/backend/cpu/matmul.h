@@ -36,15 +36,23 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPo
 //  Int8:  each activation row is rounded to int8 per 64 columns (x^ = d * round(x / d), d = max|x| / 127)
 //         and multiplied with the codes in integer dot products (AVX-512 VNNI), as llama.cpp does for its
 //         quantized types: y = W x^ exactly, i.e. |y - W x| <= sum_c |w_c| d / 2; 2-3x fewer instructions
-//         per weight, ~0.1-0.5% relative error per product. It applies to 4- and
-//         8-bit codes with group size 64 or 128 on CPUs with AVX-512 VNNI (int8_dot_supported()); other
-//         matrices, other CPUs and the prefill path (T > kMaxRowKernelT) stay exact.
+//         per weight, ~0.1-0.5% relative error per product. It applies to 4- and 8-bit codes with group
+//         size 64 or 128 that carry their int8 tiles (with_int8_tiles) on CPUs with AVX-512 VNNI
+//         (int8_dot_supported()); other matrices, other CPUs and the prefill path (T > kMaxRowKernelT)
+//         stay exact.
 enum class QuantDot { Exact, Int8 };
 
 // Whether this CPU runs the QuantDot::Int8 kernels.
 bool int8_dot_supported();
-// Whether the QuantDot::Int8 kernels take this matrix (its format; the CPU aside).
+// Whether the QuantDot::Int8 kernels take this matrix (its format and its tiles; the CPU aside), and
+// whether they can once it has its tiles (4/8-bit codes in groups of 64 or 128, with data).
 bool int8_dot_takes(const WeightMatrix& w);
+bool int8_dot_format(const WeightMatrix& w);
+
+// `w` with the copy the QuantDot::Int8 kernels read (WeightMatrix::tiles): its codes, scales and biases
+// regrouped 16 rows to a tile, built over the pool. As much memory again as the matrix's bytes(). Throws
+// mtplx::Error for a format the kernels do not take (int8_dot_takes of the result is true).
+WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool);
 
 struct MatmulOptions {
   Isa isa = Isa::Auto;

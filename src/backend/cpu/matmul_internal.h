@@ -17,8 +17,8 @@ struct RowArgs {
   const float* x = nullptr;     // [T, cols] as given
   const float* xq = nullptr;    // [T, cols] in the kernel's XOrder (x itself when natural)
   const float* xsum = nullptr;  // [T, cols / group_size]: sum of x over each group (int8: of the rounded x)
-  // QuantDot::Int8 only: x rounded to int8 (quantize_x_int8), x_stride bytes per activation row, and the
-  // scale of every 64-column block ([T, x_blocks]).
+  // QuantDot::Int8 only: x rounded to int8 (quantize_x_int8), xi_stride bytes per activation row, and the
+  // scale of every 64-column block ([T, xi_blocks]).
   const int8_t* xi = nullptr;
   const float* xi_scale = nullptr;
   int64_t xi_stride = 0, xi_blocks = 0;
@@ -126,15 +126,22 @@ void rows_portable(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t 
 void rows_avx2(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
 void rows_avx512(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
 
-// QuantDot::Int8 (matmul_int8.cpp). int8_format: whether the kernels take this matrix. int8_x_layout:
-// bytes per activation row and 64-column blocks (padded to whole 128-column pairs). quantize_x_int8 fills
-// xi [T, stride], xi_scale [T, blocks] and group_sum [T, cols / group_size] (sums of the rounded x, for
-// RowArgs::xsum); rows_int8 is the row kernel (AVX-512 VNNI).
+// QuantDot::Int8 (matmul_int8.cpp). int8_format: whether the kernels take this matrix. quantize_x_int8
+// fills xi [T, cols] (int8 in the order of the B-bit words), xi_scale [T, cols / 64] and group_sum
+// [T, cols / group_size] (sums of the rounded x, for RowArgs::xsum); tiles_int8 is the kernel (AVX-512
+// VNNI) over tiles [tile0, tile1) of w.tiles (cpu::with_int8_tiles), each kInt8TileRows output rows.
+inline constexpr int64_t kInt8TileRows = 16;
+struct Int8TileLayout {
+  int64_t words = 0, groups = 0;      // per row
+  int64_t param_bytes = 0;            // 2 (BF16 scales and biases) or 4 (F32)
+  int64_t code_bytes = 0, bytes = 0;  // per tile: its codes, and all of it
+  int64_t tiles = 0;
+};
 bool int8_format(const WeightMatrix& w);
-void int8_x_layout(const WeightMatrix& w, int64_t& stride, int64_t& blocks);
+Int8TileLayout int8_tile_layout(const WeightMatrix& w);
 void quantize_x_int8(const WeightMatrix& w, const float* x, int64_t T, int8_t* xi, float* xi_scale,
                      float* group_sum);
-void rows_int8(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
+void tiles_int8(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1);
 
 // The x order rows_avx2 / rows_avx512 read for this matrix (validated by the driver).
 XOrder x_order_avx2(const WeightMatrix& w);
