@@ -41,6 +41,7 @@ class OpTimer final : public Backend {
           [&] { inner_.copy_columns(src, src_col, src_stride, dst, dst_col, dst_stride, width, count); });
   }
   WeightMatrix prepare_weight(const WeightMatrix& host) override { return inner_.prepare_weight(host); }
+  WeightMatrix prepare_table(const WeightMatrix& host) override { return inner_.prepare_table(host); }
   void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) override {
     timed("embed", [&] { inner_.embed(table, tokens, out); });
   }

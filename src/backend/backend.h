@@ -108,6 +108,9 @@ class Backend {
                             int64_t dst_col, int64_t dst_stride, int64_t width, int64_t count) = 0;
   // A weight in this backend's memory (CPU: the same mmapped bytes; CUDA: an uploaded copy).
   virtual WeightMatrix prepare_weight(const WeightMatrix& host) = 0;
+  // A table only read row by row (embed(), never matmul): by default the same as prepare_weight; a backend
+  // may skip what only products need (the CPU's int8 tiles).
+  virtual WeightMatrix prepare_table(const WeightMatrix& host) { return prepare_weight(host); }
 
   // --- dense ops
   virtual void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) = 0;

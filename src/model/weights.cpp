@@ -283,12 +283,14 @@ ModelWeights load_weights(const Checkpoint& ckpt, const ModelConfig& config, Bac
   const bool shift_trunk = !names.trunk_norms_shifted;
   const WeightMatrix embed_host =
       load.host_matrix(names.trunk + "embed_tokens", config.vocab_size, config.hidden_size);
-  out.embed = backend.prepare_weight(embed_host);
-  // Tie rule: a checkpoint without an LM-head tensor uses the embedding, whatever the config says.
+  // Tie rule: a checkpoint without an LM-head tensor uses the embedding, whatever the config says. Untied,
+  // the embedding is only looked up (prepare_table).
   if (ckpt.tensors.contains(names.lm_head + ".weight")) {
+    out.embed = backend.prepare_table(embed_host);
     out.lm_head_host = load.host_matrix(names.lm_head, config.vocab_size, config.hidden_size);
     out.lm_head = backend.prepare_weight(out.lm_head_host);
   } else {
+    out.embed = backend.prepare_weight(embed_host);
     out.lm_head_host = embed_host;
     out.lm_head = out.embed;
   }

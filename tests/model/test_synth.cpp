@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/matmul.h"
 #include "base/error.h"
 #include "io/checkpoint.h"
 #include "model/qwen35.h"
@@ -381,4 +382,27 @@ TEST(Synth, CommandLine) {
 }
 
 }  // namespace
+// With QuantDot::Int8 set before loading, every matrix a product reads carries its int8 tiles (the
+// kernels take nothing else), an untied embedding, only looked up, carries none (a second copy of it would
+// be memory for nothing), and a tied one shares the LM head's.
+TEST(SynthInt8, ProductMatricesGetTilesAndALookupTableDoesNot) {
+  if (!cpu::int8_dot_supported()) GTEST_SKIP() << "this CPU lacks AVX-512 VNNI / GFNI";
+  TempDir tmp;
+  for (const std::string preset : {"tiny", "tiny-untied"}) {
+    const fs::path dir = synth(tmp / preset, preset, SynthLayout::kMlxQ4);
+    CpuBackend cpu(2);
+    cpu.set_quant_dot(cpu::QuantDot::Int8);
+    const Checkpoint ckpt = open_checkpoint(dir);
+    const Qwen35Model model(ckpt, cpu);
+    const ModelWeights& w = model.weights();
+    EXPECT_TRUE(cpu::int8_dot_takes(w.lm_head)) << preset;
+    for (const LayerWeights& l : w.layers)
+      for (const WeightMatrix* m : layer_matrices(l)) EXPECT_TRUE(cpu::int8_dot_takes(*m)) << preset;
+    if (preset == "tiny")
+      EXPECT_EQ(w.embed.tiles, w.lm_head.tiles);
+    else
+      EXPECT_EQ(w.embed.tiles, nullptr);
+  }
+}
+
 }  // namespace mtplx

@@ -37,6 +37,7 @@ class CpuBackend final : public Backend {
   // The mmapped weight as it is; with QuantDot::Int8 on a CPU that runs it, 4/8-bit matrices also get their
   // int8 tiles (cpu::with_int8_tiles: a second copy of those weights in memory).
   WeightMatrix prepare_weight(const WeightMatrix& host) override;
+  WeightMatrix prepare_table(const WeightMatrix& host) override { return host; }
 
   void embed(const WeightMatrix& table, std::span<const int32_t> tokens, Tensor& out) override;
   void matmul(const WeightMatrix& w, const Tensor& x, Tensor& y) override;
