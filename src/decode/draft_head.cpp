@@ -71,10 +71,11 @@ DraftHead::DraftHead(Qwen35Model& model, const DraftHeadSpec& spec, std::span<co
   const WeightMatrix& lm_head = model.weights().lm_head_host;
   switch (spec.kind) {
     case DraftHeadSpec::Kind::kFull:
-      head_ = lm_head;
+      head_ = model.weights().lm_head;  // the model's own, already prepared: no second copy
       break;
     case DraftHeadSpec::Kind::kQuantized:
       make_quantized(lm_head);
+      head_ = model.backend().prepare_weight(head_);
       break;
     case DraftHeadSpec::Kind::kTrimmed:
       make_trimmed(lm_head, frequent);
@@ -83,9 +84,9 @@ DraftHead::DraftHead(Qwen35Model& model, const DraftHeadSpec& spec, std::span<co
         make_quantized(kept);
         trimmed_ = {};  // the requantized copy replaces the kept rows
       }
+      head_ = model.backend().prepare_weight(head_);
       break;
   }
-  head_ = model.backend().prepare_weight(head_);
   host_logits_.resize(head_.rows);
 }
 
