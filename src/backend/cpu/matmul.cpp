@@ -176,7 +176,8 @@ int64_t units(const RowJob& job) {
   return job.int8 ? detail::int8_tile_layout(*job.w).tiles : job.w->rows;
 }
 
-// Units [r0, r1) of the job's weight. `scratch` holds at least w.cols floats.
+// Units [r0, r1) of the job's weight. `scratch` holds at least w.cols floats (row kernels; int8 tiles
+// use none).
 void run_rows(const RowJob& job, int64_t r0, int64_t r1, std::span<float> scratch) {
   if (job.int8)
     detail::tiles_int8(*job.w, job.args, r0, r1);
@@ -191,18 +192,18 @@ void run_rows(const RowJob& job, int64_t r0, int64_t r1, std::span<float> scratc
 // All units of several jobs as one loop over the pool (one wake-up and one tail for all of them): units
 // are numbered through the jobs in order and each chunk is cut at job boundaries.
 void run_jobs(std::span<const RowJob> jobs, ThreadPool& pool) {
-  int64_t total = 0, cols = 0;
+  int64_t total = 0, scratch_cols = 0;  // scratch: for the row kernels only, the int8 tiles need none
   size_t bytes = 0;
   bool tiled = false;
   for (const RowJob& job : jobs) {
     total += units(job);
-    cols = std::max(cols, job.w->cols);
+    if (!job.int8) scratch_cols = std::max(scratch_cols, job.w->cols);
     bytes += job.w->bytes();
     tiled = tiled || job.int8;
   }
   auto body = [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(static_cast<size_t>(cols));  // per chunk, never per row
-    int64_t first = 0;                                      // global index of the job's unit 0
+    std::vector<float> scratch(static_cast<size_t>(scratch_cols));  // per chunk, never per row
+    int64_t first = 0;                                              // global index of the job's unit 0
     for (const RowJob& job : jobs) {
       const int64_t n = units(job);
       const int64_t r0 = std::max(begin, first) - first, r1 = std::min(end, first + n) - first;
