@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <numeric>
 #include <sstream>
@@ -13,6 +14,10 @@
 #include <vector>
 
 #include "backend/tensor.h"
+#include "base/error.h"
+#include "base/huge_pages.h"
+#include "base/thread_pool.h"
+#include "base/timing.h"
 #include "model/weights.h"
 
 namespace mtplx::bench {
@@ -50,6 +55,27 @@ Stats measure(int repeats, F&& once) {
   std::vector<double> samples;
   for (int r = 0; r < repeats; ++r) samples.push_back(once());
   return stats(samples);
+}
+
+// Seconds of each of `passes` memcpy passes of `bytes` bytes split over the pool, after one untimed pass
+// that faults the pages in. The buffers are on huge pages as the CPU backend's int8 tiles are
+// (allocate_huge_pages), so the bandwidth bound is measured on the memory the kernels stream.
+inline std::vector<double> copy_pass_seconds(ThreadPool& pool, size_t bytes, int passes) {
+  const auto src = allocate_huge_pages(bytes), dst = allocate_huge_pages(bytes);
+  require(src != nullptr && dst != nullptr, str("no memory for two ", bytes >> 20, " MiB copy buffers"));
+  std::memset(src.get(), 1, bytes);
+  std::vector<double> seconds;
+  for (int pass = 0; pass <= passes; ++pass) {
+    Stopwatch clock;
+    pool.parallel_for(
+        static_cast<int64_t>(bytes),
+        [&](int64_t begin, int64_t end) {
+          std::memcpy(dst.get() + begin, src.get() + begin, static_cast<size_t>(end - begin));
+        },
+        int64_t{1} << 16);
+    if (pass > 0) seconds.push_back(clock.seconds());
+  }
+  return seconds;
 }
 
 inline uint64_t vector_bytes(const Tensor& t) {

@@ -113,21 +113,8 @@ Args parse_args(int argc, char** argv) {
 // Bytes read + written per second by a multi-threaded memcpy of `mib` MiB (best of 5 passes).
 double copy_bandwidth(ThreadPool& pool, int mib) {
   const size_t bytes = static_cast<size_t>(mib) << 20;
-  std::vector<char> src(bytes, 1);
-  std::vector<char> dst(bytes, 0);
-  double best = 0;
-  for (int pass = 0; pass < 5; ++pass) {
-    Stopwatch clock;
-    pool.parallel_for(
-        static_cast<int64_t>(bytes >> 16),
-        [&](int64_t begin, int64_t end) {
-          std::memcpy(dst.data() + (begin << 16), src.data() + (begin << 16),
-                      static_cast<size_t>(end - begin) << 16);
-        },
-        1);
-    best = std::max(best, 2.0 * static_cast<double>(bytes) / clock.seconds());
-  }
-  return best;
+  const std::vector<double> seconds = bench::copy_pass_seconds(pool, bytes, 5);
+  return 2.0 * static_cast<double>(bytes) / *std::min_element(seconds.begin(), seconds.end());
 }
 
 std::string format_of(const WeightMatrix& m) {

@@ -26,6 +26,7 @@
 #include "base/dtype.h"
 #include "base/thread_pool.h"
 #include "base/timing.h"
+#include "bench_common.h"
 
 namespace {
 
@@ -38,21 +39,9 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// GB/s of a large copy split over the pool, counting bytes read plus bytes written.
+// GB/s of a large copy split over the pool, counting bytes read plus bytes written (median of `reps`).
 double copy_bandwidth(ThreadPool& pool, size_t bytes, int reps) {
-  std::vector<char> src(bytes, 1), dst(bytes, 2);
-  std::vector<double> times;
-  for (int i = 0; i < reps + 1; ++i) {
-    mtplx::Stopwatch sw;
-    pool.parallel_for(
-        static_cast<int64_t>(bytes),
-        [&](int64_t b, int64_t e) {
-          std::memcpy(dst.data() + b, src.data() + b, static_cast<size_t>(e - b));
-        },
-        4096);
-    if (i > 0) times.push_back(sw.seconds());  // the first pass faults the pages in
-  }
-  return 2.0 * static_cast<double>(bytes) / median(times) / 1e9;
+  return 2.0 * static_cast<double>(bytes) / median(mtplx::bench::copy_pass_seconds(pool, bytes, reps)) / 1e9;
 }
 
 struct Storage {
@@ -184,9 +173,10 @@ int main(int argc, char** argv) {
       const bool any_int8 = std::any_of(isas.begin(), isas.end(), [](const mtplx::cpu::MatmulOptions& o) {
         return o.dot == mtplx::cpu::QuantDot::Int8;
       });
+      mtplx::HugePageArena arena;
       if (any_int8)
         for (Storage& s : weights)
-          if (mtplx::cpu::int8_dot_format(s.w)) s.w = mtplx::cpu::with_int8_tiles(s.w, pool);
+          if (mtplx::cpu::int8_dot_format(s.w)) s.w = mtplx::cpu::with_int8_tiles(s.w, pool, arena);
       for (int64_t T : {1, 4, 512}) {
         if (T == 512 && shape.rows > 100000 && !lm_head_prefill) continue;
         std::uniform_real_distribution<float> dist(-1.0f, 1.0f);

@@ -38,7 +38,8 @@ void store(std::vector<uint8_t>& out, DType type, double value) {
 void attach_int8_tiles(TestMatrix& m) {
   m.w.tiles = nullptr;
   ThreadPool pool(2);
-  if (int8_dot_format(m.w)) m.w = with_int8_tiles(m.w, pool);
+  HugePageArena arena;
+  if (int8_dot_format(m.w)) m.w = with_int8_tiles(m.w, pool, arena);
 }
 
 TestMatrix make_matrix(const Format& f, int64_t rows, int64_t cols, uint64_t seed) {

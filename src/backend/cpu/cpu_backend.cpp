@@ -89,7 +89,7 @@ void CpuBackend::set_matmul_options(const cpu::MatmulOptions& options) {
 WeightMatrix CpuBackend::prepare_weight(const WeightMatrix& host) {
   if (matmul_.dot == cpu::QuantDot::Int8 && cpu::int8_dot_supported() && cpu::int8_dot_format(host) &&
       host.tiles == nullptr)
-    return cpu::with_int8_tiles(host, pool_);
+    return cpu::with_int8_tiles(host, pool_, tile_arena_);
   return host;
 }
 

@@ -5,6 +5,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/matmul.h"
+#include "base/huge_pages.h"
 #include "base/thread_pool.h"
 
 namespace mtplx {
@@ -63,6 +64,7 @@ class CpuBackend final : public Backend {
  private:
   ThreadPool pool_;
   cpu::MatmulOptions matmul_;
+  HugePageArena tile_arena_;  // the int8 tiles, in the order the weights are prepared
 };
 
 }  // namespace mtplx

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "backend/weight.h"
+#include "base/huge_pages.h"
 #include "base/thread_pool.h"
 
 namespace mtplx::cpu {
@@ -50,9 +51,10 @@ bool int8_dot_takes(const WeightMatrix& w);
 bool int8_dot_format(const WeightMatrix& w);
 
 // `w` with the copy the QuantDot::Int8 kernels read (WeightMatrix::tiles): its codes, scales and biases
-// regrouped 16 rows to a tile, built over the pool. As much memory again as the matrix's bytes(). Throws
-// mtplx::Error for a format the kernels do not take (int8_dot_takes of the result is true).
-WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool);
+// regrouped 16 rows to a tile, built over the pool in memory from `arena` (huge pages: the kernels stream
+// it every step). As much memory again as the matrix's bytes(). Throws mtplx::Error for a format the
+// kernels do not take (int8_dot_takes of the result is true) or when the memory is not available.
+WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool, HugePageArena& arena);
 
 struct MatmulOptions {
   Isa isa = Isa::Auto;

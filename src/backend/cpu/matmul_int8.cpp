@@ -54,17 +54,17 @@ Int8TileLayout int8_tile_layout(const WeightMatrix& w) {
 
 namespace mtplx::cpu {
 
-WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool) {
+WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool, HugePageArena& arena) {
   require(int8_dot_format(w),
           str("the int8 kernels take 4- or 8-bit codes in groups of 64 or 128, not this [", w.rows, ", ",
               w.cols, "] matrix"),
           "cpu backend");
   const detail::Int8TileLayout l = detail::int8_tile_layout(w);
   const size_t total = static_cast<size_t>(l.tiles * l.bytes);
-  auto* raw = static_cast<std::byte*>(std::aligned_alloc(64, total));
-  require(raw != nullptr, str("out of memory for the int8 copy of a [", w.rows, ", ", w.cols, "] matrix"),
+  std::shared_ptr<std::byte> buffer = arena.allocate(total);
+  require(buffer != nullptr, str("out of memory for the int8 copy of a [", w.rows, ", ", w.cols, "] matrix"),
           "cpu backend", "use --cpu-matmul exact");
-  std::shared_ptr<std::byte> buffer(raw, std::free);
+  std::byte* raw = buffer.get();
   const auto* codes = static_cast<const uint32_t*>(w.data);
   constexpr int64_t kRows = detail::kInt8TileRows;
   pool.parallel_for(l.tiles, [&](int64_t begin, int64_t end) {
