@@ -12,6 +12,7 @@ namespace mtplx {
 namespace {
 
 constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kSmallPage = 4096;
 constexpr size_t kBlockAlign = 64;
 
 constexpr size_t round_up(size_t n, size_t to) {
@@ -23,7 +24,9 @@ constexpr size_t round_up(size_t n, size_t to) {
 #if defined(__linux__)
 
 std::shared_ptr<std::byte> allocate_huge_pages(size_t bytes) {
-  const size_t size = round_up(std::max<size_t>(bytes, 1), kHugePage);
+  // Whole 4 KiB pages: a last, partial 2 MiB range stays on small pages instead of taking a whole huge
+  // page for its few bytes.
+  const size_t size = round_up(std::max<size_t>(bytes, 1), kSmallPage);
   // Map one huge page more than needed, then cut the ends so the kept range starts on a 2 MiB boundary:
   // only whole aligned 2 MiB ranges can become huge pages.
   void* raw = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -12,8 +12,9 @@
 
 namespace mtplx {
 
-// One anonymous mapping of at least `bytes` bytes, 2 MiB-aligned, advised to use huge pages; unmapped when
-// the last pointer goes. Returns null when the memory is not available.
+// One anonymous mapping of at least `bytes` bytes, 2 MiB-aligned, advised to use huge pages (its whole
+// 2 MiB ranges get them); unmapped when the last pointer goes. Returns null when the memory is not
+// available.
 std::shared_ptr<std::byte> allocate_huge_pages(size_t bytes);
 
 // Hands out 64-byte-aligned blocks of huge-page chunks, one after another, so many medium buffers share
