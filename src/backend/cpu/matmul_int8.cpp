@@ -26,7 +26,6 @@
 // nibbles (8k+1, .., 8k+7), so its 8 bytes of x are stored as those two dwords.
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 
 #include "backend/cpu/matmul.h"
