@@ -18,12 +18,15 @@
 // then costs, per 16 rows, 16 (8-bit) or 8 x (mask, nibble shift, 2 dot products) (4-bit) instructions and
 // one conversion and scaling for all 16 rows.
 //
-// Tile layout (16 rows; a last partial tile is padded with zero codes, scales and biases): the codes as
-// [words per row][16] uint32, then the scales as [groups][16] and the biases as [groups][16], in BF16 when
-// the checkpoint stores BF16 (copied bit for bit) and in F32 otherwise (F16 and F32 convert exactly).
-// Tiles are 64-byte aligned. x per activation row, int8 in the order of the words: 8-bit codes read the
-// columns as they are; the 4-bit word k splits into low nibbles (columns 8k, 8k+2, 8k+4, 8k+6) and high
-// nibbles (8k+1, .., 8k+7), so its 8 bytes of x are stored as those two dwords.
+// Tile layout (16 rows; a last partial tile is padded with zero codes, scales and biases), group after
+// group: the group's codes as [words per group][16] uint32, then its 16 scales and its 16 biases, in BF16
+// when the checkpoint stores BF16 (copied bit for bit) and in F32 otherwise (F16 and F32 convert exactly).
+// So a tile is read front to back as one stream. With all codes first and the parameters at the tile's
+// end, one core ran the same kernel 1.1-1.5x slower, and a bare read in that order (no arithmetic) was as
+// slow as the kernel: the order, not the instructions, held the stream back. Groups are 64-byte
+// aligned. x per activation row, int8 in the order of the words: 8-bit codes read the columns as they are;
+// the 4-bit word k splits into low nibbles (columns 8k, 8k+2, 8k+4, 8k+6) and high nibbles (8k+1, .., 8k+7),
+// so its 8 bytes of x are stored as those two dwords.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -43,8 +46,9 @@ Int8TileLayout int8_tile_layout(const WeightMatrix& w) {
   l.words = w.words_per_row();
   l.groups = w.cols / w.group_size;
   l.param_bytes = w.scale_dtype == DType::BF16 ? 2 : 4;
-  l.code_bytes = l.words * 4 * kInt8TileRows;
-  l.bytes = l.code_bytes + 2 * l.groups * kInt8TileRows * l.param_bytes;  // a multiple of 64
+  l.group_code_bytes = l.words / l.groups * 4 * kInt8TileRows;
+  l.group_bytes = l.group_code_bytes + 2 * kInt8TileRows * l.param_bytes;  // a multiple of 64
+  l.bytes = l.groups * l.group_bytes;
   l.tiles = (w.rows + kInt8TileRows - 1) / kInt8TileRows;
   return l;
 }
@@ -69,16 +73,19 @@ WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool, HugePageAr
   pool.parallel_for(l.tiles, [&](int64_t begin, int64_t end) {
     for (int64_t tile = begin; tile < end; ++tile) {
       std::byte* base = raw + tile * l.bytes;
-      auto* out = reinterpret_cast<uint32_t*>(base);
-      std::byte* params = base + l.code_bytes;
+      const int64_t words_per_group = l.words / l.groups;
       for (int64_t lane = 0; lane < kRows; ++lane) {
         const int64_t row = tile * kRows + lane;
         const bool real = row < w.rows;
-        for (int64_t k = 0; k < l.words; ++k) out[k * kRows + lane] = real ? codes[row * l.words + k] : 0;
-        for (int64_t g = 0; g < l.groups; ++g)
+        for (int64_t g = 0; g < l.groups; ++g) {
+          std::byte* group = base + g * l.group_bytes;
+          auto* out = reinterpret_cast<uint32_t*>(group);
+          for (int64_t k = 0; k < words_per_group; ++k)
+            out[k * kRows + lane] = real ? codes[row * l.words + g * words_per_group + k] : 0;
+          std::byte* params = group + l.group_code_bytes;
           for (int which = 0; which < 2; ++which) {
             const void* src = which == 0 ? w.scales : w.biases;
-            const int64_t at = (which * l.groups + g) * kRows + lane;  // element index in the params
+            const int64_t at = which * kRows + lane;  // element index in the group's params
             if (l.param_bytes == 2) {
               const uint16_t bits = real ? static_cast<const uint16_t*>(src)[row * l.groups + g] : 0;
               std::memcpy(params + at * 2, &bits, 2);
@@ -87,6 +94,7 @@ WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool, HugePageAr
               std::memcpy(params + at * 4, &value, 4);
             }
           }
+        }
       }
     }
   });
@@ -235,24 +243,24 @@ MTPLX_VNNI void int8_tiles(const WeightMatrix& w, const RowArgs& a, int64_t tile
   const int64_t per_group = w.group_size / 64;
   for (int64_t tile = tile0; tile < tile1; ++tile) {
     const std::byte* base = w.tiles.get() + tile * l.bytes;
-    const auto* codes = reinterpret_cast<const uint8_t*>(base);
-    const std::byte* scales = base + l.code_bytes;
-    const std::byte* biases = scales + l.groups * kInt8TileRows * l.param_bytes;
     __m512 acc[T];
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
     for (int64_t j = 0; j < blocks; ++j) {
-      __m512i even[T], odd[T];
-      block_dots<B, T>(codes + j * block_bytes, a.xi + j * 64, a.xi_stride, a.prefetch, even, odd);
       const int64_t g = j / per_group;
-      const __m512 scale = tile_params<kBf16>(scales, g);
+      const std::byte* group = base + g * l.group_bytes;
+      const auto* codes = reinterpret_cast<const uint8_t*>(group) + (j % per_group) * block_bytes;
+      const std::byte* scales = group + l.group_code_bytes;
+      __m512i even[T], odd[T];
+      block_dots<B, T>(codes, a.xi + j * 64, a.xi_stride, a.prefetch, even, odd);
+      const __m512 scale = tile_params<kBf16>(scales, 0);
 #pragma GCC unroll 8
       for (int t = 0; t < T; ++t) {
         const __m512 sd = _mm512_mul_ps(scale, _mm512_set1_ps(a.xi_scale[t * a.xi_blocks + j]));
         acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(even[t], odd[t])), sd, acc[t]);
       }
       if ((j + 1) % per_group == 0) {  // the group's last block: its bias term
-        const __m512 bias = tile_params<kBf16>(biases, g);
+        const __m512 bias = tile_params<kBf16>(scales + kInt8TileRows * l.param_bytes, 0);
 #pragma GCC unroll 8
         for (int t = 0; t < T; ++t)
           acc[t] = _mm512_fmadd_ps(bias, _mm512_set1_ps(a.xsum[t * l.groups + g]), acc[t]);

@@ -132,9 +132,10 @@ void rows_avx512(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1
 // VNNI) over tiles [tile0, tile1) of w.tiles (cpu::with_int8_tiles), each kInt8TileRows output rows.
 inline constexpr int64_t kInt8TileRows = 16;
 struct Int8TileLayout {
-  int64_t words = 0, groups = 0;      // per row
-  int64_t param_bytes = 0;            // 2 (BF16 scales and biases) or 4 (F32)
-  int64_t code_bytes = 0, bytes = 0;  // per tile: its codes, and all of it
+  int64_t words = 0, groups = 0;                  // per row
+  int64_t param_bytes = 0;                        // 2 (BF16 scales and biases) or 4 (F32)
+  int64_t group_code_bytes = 0, group_bytes = 0;  // per group of a tile: its codes, and with its parameters
+  int64_t bytes = 0;                              // per tile
   int64_t tiles = 0;
 };
 bool int8_format(const WeightMatrix& w);
