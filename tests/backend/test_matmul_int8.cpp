@@ -127,20 +127,24 @@ TEST_F(Int8Matmul, ErrorAgainstTheExactProductIsSmallButNotZero) {
   }
 }
 
-// Decode (T = 1) and every verify width give bit-identical rows, whatever the thread split.
+// Decode (T = 1) and every verify width give bit-identical rows, whatever the thread split; 2560 columns
+// take two and a half panels (the sums wait in y between them).
 TEST_F(Int8Matmul, RowsAreBitIdenticalForEveryWidthAndThreadCount) {
   for (const Format& f : int8_formats()) {
-    const int64_t rows = 203, cols = 1024;
-    const TestMatrix m = make_matrix(f, rows, cols, 5);
-    const auto x = random_x(8, cols, 6);
-    ThreadPool one(1), three(3);
-    std::vector<float> single(static_cast<size_t>(8 * rows));
-    for (int64_t t = 0; t < 8; ++t) matmul(m.w, x.data() + t * cols, single.data() + t * rows, 1, one, kInt8);
-    for (int64_t T = 2; T <= 8; ++T) {
-      std::vector<float> wide(static_cast<size_t>(T * rows));
-      matmul(m.w, x.data(), wide.data(), T, three, kInt8);
-      EXPECT_EQ(std::memcmp(wide.data(), single.data(), sizeof(float) * wide.size()), 0)
-          << f.name << " T=" << T;
+    for (const int64_t cols : {1024, 2560}) {
+      const int64_t rows = 203;
+      const TestMatrix m = make_matrix(f, rows, cols, 5);
+      const auto x = random_x(8, cols, 6);
+      ThreadPool one(1), three(3);
+      std::vector<float> single(static_cast<size_t>(8 * rows));
+      for (int64_t t = 0; t < 8; ++t)
+        matmul(m.w, x.data() + t * cols, single.data() + t * rows, 1, one, kInt8);
+      for (int64_t T = 2; T <= 8; ++T) {
+        std::vector<float> wide(static_cast<size_t>(T * rows));
+        matmul(m.w, x.data(), wide.data(), T, three, kInt8);
+        EXPECT_EQ(std::memcmp(wide.data(), single.data(), sizeof(float) * wide.size()), 0)
+            << f.name << " cols=" << cols << " T=" << T;
+      }
     }
   }
 }

@@ -23,10 +23,15 @@
 // when the checkpoint stores BF16 (copied bit for bit) and in F32 otherwise (F16 and F32 convert exactly).
 // So a tile is read front to back as one stream. With all codes first and the parameters at the tile's
 // end, one core ran the same kernel 1.1-1.5x slower, and a bare read in that order (no arithmetic) was as
-// slow as the kernel: the order, not the instructions, held the stream back. Groups are 64-byte
-// aligned. x per activation row, int8 in the order of the words: 8-bit codes read the columns as they are;
-// the 4-bit word k splits into low nibbles (columns 8k, 8k+2, 8k+4, 8k+6) and high nibbles (8k+1, .., 8k+7),
-// so its 8 bytes of x are stored as those two dwords.
+// slow as the kernel: the order, not the instructions, held the stream back.
+// Panels: a matrix wider than 1024 columns is stored as panels of 1024 columns, one after another, each
+// holding every tile's groups over its columns (a tile's groups of one panel contiguous), and a thread runs
+// its tiles panel by panel. A whole row of tiles of a 3584-column matrix spans 32-61 KiB: between two uses
+// of a line of x the weight stream had replaced most of L1 and the broadcasts of x waited on L2, and one
+// core ran such matrices 1.15-1.22x slower than panel by panel, with 1 KiB of x held in L1.
+// Groups are 64-byte aligned. x per activation row, int8 in the order of the words: 8-bit codes read the
+// columns as they are; the 4-bit word k splits into low nibbles (columns 8k, 8k+2, 8k+4, 8k+6) and high
+// nibbles (8k+1, .., 8k+7), so its 8 bytes of x are stored as those two dwords.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -48,7 +53,7 @@ Int8TileLayout int8_tile_layout(const WeightMatrix& w) {
   l.param_bytes = w.scale_dtype == DType::BF16 ? 2 : 4;
   l.group_code_bytes = l.words / l.groups * 4 * kInt8TileRows;
   l.group_bytes = l.group_code_bytes + 2 * kInt8TileRows * l.param_bytes;  // a multiple of 64
-  l.bytes = l.groups * l.group_bytes;
+  l.panel_groups = std::min(l.groups, std::max<int64_t>(1, kInt8PanelColumns / w.group_size));
   l.tiles = (w.rows + kInt8TileRows - 1) / kInt8TileRows;
   return l;
 }
@@ -63,7 +68,7 @@ WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool, HugePageAr
               w.cols, "] matrix"),
           "cpu backend");
   const detail::Int8TileLayout l = detail::int8_tile_layout(w);
-  const size_t total = static_cast<size_t>(l.tiles * l.bytes);
+  const size_t total = static_cast<size_t>(l.total_bytes());
   std::shared_ptr<std::byte> buffer = arena.allocate(total);
   require(buffer != nullptr, str("out of memory for the int8 copy of a [", w.rows, ", ", w.cols, "] matrix"),
           "cpu backend", "use --cpu-matmul exact");
@@ -72,13 +77,12 @@ WeightMatrix with_int8_tiles(const WeightMatrix& w, ThreadPool& pool, HugePageAr
   constexpr int64_t kRows = detail::kInt8TileRows;
   pool.parallel_for(l.tiles, [&](int64_t begin, int64_t end) {
     for (int64_t tile = begin; tile < end; ++tile) {
-      std::byte* base = raw + tile * l.bytes;
       const int64_t words_per_group = l.words / l.groups;
       for (int64_t lane = 0; lane < kRows; ++lane) {
         const int64_t row = tile * kRows + lane;
         const bool real = row < w.rows;
         for (int64_t g = 0; g < l.groups; ++g) {
-          std::byte* group = base + g * l.group_bytes;
+          std::byte* group = raw + l.group_offset(tile, g);
           auto* out = reinterpret_cast<uint32_t*>(group);
           for (int64_t k = 0; k < words_per_group; ++k)
             out[k * kRows + lane] = real ? codes[row * l.words + g * words_per_group + k] : 0;
@@ -172,14 +176,14 @@ MTPLX_VNNI void quantize_rows(const WeightMatrix& w, const float* x, int64_t T, 
   }
 }
 
-// 16 scales or biases of group g of a tile (one per row) as fp32.
+// The 16 scales or biases at `params` (one per row of a tile) as fp32.
 template <bool kBf16>
-MTPLX_VNNI_INLINE __m512 tile_params(const std::byte* params, int64_t g) {
+MTPLX_VNNI_INLINE __m512 tile_params(const std::byte* params) {
   if constexpr (kBf16) {
-    const __m256i halves = _mm256_load_si256(reinterpret_cast<const __m256i*>(params + g * 32));
+    const __m256i halves = _mm256_load_si256(reinterpret_cast<const __m256i*>(params));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
   } else {
-    return _mm512_load_ps(reinterpret_cast<const float*>(params + g * 64));
+    return _mm512_load_ps(reinterpret_cast<const float*>(params));
   }
 }
 
@@ -235,42 +239,47 @@ MTPLX_VNNI_INLINE void block_dots(const uint8_t* codes, const int8_t* x, int64_t
   }
 }
 
-// Tiles [tile0, tile1) of a B-bit matrix against T activation rows: 16 outputs per tile and row.
+// Tiles [tile0, tile1) of a B-bit matrix against T activation rows: 16 outputs per tile and row, panel
+// after panel; between panels a tile's sums wait in y (stored and reloaded exactly, so the operations on
+// each output are those of one pass over all columns, in the same order).
 template <int B, int T, bool kBf16>
 MTPLX_VNNI void int8_tiles(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
   const Int8TileLayout l = int8_tile_layout(w);
-  const int64_t blocks = w.cols / 64, block_bytes = 64 * B * kInt8TileRows / 8;
-  const int64_t per_group = w.group_size / 64;
-  for (int64_t tile = tile0; tile < tile1; ++tile) {
-    const std::byte* base = w.tiles.get() + tile * l.bytes;
-    __m512 acc[T];
+  const int64_t block_bytes = 64 * B * kInt8TileRows / 8, per_group = w.group_size / 64;
+  for (int64_t g0 = 0; g0 < l.groups; g0 += l.panel_groups) {
+    const int64_t g1 = std::min(l.groups, g0 + l.panel_groups);
+    for (int64_t tile = tile0; tile < tile1; ++tile) {
+      const std::byte* panel = w.tiles.get() + l.group_offset(tile, g0);
+      const int64_t r0 = tile * kInt8TileRows;
+      const int64_t valid = std::min(kInt8TileRows, w.rows - r0);
+      const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1);
+      __m512 acc[T];
 #pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps();
-    for (int64_t j = 0; j < blocks; ++j) {
-      const int64_t g = j / per_group;
-      const std::byte* group = base + g * l.group_bytes;
-      const auto* codes = reinterpret_cast<const uint8_t*>(group) + (j % per_group) * block_bytes;
-      const std::byte* scales = group + l.group_code_bytes;
-      __m512i even[T], odd[T];
-      block_dots<B, T>(codes, a.xi + j * 64, a.xi_stride, a.prefetch, even, odd);
-      const __m512 scale = tile_params<kBf16>(scales, 0);
+      for (int t = 0; t < T; ++t)
+        acc[t] = g0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask, a.y + t * w.rows + r0);
+      for (int64_t j = g0 * per_group; j < g1 * per_group; ++j) {  // blocks of 64 columns
+        const int64_t g = j / per_group;
+        const std::byte* group = panel + (g - g0) * l.group_bytes;
+        const std::byte* scales = group + l.group_code_bytes;
+        __m512i even[T], odd[T];
+        block_dots<B, T>(reinterpret_cast<const uint8_t*>(group) + (j % per_group) * block_bytes,
+                         a.xi + j * 64, a.xi_stride, a.prefetch, even, odd);
+        const __m512 scale = tile_params<kBf16>(scales);
 #pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const __m512 sd = _mm512_mul_ps(scale, _mm512_set1_ps(a.xi_scale[t * a.xi_blocks + j]));
-        acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(even[t], odd[t])), sd, acc[t]);
+        for (int t = 0; t < T; ++t) {
+          const __m512 sd = _mm512_mul_ps(scale, _mm512_set1_ps(a.xi_scale[t * a.xi_blocks + j]));
+          acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(even[t], odd[t])), sd, acc[t]);
+        }
+        if ((j + 1) % per_group == 0) {  // the group's last block: its bias term
+          const __m512 bias = tile_params<kBf16>(scales + kInt8TileRows * l.param_bytes);
+#pragma GCC unroll 8
+          for (int t = 0; t < T; ++t)
+            acc[t] = _mm512_fmadd_ps(bias, _mm512_set1_ps(a.xsum[t * l.groups + g]), acc[t]);
+        }
       }
-      if ((j + 1) % per_group == 0) {  // the group's last block: its bias term
-        const __m512 bias = tile_params<kBf16>(scales + kInt8TileRows * l.param_bytes, 0);
 #pragma GCC unroll 8
-        for (int t = 0; t < T; ++t)
-          acc[t] = _mm512_fmadd_ps(bias, _mm512_set1_ps(a.xsum[t * l.groups + g]), acc[t]);
-      }
+      for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(a.y + t * w.rows + r0, mask, acc[t]);
     }
-    const int64_t r0 = tile * kInt8TileRows;
-    const int64_t valid = std::min(kInt8TileRows, w.rows - r0);
-    const __mmask16 mask = static_cast<__mmask16>((1u << valid) - 1);
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t) _mm512_mask_storeu_ps(a.y + t * w.rows + r0, mask, acc[t]);
   }
 }
 

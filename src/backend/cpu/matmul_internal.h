@@ -131,12 +131,20 @@ void rows_avx512(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1
 // [T, cols / group_size] (sums of the rounded x, for RowArgs::xsum); tiles_int8 is the kernel (AVX-512
 // VNNI) over tiles [tile0, tile1) of w.tiles (cpu::with_int8_tiles), each kInt8TileRows output rows.
 inline constexpr int64_t kInt8TileRows = 16;
+inline constexpr int64_t kInt8PanelColumns = 1024;  // columns of a panel (see matmul_int8.cpp)
 struct Int8TileLayout {
   int64_t words = 0, groups = 0;                  // per row
   int64_t param_bytes = 0;                        // 2 (BF16 scales and biases) or 4 (F32)
   int64_t group_code_bytes = 0, group_bytes = 0;  // per group of a tile: its codes, and with its parameters
-  int64_t bytes = 0;                              // per tile
+  int64_t panel_groups = 0;                       // groups per panel (the last panel may have fewer)
   int64_t tiles = 0;
+  // Where group g of a tile starts, from the start of the tiles.
+  int64_t group_offset(int64_t tile, int64_t g) const {
+    const int64_t panel = g / panel_groups, first = panel * panel_groups;
+    const int64_t in_panel = std::min(panel_groups, groups - first);
+    return (first * tiles + tile * in_panel + (g - first)) * group_bytes;
+  }
+  int64_t total_bytes() const { return tiles * groups * group_bytes; }
 };
 bool int8_format(const WeightMatrix& w);
 Int8TileLayout int8_tile_layout(const WeightMatrix& w);
