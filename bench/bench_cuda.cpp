@@ -29,8 +29,9 @@
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
 //                 layer (weights from device memory, not L2): classic GEMV, the default, the classic GEMV
 //                 with one chunk in flight per lane (classic-1), and forced variants
-//                 of the word-interleaved GEMV (CudaBackend::set_gemv), and the tensor-core GEMV (mma;
-//                 mma-dN: N slices in flight per warp); --matmul-only 1: these rows alone (for profilers).
+//                 of the word-interleaved GEMV (CudaBackend::set_gemv), and the tensor-core GEMV (mma,
+//                 matmul_imma.cu: 2 slices in flight per warp, mma-dN: N; mma-global: its activations read
+//                 from global memory, not shared); --matmul-only 1: these rows alone (for profilers).
 //   verify N      one captured forward of N rows + logits + the greedy tokens of the N rows picked on the
 //                 GPU, rolled back, N = 1..5 (median ms and the ratio to N = 1), with the classic GEMV and
 //                 loop norm kernels, with 8-bit codes at 2..4 rows on the classic GEMV (as at a0e9d0a), with
@@ -221,7 +222,7 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
     const char* name;
     bool classic;
     int batch, words;
-    bool mma = false;       // the tensor-core GEMV (split pre-pass + matmul_skinny.cu)
+    bool mma = false;       // the tensor-core GEMV (pieces pre-pass + matmul_imma.cu)
     bool pipelined = true;  // GemvOptions::pipelined (the classic kernel)
   };
   const Variant variants[] = {
@@ -229,7 +230,7 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
       {"w1b2", false, 2, 1},         {"w1b4", false, 4, 1},         {"w1b8", false, 8, 1},
       {"w2b1", false, 1, 2},         {"w2b2", false, 2, 2},         {"w2b4", false, 4, 2},
       {"w4b1", false, 1, 4},         {"w4b2", false, 2, 4},         {"mma", false, 0, 0, true},
-      {"mma-d2", false, 2, 0, true}, {"mma-d4", false, 4, 0, true}, {"mma-d8", false, 8, 0, true}};
+      {"mma-d4", false, 4, 0, true}, {"mma-d8", false, 8, 0, true}, {"mma-global", false, 0, 1, true}};
   for (const auto& [name, ws] : mats) {
     const WeightMatrix& w0 = *ws.front();
     for (int64_t T : {1, 3, 8}) {
@@ -239,9 +240,10 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
       gpu.fill(x, 0.01f);
       for (const Variant& v : variants) {
         if (w0.bits == 4 && v.words > 1) continue;  // 4-bit codes always take one word per unit
-        if (w0.bits == 8 && v.words == 1) continue;
+        if (w0.bits == 8 && v.words == 1 && !v.mma) continue;
         gpu.set_gemv(v.classic, v.batch, 0, v.words);
         gpu.set_gemv_mma_from(v.mma ? 1 : 0);
+        gpu.set_gemv_mma_large_from(0);  // each column its own kernel
         gpu.set_gemv_pipelined(v.pipelined);
         const int reps = std::max<int>(50, static_cast<int>(ws.size()) * 4);
         for (const WeightMatrix* w : ws) gpu.matmul(*w, x, y);
@@ -254,6 +256,7 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
       }
       gpu.set_gemv(false);
       gpu.set_gemv_mma_from(0);
+      gpu.set_gemv_mma_large_from(3);
       gpu.set_gemv_pipelined(true);
       std::printf("\n");
     }
@@ -467,6 +470,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_gemv_mma_from(1);
   const double ar_mma = ar_run(true);  // every GEMV on the tensor-core kernel
   gpu.set_gemv_mma_from(0);
+
   gpu.set_paired_mlp(false);
   const double ar_unpaired = ar_run(true);  // MLP gate and up as two GEMVs + silu_mul, as before 2026-11-27
   gpu.set_paired_mlp(true);
@@ -503,7 +507,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         std::pair{"graphs, classic GEMV with 4 warps per row group", ar_classic_warps[2]},
         std::pair{"graphs, logits downloaded straight into pageable memory, host argmax", ar_pageable},
         std::pair{"graphs, logits downloaded (pinned staging), host argmax (as before)", ar_host},
-        std::pair{"graphs, tensor-core GEMV (matmul_skinny.cu) for every 8/4-bit matrix", ar_mma},
+        std::pair{"graphs, tensor-core GEMV (matmul_imma.cu) for every 8/4-bit matrix", ar_mma},
         std::pair{"graphs, sampled (t 0.6, top-k 20, top-p 0.95), row downloaded, host filter",
                   ar_sampled_row},
         std::pair{"graphs, sampled (t 0.6, top-k 20, top-p 0.95), top-20 picked on the GPU",
@@ -599,20 +603,24 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     int early, wide8_from;
     int pick;  // 0: greedy tokens picked on the GPU; 1: the rows downloaded; 2: each row's top-20 on the GPU
     int mma_from;  // CudaBackend::set_gemv_mma_from: the tensor-core GEMV from this many rows (0: never)
+    int mma_large_from = 3;  // CudaBackend::set_gemv_mma_large_from: the same for large matrices only
   };
-  for (const auto& [what, classic, early, wide8_from, pick, mma_from] :
+  for (const auto& [what, classic, early, wide8_from, pick, mma_from, mma_large_from] :
        {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, 0, 0},
         VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, 0, 0},
         VerifyRun{" (first GEMV weights after the PDL wait)", false, -1, 2, 0, 0},
         VerifyRun{" (rows downloaded, as before)", false, 0, 2, 1, 0},
         VerifyRun{" (top-20 candidates of each row picked on the GPU, for sampling)", false, 0, 2, 2, 0},
         VerifyRun{" (tensor-core GEMV at every width)", false, 0, 2, 0, 1},
-        VerifyRun{" (tensor-core GEMV from 2 rows)", false, 0, 2, 0, 2}, VerifyRun{"", false, 0, 2, 0, 0}}) {
+        VerifyRun{" (tensor-core GEMV from 2 rows)", false, 0, 2, 0, 2},
+        VerifyRun{" (tensor-core GEMV for large matrices off, as before)", false, 0, 2, 0, 0, 0},
+        VerifyRun{"", false, 0, 2, 0, 0}}) {
     gpu.set_gemv(classic);
     gpu.set_vector_norms(!classic);
     gpu.set_gemv_early(early);
     gpu.set_gemv_wide8_from(wide8_from);
     gpu.set_gemv_mma_from(mma_from);
+    gpu.set_gemv_mma_large_from(mma_large_from);
     ModelState state = model.new_state(capacity);
     const auto tokens = prompt(kPrompt, V);
     model.forward(tokens, state);

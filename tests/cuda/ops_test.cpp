@@ -263,10 +263,12 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
   std::printf("[cuda gemm] worst error vs CPU: tensor cores %.2e, fp32 tiles %.2e\n", worst[1], worst[0]);
 }
 
-// Matmuls of 1..8 rows on the tensor-core GEMV (matmul_skinny.cu, CudaBackend::set_gemv_mma_from: exact
-// codes times activations split into two fp16 halves) against the CPU backend: 8-bit and 4-bit codes,
-// groups of 64 and 128, BF16 / F16 / F32 scales, partial row blocks, one to 144 slices, activations of
-// ordinary, large (1e4) and small (1e-6) magnitude. Prints the worst error.
+// Matmuls of 1..8 rows on the tensor-core GEMV (matmul_imma.cu, CudaBackend::set_gemv_mma_from: u8 codes
+// times three s8 pieces of each activation slice, staged in shared memory or read from global memory)
+// against the CPU backend; 8-bit and
+// 4-bit codes, groups of 64 and 128, BF16 / F16 / F32 scales, partial row blocks, one to 144 slices,
+// activations of ordinary, large (1e4) and small (1e-6) magnitude, and rows whose slices alternate between
+// 1e-6 and 1e4 with one slice of zeros. Prints the worst error of each form.
 TEST_F(CudaOps, MatmulTensorCoreGemv) {
   struct Case {
     Format format;
@@ -275,31 +277,75 @@ TEST_F(CudaOps, MatmulTensorCoreGemv) {
   const Case cases[] = {{{8, 64, DType::U32}, DType::BF16},  {{4, 64, DType::U32}, DType::BF16},
                         {{8, 128, DType::U32}, DType::BF16}, {{4, 128, DType::U32}, DType::BF16},
                         {{8, 64, DType::U32}, DType::F32},   {{4, 64, DType::U32}, DType::F16}};
-  const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192},  {130, 9216},
-                               {7, 64},    {33, 128},    {8500, 320}};
-  double worst = 0;
+  const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192},   {130, 9216},
+                               {7, 64},    {33, 128},    {8500, 320}, {4100, 4096}};
+  double worst[2] = {};
   gpu_->set_gemv_mma_from(1);
-  for (const Case& k : cases)
-    for (const auto& shape : shapes) {
-      if (shape[1] % k.format.group != 0) continue;
-      HostWeight h = make_weight(rng_, shape[0], shape[1], k.format.bits, k.format.group, k.format.dense);
-      set_scale_dtype(h, k.scales, rng_);
-      const WeightMatrix dev = gpu_->prepare_weight(h.w);
-      for (int64_t T = 1; T <= 8; ++T)
-        for (const float magnitude : {1.0f, 1e4f, 1e-6f}) {
-          auto [xc, xg] = random_pair(T, shape[1], -magnitude, magnitude);
-          auto [yc, yg] = outputs(T, shape[0]);
-          cpu_.matmul(h.w, xc, yc);
-          gpu_->matmul(dev, xg, yg);
-          const double err = compare(yc, yg);
-          worst = std::max(worst, err);
-          EXPECT_LT(err, 1e-5) << "bits " << k.format.bits << " group " << k.format.group << " scales "
-                               << dtype_name(k.scales) << " [" << shape[0] << "x" << shape[1] << "] T " << T
-                               << " |x| <= " << magnitude;
-        }
+  for (const int kind : {0, 1}) {  // pieces in shared memory; from global memory (forced: words = 1)
+    gpu_->set_gemv(false, 0, 0, kind == 1 ? 1 : 0);
+    for (const Case& k : cases)
+      for (const auto& shape : shapes) {
+        if (shape[1] % k.format.group != 0) continue;
+        HostWeight h = make_weight(rng_, shape[0], shape[1], k.format.bits, k.format.group, k.format.dense);
+        set_scale_dtype(h, k.scales, rng_);
+        const WeightMatrix dev = gpu_->prepare_weight(h.w);
+        for (int64_t T = 1; T <= 8; ++T)
+          for (const float magnitude : {1.0f, 1e4f, 1e-6f, 0.0f}) {  // 0: slices of mixed magnitude
+            std::vector<float> x = random(static_cast<size_t>(T * shape[1]), -1, 1);
+            for (size_t i = 0; i < x.size(); ++i) {
+              const int64_t slice = static_cast<int64_t>(i) % shape[1] / 64;
+              x[i] *= magnitude > 0 ? magnitude : slice == 1 ? 0.0f : slice % 2 ? 1e4f : 1e-6f;
+            }
+            auto [xc, xg] = pair(x, T, shape[1]);
+            auto [yc, yg] = outputs(T, shape[0]);
+            cpu_.matmul(h.w, xc, yc);
+            gpu_->matmul(dev, xg, yg);
+            const double err = compare(yc, yg);
+            worst[kind] = std::max(worst[kind], err);
+            EXPECT_LT(err, 1e-5) << "kind " << kind << " bits " << k.format.bits << " group "
+                                 << k.format.group << " scales " << dtype_name(k.scales) << " [" << shape[0]
+                                 << "x" << shape[1] << "] T " << T << " |x| <= " << magnitude;
+          }
+      }
+  }
+  gpu_->set_gemv_mma_from(0);
+  gpu_->set_gemv(false);
+  // By default only large matrices take it, from 3 rows on.
+  HostWeight h = make_weight(rng_, 5200, 5120, 4, 64, DType::U32);
+  const WeightMatrix dev = gpu_->prepare_weight(h.w);
+  auto [xc, xg] = random_pair(3, 5120);
+  auto [yc, yg] = outputs(3, 5200);
+  cpu_.matmul(h.w, xc, yc);
+  gpu_->matmul(dev, xg, yg);
+  EXPECT_LT(compare(yc, yg), 1e-5) << "a large matrix at 3 rows, default options";
+  std::printf("[cuda gemv] worst error vs CPU on tensor cores: shared %.2e, global %.2e\n", worst[0],
+              worst[1]);
+}
+
+// matmul_many on the tensor-core GEMV: one conversion of the input serves matrices of one code
+// width (on parallel streams); mixed widths convert per matrix. Every output equals its CPU matmul.
+TEST_F(CudaOps, MatmulManyTensorCoreGemv) {
+  const Format formats[] = {
+      {8, 64, DType::U32}, {8, 64, DType::U32}, {4, 64, DType::U32}, {8, 128, DType::U32}};
+  const int64_t rows[] = {1030, 32, 301, 517};
+  std::vector<HostWeight> hosts;
+  std::vector<WeightMatrix> devs;
+  for (size_t i = 0; i < std::size(formats); ++i)
+    hosts.push_back(make_weight(rng_, rows[i], 640, formats[i].bits, formats[i].group, formats[i].dense));
+  for (const auto& h : hosts) devs.push_back(gpu_->prepare_weight(h.w));
+  gpu_->set_gemv_mma_from(1);
+  for (const bool staged : {true, false})
+    for (int64_t T : {1, 3, 8}) {
+      gpu_->set_gemv(false, 0, 0, staged ? 0 : 1);
+      auto [xc, xg] = random_pair(T, 640);
+      auto [yc, yg, ws, outs] = many_matmuls(hosts, devs, xc);
+      gpu_->matmul_many(std::span(ws).first(2), xg, std::span(outs).first(2));  // one width: shared pieces
+      gpu_->matmul_many(std::span(ws).subspan(2), xg, std::span(outs).subspan(2));  // 4 and 8 bits
+      for (size_t i = 0; i < devs.size(); ++i)
+        EXPECT_LT(compare(yc[i], yg[i]), 1e-5) << "T " << T << " matrix " << i << " staged " << staged;
     }
   gpu_->set_gemv_mma_from(0);
-  std::printf("[cuda gemv] worst error vs CPU on tensor cores: %.2e\n", worst);
+  gpu_->set_gemv(false);
 }
 
 // download() through the chunked page-locked staging buffer and straight into pageable memory: every

@@ -118,9 +118,11 @@ class CudaBackend final : public Backend {
   // Whether the classic GEMV issues a lane's next chunk before this chunk's math (on by default).
   // Benchmarks and tests compare.
   void set_gemv_pipelined(bool on);
-  // The fewest rows (T) at which 8- and 4-bit codes take the tensor-core kernel (matmul_skinny.cu) instead
+  // The fewest rows (T) at which 8- and 4-bit codes take the tensor-core kernel (matmul_imma.cu) instead
   // of the fp32 GEMVs; 0 = never. Benchmarks and tests compare.
   void set_gemv_mma_from(int rows);
+  // The same for matrices of at least 5,120 rows and columns: 3 by default, 0 = never. Benchmarks compare.
+  void set_gemv_mma_large_from(int rows);
   // matmul_silu_mul of one row as one paired GEMV (on by default) or as matmul_many + silu_mul. Benchmarks
   // and tests compare.
   void set_paired_mlp(bool on);

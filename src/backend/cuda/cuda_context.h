@@ -38,7 +38,12 @@ struct GemvOptions {
   int wide4_from = 1;  // the same for 4-bit codes (set_gemv_wide4_from; 2 before 2026-11-27)
   // The classic kernel issues a lane's next chunk before this chunk's math (set_gemv_pipelined).
   bool pipelined = true;
-  int mma_from = 0;        // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never
+  int mma_from = 0;  // fewest rows at which 8/4-bit codes take the tensor-core GEMV; 0: never
+  // The same for large matrices only (5,120 rows and columns or more, as measured; set_gemv_mma_large_from),
+  // 0: never. H200, 2026-11-28, one process: a Qwen3.6-27B-shaped verify of 3 / 4 / 5 rows took 18.2 / 18.5
+  // / 18.7 ms with it against 19.1 / 21.9 / 24.8 without; Qwen3.5-4B's matrices (2,560 columns or rows)
+  // run slower on it at these widths.
+  int mma_large_from = 3;
   bool paired_mlp = true;  // T = 1: the MLP's gate, up and silu in one GEMV (CudaBackend::matmul_silu_mul)
   bool grouped = true;  // T = 1: matmul_many's matrices in one GEMV grid (CudaBackend::set_grouped_matmuls)
 };

@@ -76,6 +76,10 @@ void CudaBackend::set_gemv_mma_from(int rows) {
   ctx_->gemv.mma_from = rows;
 }
 
+void CudaBackend::set_gemv_mma_large_from(int rows) {
+  ctx_->gemv.mma_large_from = rows;
+}
+
 void CudaBackend::set_paired_mlp(bool on) {
   ctx_->gemv.paired_mlp = on;
 }

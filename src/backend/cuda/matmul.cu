@@ -12,7 +12,10 @@
 // per chunk
 //   sum_c (s q_c + b) x_c = s * sum_c q_c x_c + b * sum_c x_c     (a chunk lies in one quantization group)
 // for all T rows, so each x value loaded is reused across the R rows. Formats without that fast path
-// (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel.
+// (2/3/5/6-bit codes, F32/F16 weights, odd widths) take a warp-per-row kernel. From
+// GemvOptions::mma_from rows on (off by default), 8/4-bit codes take the integer tensor-core GEMV of
+// matmul_imma.cu instead; so do large matrices (5,120 rows and columns or more) from
+// GemvOptions::mma_large_from rows on (3 by default).
 //
 // T > 8 (prefill): the tensor-core GEMM of matmul_mma.cu for 8-bit and 4-bit codes and BF16 (exact weight
 // operand, activations split into two fp16 halves); other formats, and every format with
@@ -401,23 +404,28 @@ void validate(const WeightMatrix& w) {
 }  // namespace
 
 bool takes_gemv_mma(const WeightMatrix& w, int64_t T, const Queue& stream) {
-  return T <= kMaxT && stream.gemv.mma_from > 0 && T >= stream.gemv.mma_from && gemv_mma_supported(w);
+  constexpr int64_t kMmaLargeSide = 5120;
+  const GemvOptions& o = stream.gemv;
+  const bool large = w.rows >= kMmaLargeSide && w.cols >= kMmaLargeSide;
+  const bool asked =
+      (o.mma_from > 0 && T >= o.mma_from) || (large && o.mma_large_from > 0 && T >= o.mma_large_from);
+  return T <= kMaxT && asked && gemv_imma_supported(w);
 }
 
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue stream) {
   validate(w);
   if (T == 0) return;
-  // Tensor cores: the GEMM past 8 rows, the GEMV when asked for (GemvOptions::mma_from).
-  const bool gemm = T > kMaxT && stream.mma_gemm && gemm_mma_supported(w);
-  if (gemm || takes_gemv_mma(w, T, stream)) {
-    // The split activations go back to the pool when this returns: safe, as every later user of the block
-    // queues behind the product on the same stream.
+  // Tensor cores: the GEMV when asked for (GemvOptions::mma_from), the GEMM past 8 rows. Their converted
+  // activations go back to the pool when this returns: safe, as every later user of the block queues
+  // behind the product on the same stream.
+  if (takes_gemv_mma(w, T, stream)) {
+    const auto scratch = stream.context->scratch(imma_scratch_bytes(T, w.cols));
+    gemv_imma(w, imma_activations(x, T, w.cols, w.bits, scratch.get(), stream), y, T, stream);
+    return;
+  }
+  if (T > kMaxT && stream.mma_gemm && gemm_mma_supported(w)) {
     const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
-    const SplitActivations split = split_activations(x, T, w.cols, scratch.get(), stream);
-    if (gemm)
-      gemm_mma(w, split, y, T, stream);
-    else
-      gemv_mma(w, split, y, T, stream);
+    gemm_mma(w, split_activations(x, T, w.cols, scratch.get(), stream), y, T, stream);
     return;
   }
   if (T > kMaxT) {
@@ -525,18 +533,20 @@ void CudaBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Ten
     Backend::matmul_many(ws, x, ys);
     return;
   }
-  // On the tensor-core GEMV the input is split once, before the fork, for all the weights.
-  const bool shared_split = std::all_of(
-      ws.begin(), ws.end(), [&](const WeightMatrix* w) { return cuda::takes_gemv_mma(*w, x.rows, main); });
+  // On the tensor-core GEMV the input is converted once, before the fork, for all the weights (of one code
+  // width: the converted layout depends on it).
+  const bool shared_pieces = std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) {
+    return cuda::takes_gemv_mma(*w, x.rows, main) && w->bits == ws[0]->bits;
+  });
   std::shared_ptr<void> scratch;
-  cuda::SplitActivations split{};
-  if (shared_split) {
-    scratch = ctx_->scratch(cuda::gemm_mma_scratch_bytes(x.rows, x.cols));
-    split = cuda::split_activations(x.data, x.rows, x.cols, scratch.get(), main);
+  cuda::ImmaActivations pieces{};
+  if (shared_pieces) {
+    scratch = ctx_->scratch(cuda::imma_scratch_bytes(x.rows, x.cols));
+    pieces = cuda::imma_activations(x.data, x.rows, x.cols, ws[0]->bits, scratch.get(), main);
   }
   const auto run = [&](size_t i, const cuda::Queue& queue) {
-    if (shared_split)
-      cuda::gemv_mma(*ws[i], split, ys[i]->data, x.rows, queue);
+    if (shared_pieces)
+      cuda::gemv_imma(*ws[i], pieces, ys[i]->data, x.rows, queue);
     else
       cuda::matmul(*ws[i], x.data, ys[i]->data, x.rows, queue);
   };

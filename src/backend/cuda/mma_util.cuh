@@ -1,5 +1,5 @@
-// Device pieces shared by the tensor-core matmuls (matmul_mma.cu for T > 8 rows, matmul_skinny.cu for 1..8):
-// the fp16 mma, exact fp16 codes, and the layout of the split activations.
+// Device pieces of the tensor-core GEMM (matmul_mma.cu, T > 8 rows): the fp16 mma, exact fp16 codes, and the
+// layout of the split activations.
 #pragma once
 
 #include <cuda_fp16.h>
