@@ -606,8 +606,8 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     int mma_large_from = 3;  // CudaBackend::set_gemv_mma_large_from: the same for large matrices only
   };
   for (const auto& [what, classic, early, wide8_from, pick, mma_from, mma_large_from] :
-       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, 0, 0},
-        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, 0, 0},
+       {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, 0, 0, 0},
+        VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, 0, 0, 0},
         VerifyRun{" (first GEMV weights after the PDL wait)", false, -1, 2, 0, 0},
         VerifyRun{" (rows downloaded, as before)", false, 0, 2, 1, 0},
         VerifyRun{" (top-20 candidates of each row picked on the GPU, for sampling)", false, 0, 2, 2, 0},

@@ -28,8 +28,10 @@ void check_launch(const char* kernel);
 struct GemvOptions {
   bool classic = false;  // matmul.cu's kernel (one chunk per row and iteration)
   int batch = 0;         // matmul_gemv.cu: units per lane and row loaded before use (1, 2, 4, 8); 0: by shape
+                         // (matmul_imma.cu: 4 or 8 slices in flight per warp instead of 2)
   int warps = 0;         // matmul_gemv.cu: warps per row group (1, 2, 4); 0: by shape
   int words = 0;         // matmul_gemv.cu: 32-bit words per unit for 8-bit codes (2, 4); 0: by shape
+                         // (matmul_imma.cu: 1 reads its activations from global memory, not shared)
   // Where a GEMV's first weights are loaded: 0 (the default) or 1 before griddepcontrol.wait (they stream in
   // while the previous kernel runs), -1 after it (the classic kernel's default before 2026-11-27).
   // CudaBackend::set_gemv_early.

@@ -22,6 +22,7 @@
 // CudaBackend::set_mma_gemm(false), take a 64 x 64 output tile per block, 16-deep K slices dequantized into
 // shared memory, 4 x 4 outputs per thread, fp32 FMA.
 #include <algorithm>
+#include <array>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
@@ -415,9 +416,10 @@ bool takes_gemv_mma(const WeightMatrix& w, int64_t T, const Queue& stream) {
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue stream) {
   validate(w);
   if (T == 0) return;
-  // Tensor cores: the GEMV when asked for (GemvOptions::mma_from), the GEMM past 8 rows. Their converted
-  // activations go back to the pool when this returns: safe, as every later user of the block queues
-  // behind the product on the same stream.
+  // Tensor cores: the GEMV when asked for (takes_gemv_mma: GemvOptions::mma_from, or mma_large_from for
+  // large matrices), the GEMM past 8 rows. Their converted activations go back to the pool when this
+  // returns: safe, as every later user of the block queues behind the product on the same stream
+  // (matmul_many converts before it forks, for that reason).
   if (takes_gemv_mma(w, T, stream)) {
     const auto scratch = stream.context->scratch(imma_scratch_bytes(T, w.cols));
     gemv_imma(w, imma_activations(x, T, w.cols, w.bits, scratch.get(), stream), y, T, stream);
@@ -489,8 +491,11 @@ bool matmul_grouped(std::span<const WeightMatrix* const> ws, const float* x, std
   if (!o.classic && (o.batch != 0 || o.words != 0 || o.warps != 0)) return false;  // forced: alone, too
   const int path = fast_path(*ws[0]);
   if (!o.classic && (path == 8 || path == 4) && gemv_wide_chosen(path, T, o)) return false;
-  // One format for all (so fast_path too); none on the tensor-core GEMV (it then takes the first too).
-  if (path == 0 || takes_gemv_mma(*ws[0], T, stream) ||
+  // One format for all (so fast_path too); none on the tensor-core GEMV (decided per matrix: its size
+  // counts).
+  if (path == 0 ||
+      std::any_of(ws.begin(), ws.end(),
+                  [&](const WeightMatrix* w) { return takes_gemv_mma(*w, T, stream); }) ||
       !std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) { return same_gemv_format(*w, *ws[0]); }))
     return false;
   for (const WeightMatrix* w : ws) validate(*w);
@@ -533,20 +538,21 @@ void CudaBackend::matmul_many(std::span<const WeightMatrix* const> ws, const Ten
     Backend::matmul_many(ws, x, ys);
     return;
   }
-  // On the tensor-core GEMV the input is converted once, before the fork, for all the weights (of one code
-  // width: the converted layout depends on it).
-  const bool shared_pieces = std::all_of(ws.begin(), ws.end(), [&](const WeightMatrix* w) {
-    return cuda::takes_gemv_mma(*w, x.rows, main) && w->bits == ws[0]->bits;
-  });
-  std::shared_ptr<void> scratch;
-  cuda::ImmaActivations pieces{};
-  if (shared_pieces) {
-    scratch = ctx_->scratch(cuda::imma_scratch_bytes(x.rows, x.cols));
-    pieces = cuda::imma_activations(x.data, x.rows, x.cols, ws[0]->bits, scratch.get(), main);
+  // The matrices on the tensor-core GEMV get their input converted here, before the fork, once per code width
+  // (the converted layout depends on it), into blocks held until after the join: converted inside each
+  // branch, a side stream's block could be one the main stream just gave back while its GEMV still reads it.
+  std::array<std::shared_ptr<void>, 2> scratch;  // 8-bit, 4-bit layouts
+  std::array<cuda::ImmaActivations, 2> pieces{};
+  const auto layout = [](const WeightMatrix& w) { return w.bits == 8 ? 0 : 1; };
+  for (const WeightMatrix* w : ws) {
+    if (!cuda::takes_gemv_mma(*w, x.rows, main) || scratch[layout(*w)]) continue;
+    scratch[layout(*w)] = ctx_->scratch(cuda::imma_scratch_bytes(x.rows, x.cols));
+    pieces[layout(*w)] =
+        cuda::imma_activations(x.data, x.rows, x.cols, w->bits, scratch[layout(*w)].get(), main);
   }
   const auto run = [&](size_t i, const cuda::Queue& queue) {
-    if (shared_pieces)
-      cuda::gemv_imma(*ws[i], pieces, ys[i]->data, x.rows, queue);
+    if (cuda::takes_gemv_mma(*ws[i], x.rows, main))
+      cuda::gemv_imma(*ws[i], pieces[layout(*ws[i])], ys[i]->data, x.rows, queue);
     else
       cuda::matmul(*ws[i], x.data, ys[i]->data, x.rows, queue);
   };

@@ -15,7 +15,7 @@ bool gemm_mma_supported(const WeightMatrix& w);
 // Device bytes split_activations needs for T rows of `cols` columns.
 size_t gemm_mma_scratch_bytes(int64_t T, int64_t cols);
 
-// x [T, cols] split for the tensor-core kernels (mma_util.cuh: chunks of hi/lo fp16, P times each 64-column
+// x [T, cols] split for the tensor-core GEMM (mma_util.cuh: chunks of hi/lo fp16, P times each 64-column
 // slice's sum, 1 / P per row), written into `scratch` (gemm_mma_scratch_bytes(T, cols) bytes, untouched
 // until the work that reads it has run) by one kernel queued here. `chunks` points to uint4 values in
 // device memory.
