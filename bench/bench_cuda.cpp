@@ -470,7 +470,6 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   gpu.set_gemv_mma_from(1);
   const double ar_mma = ar_run(true);  // every GEMV on the tensor-core kernel
   gpu.set_gemv_mma_from(0);
-
   gpu.set_paired_mlp(false);
   const double ar_unpaired = ar_run(true);  // MLP gate and up as two GEMVs + silu_mul, as before 2026-11-27
   gpu.set_paired_mlp(true);

@@ -265,10 +265,9 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
 
 // Matmuls of 1..8 rows on the tensor-core GEMV (matmul_imma.cu, CudaBackend::set_gemv_mma_from: u8 codes
 // times three s8 pieces of each activation slice, staged in shared memory or read from global memory)
-// against the CPU backend; 8-bit and
-// 4-bit codes, groups of 64 and 128, BF16 / F16 / F32 scales, partial row blocks, one to 144 slices,
-// activations of ordinary, large (1e4) and small (1e-6) magnitude, and rows whose slices alternate between
-// 1e-6 and 1e4 with one slice of zeros. Prints the worst error of each form.
+// against the CPU backend: 8-bit and 4-bit codes, groups of 64 and 128, BF16 / F16 / F32 scales, partial
+// row blocks, one to 144 slices, activations of ordinary, large (1e4) and small (1e-6) magnitude, and rows
+// whose slices alternate between 1e-6 and 1e4 with one slice of zeros. Prints the worst error of each form.
 TEST_F(CudaOps, MatmulTensorCoreGemv) {
   struct Case {
     Format format;
@@ -322,8 +321,8 @@ TEST_F(CudaOps, MatmulTensorCoreGemv) {
               worst[1]);
 }
 
-// matmul_many on the tensor-core GEMV: one conversion of the input serves matrices of one code
-// width (on parallel streams); mixed widths convert per matrix. Every output equals its CPU matmul.
+// matmul_many on the tensor-core GEMV: the input is converted once per code width before the matrices fork
+// onto parallel streams (one width, then 4 and 8 bits mixed). Every output equals its CPU matmul.
 TEST_F(CudaOps, MatmulManyTensorCoreGemv) {
   const Format formats[] = {
       {8, 64, DType::U32}, {8, 64, DType::U32}, {4, 64, DType::U32}, {8, 128, DType::U32}};
