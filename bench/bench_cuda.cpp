@@ -46,6 +46,7 @@
 //                 step's input copied before the graph instead of in its params kernel (as before
 //                 2026-11-27), and its split (MTP forward, head GEMV, pick). --draft-only 1: the AR step
 //                 and these rows alone.
+//   rollback      a 3-row verify's rollback to 1 row: in one copy_blocks launch, and a copy per state tensor.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
 //                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR).
 //   ppN           prefill of N tokens + the logits of the last row; t/s = N / time (one run past 8192); with
@@ -260,6 +261,44 @@ void bench_matmuls(CudaBackend& gpu, const Qwen35Model& model) {
       gpu.set_gemv_pipelined(true);
       std::printf("\n");
     }
+  }
+}
+
+// Rollback after a 3-row verify to 1 row (the GDN states after row 0 restored): Qwen35Model::rollback (all
+// layers' conv and recurrent states in one copy_blocks launch) against a copy per tensor as before
+// 2026-11-28 (two cudaMemcpyAsync per GDN layer). Median of 21 (after one), each waited for.
+void bench_rollback(CudaBackend& gpu, Qwen35Model& model, int capacity, int kPrompt, int64_t V) {
+  ModelState state = model.new_state(capacity);
+  model.forward(prompt(kPrompt, V), state);
+  const auto rows = prompt(3, V);
+  for (bool one_launch : {true, false}) {
+    std::vector<double> us;
+    for (int rep = 0; rep < 22; ++rep) {
+      model.forward(rows, state, {GdnMode::kAuto, true});
+      gpu.synchronize();
+      Stopwatch clock;
+      if (one_launch) {
+        model.rollback(state, 1);
+      } else {
+        for (LayerState& layer : state.layers) {
+          if (layer.recurrent.empty()) continue;
+          gpu.copy_rows(layer.conv_rows.row_view(0, 1).reshaped(layer.conv.rows, layer.conv.cols), layer.conv,
+                        0);
+          gpu.copy_rows(
+              layer.recurrent_rows.row_view(0, 1).reshaped(layer.recurrent.rows, layer.recurrent.cols),
+              layer.recurrent, 0);
+        }
+        state.position = state.captured_from + 1;
+        state.captured_from = -1;
+        state.captured_rows = 0;
+      }
+      gpu.synchronize();
+      if (rep > 0) us.push_back(clock.seconds() * 1e6);
+      state.position -= 1;  // the next verify overwrites the same rows
+    }
+    std::printf("rollback of a 3-row verify to 1 row%s: %.1f us\n",
+                one_launch ? " (one copy_blocks launch)" : " (a copy per state tensor, as before)",
+                median(us));
   }
 }
 
@@ -649,6 +688,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
                   n < 5 ? ", " : "\n");
   }
   gpu.set_gemv(false);
+  bench_rollback(gpu, model, capacity, kPrompt, V);
 
   const auto drafts = bench_drafts(gpu, model, ar, capacity, kPrompt);
 

@@ -35,6 +35,9 @@ class OpTimer final : public Backend {
   void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) override {
     timed("copy_rows", [&] { inner_.copy_rows(src, dst, dst_row); });
   }
+  void copy_blocks(std::span<const BlockCopy> blocks) override {
+    timed("copy_blocks", [&] { inner_.copy_blocks(blocks); });
+  }
   void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
                     int64_t dst_stride, int64_t width, int64_t count) override {
     timed("copy_columns",

@@ -27,7 +27,9 @@ struct GdnArgs {
   const Tensor* beta = nullptr;  // [T, Hv]
   Tensor* state = nullptr;       // [Hv, Dk * Dv] recurrent state S[d, v], updated in place
   Tensor* out = nullptr;         // [T, Hv * Dv]
-  Tensor* row_states = nullptr;  // optional [T, Hv * Dk * Dv]: the state after each row (speculative verify)
+  // Optional [R, Hv * Dk * Dv], R <= T: the state after each of rows 0..R-1 (speculative verify; the state
+  // after the last row is `state` itself, so a verify captures T - 1 rows).
+  Tensor* row_states = nullptr;
   int key_heads = 0;
   int value_heads = 0;
   int key_dim = 0;    // Dk
@@ -41,7 +43,7 @@ struct GdnPrepareArgs {
   const Tensor* qkv = nullptr;          // [T, 2 * key_dim + value_dim] (the q_proj|k_proj|v_proj columns)
   const Tensor* conv_weight = nullptr;  // [C, K]
   Tensor* conv_state = nullptr;         // [K-1, C]
-  Tensor* conv_rows = nullptr;          // optional [T, (K-1) * C]
+  Tensor* conv_rows = nullptr;          // optional [R <= T, (K-1) * C]: as conv1d_silu's row_states
   const Tensor* a = nullptr;            // [T, Hv]
   const Tensor* b = nullptr;            // [T, Hv]
   const Tensor* a_log = nullptr;        // [Hv]
@@ -90,6 +92,13 @@ struct AttentionPrepareArgs {
   int64_t pos0 = 0;
 };
 
+// One contiguous block of `count` floats to copy (Backend::copy_blocks).
+struct BlockCopy {
+  const float* src;
+  float* dst;
+  int64_t count;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -102,6 +111,9 @@ class Backend {
   virtual void fill(Tensor& dst, float value) = 0;
   // dst rows [dst_row, dst_row + src.rows) = src (same cols).
   virtual void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) = 0;
+  // Every block of this backend's memory copied (no block overlaps another's destination), in one launch
+  // where the backend can: a rollback restores two state tensors per GDN layer at once.
+  virtual void copy_blocks(std::span<const BlockCopy> blocks) = 0;
   // For every row r and i < count: dst[r, dst_col + i*dst_stride + j] = src[r, src_col + i*src_stride + j],
   // j < width. Splits and concatenations of column blocks (q/gate per head, q|k|v, [emb | hidden]).
   virtual void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst,
@@ -143,8 +155,8 @@ class Backend {
 
   // --- gated DeltaNet
   // out = silu(causal depthwise conv over time), weight [C, K] (tap K-1 = current row), state [K-1, C] holds
-  // the previous K-1 input rows and is updated. row_states (optional, [T, (K-1) * C]) receives the state
-  // after each row.
+  // the previous K-1 input rows and is updated. row_states (optional, [R, (K-1) * C], R <= T) receives the
+  // state after each of rows 0..R-1.
   virtual void conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& state, Tensor& out,
                            Tensor* row_states) = 0;
   // g = -exp(A_log) * softplus(a + dt_bias), beta = sigmoid(b); a, b [T, Hv].

@@ -100,7 +100,8 @@ Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state,
       state.position + T <= state.capacity,
       str("context full: ", state.position, " + ", T, " tokens exceed the context size of ", state.capacity),
       "", "start a new conversation or raise the context size");
-  if (options.capture_rows) reserve_capture_rows(state, T);
+  // The state after the last row is the state itself: rows 0..T-2 are captured.
+  if (options.capture_rows && T > 1) reserve_capture_rows(state, T - 1);
   Tensor hidden;
   if (use_graph(T)) {
     const bool chunked = options.gdn_mode == GdnMode::kChunked;
@@ -134,15 +135,17 @@ Tensor Qwen35Model::trunk(std::span<const int32_t> tokens, ModelState& state, co
 void Qwen35Model::rollback(ModelState& state, int64_t keep) {
   require(state.captured_from >= 0 && keep >= 1 && keep <= state.captured_rows,
           "internal error: rollback without a captured forward");
-  for (int i = 0; i < config_.num_hidden_layers; ++i) {
-    if (!config_.is_linear(i)) continue;  // attention caches are truncated by the position below
+  // Keeping every row keeps the states as they are; else each GDN layer gets back its states after row
+  // keep - 1, all layers in one copy_blocks. Attention caches are truncated by the position below.
+  std::vector<BlockCopy> copies;
+  for (int i = 0; i < config_.num_hidden_layers && keep < state.captured_rows; ++i) {
+    if (!config_.is_linear(i)) continue;
     LayerState& layer = state.layers[i];
-    backend_.copy_rows(layer.conv_rows.row_view(keep - 1, 1).reshaped(layer.conv.rows, layer.conv.cols),
-                       layer.conv, 0);
-    backend_.copy_rows(
-        layer.recurrent_rows.row_view(keep - 1, 1).reshaped(layer.recurrent.rows, layer.recurrent.cols),
-        layer.recurrent, 0);
+    const int64_t conv = layer.conv.numel(), recurrent = layer.recurrent.numel();
+    copies.push_back({layer.conv_rows.data + (keep - 1) * conv, layer.conv.data, conv});
+    copies.push_back({layer.recurrent_rows.data + (keep - 1) * recurrent, layer.recurrent.data, recurrent});
   }
+  if (!copies.empty()) backend_.copy_blocks(copies);
   state.position = state.captured_from + keep;
   state.captured_from = -1;
   state.captured_rows = 0;
@@ -248,9 +251,9 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
   Tensor conv_rows_view, recurrent_rows_view;
   Tensor* conv_rows = nullptr;
   Tensor* recurrent_rows = nullptr;
-  if (options.capture_rows) {  // buffers sized by forward (reserve_capture_rows)
-    conv_rows_view = state.conv_rows.row_view(0, T);
-    recurrent_rows_view = state.recurrent_rows.row_view(0, T);
+  if (options.capture_rows && T > 1) {  // rows 0..T-2, in buffers sized by forward (reserve_capture_rows)
+    conv_rows_view = state.conv_rows.row_view(0, T - 1);
+    recurrent_rows_view = state.recurrent_rows.row_view(0, T - 1);
     conv_rows = &conv_rows_view;
     recurrent_rows = &recurrent_rows_view;
   }

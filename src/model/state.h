@@ -21,8 +21,9 @@ struct LayerState {
   KvCache kv;        // full-attention layers
   Tensor conv;       // GDN: [K-1, conv_dim]
   Tensor recurrent;  // GDN: [Hv, Dk * Dv]
-  // GDN, filled by a forward with capture on: the conv and recurrent state after each of its rows
-  // (buffers sized for the widest forward so far; the first captured_rows rows are valid).
+  // GDN, filled by a forward with capture on: the conv and recurrent state after each of its rows but the
+  // last (that one is conv / recurrent themselves); buffers sized for the widest forward so far, the first
+  // captured_rows - 1 rows valid.
   Tensor conv_rows;       // [>= rows, (K-1) * conv_dim]
   Tensor recurrent_rows;  // [>= rows, Hv * Dk * Dv]
 };

@@ -149,6 +149,32 @@ TEST_P(GdnTest, RowStatesAreTheStatesAfterEachRow) {
   }
 }
 
+// A verify captures T - 1 rows (the state after the last row is the state itself): a row_states view of
+// fewer rows gets exactly those rows of the full capture, the memory after it is not written, and the
+// output and the final state do not change.
+TEST_P(GdnTest, CapturesOnlyTheRowsAsked) {
+  CpuBackend cpu(2);
+  const GdnCase c = GetParam();
+  if (c.T > 8 || c.T < 2) GTEST_SKIP() << "verify widths of two rows or more";
+  GdnInputs in = random_inputs(cpu, c, 17);
+  Tensor full_state = clone(cpu, in.state), part_state = clone(cpu, in.state);
+  Tensor full_out = cpu.alloc(c.T, int64_t{c.Hv} * c.Dv), part_out = cpu.alloc(c.T, full_out.cols);
+  Tensor full_rows = cpu.alloc(c.T, in.state.numel()), part_rows = cpu.alloc(c.T, in.state.numel());
+  cpu.fill(part_rows, 7.0f);
+  GdnArgs full = args_for(c, in, full_state, full_out);
+  full.row_states = &full_rows;
+  cpu.gdn_recurrent(full);
+  Tensor first_rows = part_rows.row_view(0, c.T - 1);
+  GdnArgs part = args_for(c, in, part_state, part_out);
+  part.row_states = &first_rows;
+  cpu.gdn_recurrent(part);
+  EXPECT_EQ(relative_error(part_rows.row_view(0, c.T - 1), full_rows.row_view(0, c.T - 1)), 0.0);
+  const Tensor last = part_rows.row_view(c.T - 1, 1);
+  EXPECT_TRUE(std::all_of(last.data, last.data + last.numel(), [](float x) { return x == 7.0f; }));
+  EXPECT_EQ(relative_error(part_out, full_out), 0.0);
+  EXPECT_EQ(relative_error(part_state, full_state), 0.0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, GdnTest,
                          ::testing::Values(GdnCase{1, 2, 16, 8, 5}, GdnCase{2, 4, 32, 16, 150},
                                            GdnCase{1, 3, 128, 128, 70}, GdnCase{2, 2, 8, 8, 64},
@@ -200,6 +226,14 @@ TEST_P(Conv1dTest, StreamingEqualsOneShotAndCapturesRowStates) {
     }
     for (int64_t i = 0; i < state.numel(); ++i) EXPECT_EQ(state.data[i], state_all.data[i]);
   }
+  // Capturing the first T - 1 rows only: those rows as before, the last one not written.
+  Tensor state = cpu.alloc(K - 1, C), out = cpu.alloc(T, C), part = cpu.alloc(T, (K - 1) * C);
+  cpu.fill(state, 0.0f);
+  cpu.fill(part, 7.0f);
+  Tensor first = part.row_view(0, T - 1);
+  cpu.conv1d_silu(x, w, state, out, &first);
+  for (int64_t i = 0; i < (T - 1) * (K - 1) * C; ++i) EXPECT_EQ(part.data[i], rows.data[i]);
+  for (int64_t i = (T - 1) * (K - 1) * C; i < part.numel(); ++i) EXPECT_EQ(part.data[i], 7.0f);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Conv1dTest,

@@ -3,6 +3,7 @@
 // Reported error: max |cuda - cpu| / max |cpu| over the output. Skipped when no GPU is present.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdio>
@@ -879,6 +880,104 @@ TEST_F(CudaOps, AttentionGqaAtOffsets) {
       gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale, &gg});
       EXPECT_LT(compare(oc, og), 1e-5) << "gated D " << D << " T " << T << " pos0 " << pos0;
     }
+  }
+}
+
+// A verify captures T - 1 rows: conv1d_silu, the fused gdn_prepare and gdn_recurrent given a row buffer
+// view of fewer rows than T write exactly those rows (as the CPU's) and nothing after them.
+TEST_F(CudaOps, CapturesOnlyTheRowsAsked) {
+  const int64_t T = 3, Dk = 128, key_dim = 2 * Dk, value_dim = 4 * Dk, C = 2 * key_dim + value_dim, K = 4;
+  const int Hk = 2, Hv = 4;
+  // The first `rows` rows of c and g are equal, and the rest of g is still NaN (never written).
+  auto check = [&](const Tensor& c, const Tensor& g, int64_t rows, const char* what) {
+    EXPECT_EQ(compare(c.row_view(0, rows), g.row_view(0, rows)), 0.0) << what;
+    const std::vector<float> rest = host(*gpu_, g.row_view(rows, g.rows - rows));
+    EXPECT_TRUE(std::all_of(rest.begin(), rest.end(), [](float x) { return std::isnan(x); })) << what;
+  };
+  {
+    auto [xc, xg] = random_pair(T, C);
+    auto [wc, wg] = random_pair(C, K);
+    auto [sc, sg] = random_pair(K - 1, C);
+    auto [oc, og] = outputs(T, C);
+    auto [rc, rg] = outputs(T, (K - 1) * C);
+    Tensor rc2 = rc.row_view(0, T - 1), rg2 = rg.row_view(0, T - 1);
+    cpu_.conv1d_silu(xc, wc, sc, oc, &rc2);
+    gpu_->conv1d_silu(xg, wg, sg, og, &rg2);
+    check(rc, rg, T - 1, "conv1d_silu");
+  }
+  {
+    auto [xc, xg] = random_pair(T, C, -2, 2);
+    auto [wc, wg] = random_pair(C, K);
+    auto [sc, sg] = random_pair(K - 1, C);
+    auto [ac, ag] = random_pair(T, Hv, -3, 3);
+    auto [bc, bg] = random_pair(T, Hv, -3, 3);
+    auto [lc, lg] = random_pair(1, Hv);
+    auto [dc, dg] = random_pair(1, Hv);
+    auto [qc, qg] = outputs(T, key_dim);
+    auto [kc, kg] = outputs(T, key_dim);
+    auto [vc, vg] = outputs(T, value_dim);
+    auto [gc, gg] = outputs(T, Hv);
+    auto [ec, eg] = outputs(T, Hv);
+    auto [rc, rg] = outputs(T, (K - 1) * C);
+    Tensor rc2 = rc.row_view(0, T - 1), rg2 = rg.row_view(0, T - 1);
+    cpu_.gdn_prepare(
+        {&xc, &wc, &sc, &rc2, &ac, &bc, &lc, &dc, &qc, &kc, &vc, &gc, &ec, static_cast<int>(Dk)});
+    gpu_->gdn_prepare(
+        {&xg, &wg, &sg, &rg2, &ag, &bg, &lg, &dg, &qg, &kg, &vg, &gg, &eg, static_cast<int>(Dk)});
+    check(rc, rg, T - 1, "gdn_prepare");
+  }
+  {
+    auto [qc, qg] = random_pair(T, int64_t{Hk} * Dk);
+    auto [kc, kg] = random_pair(T, int64_t{Hk} * Dk);
+    cpu_.l2_norm(qc, Dk, 1.0f / std::sqrt(float(Dk)));
+    gpu_->l2_norm(qg, Dk, 1.0f / std::sqrt(float(Dk)));
+    cpu_.l2_norm(kc, Dk, 1.0f);
+    gpu_->l2_norm(kg, Dk, 1.0f);
+    auto [vc, vg] = random_pair(T, int64_t{Hv} * Dk);
+    auto [gc, gg] = random_pair(T, Hv, -1.0f, -0.01f);
+    auto [bc, bg] = random_pair(T, Hv, 0.0f, 1.0f);
+    auto [sc, sg] = random_pair(Hv, Dk * Dk, -0.5f, 0.5f);
+    auto [oc, og] = outputs(T, int64_t{Hv} * Dk);
+    auto [rc, rg] = outputs(T, sc.numel());
+    Tensor rc2 = rc.row_view(0, T - 1), rg2 = rg.row_view(0, T - 1);
+    const int D = static_cast<int>(Dk);
+    cpu_.gdn_recurrent({&qc, &kc, &vc, &gc, &bc, &sc, &oc, &rc2, Hk, Hv, D, D});
+    gpu_->gdn_recurrent({&qg, &kg, &vg, &gg, &bg, &sg, &og, &rg2, Hk, Hv, D, D});
+    EXPECT_LT(compare(rc.row_view(0, T - 1), rg.row_view(0, T - 1)), 1e-5);
+    const std::vector<float> rest = host(*gpu_, rg.row_view(T - 1, 1));
+    EXPECT_TRUE(std::all_of(rest.begin(), rest.end(), [](float x) { return std::isnan(x); }));
+    EXPECT_LT(compare(sc, sg), 1e-5);
+  }
+}
+
+// copy_blocks: 70 blocks (two launches) of mixed sizes, aligned ones (float4 copies) and a batch with an
+// odd offset (float copies); nothing outside the blocks written.
+TEST_F(CudaOps, CopyBlocks) {
+  for (int64_t skew : {0, 1}) {
+    std::vector<int64_t> sizes;
+    for (int i = 0; i < 70; ++i) sizes.push_back(i % 7 == 0 ? 0 : 4 * (1 + (i * 37) % 300));
+    sizes[5] = 1 << 20;
+    int64_t total = skew;
+    for (int64_t n : sizes) total += n + 4;
+    const std::vector<float> values = random(static_cast<size_t>(total));
+    const Tensor src = gpu_->upload(values, 1, total);
+    Tensor dst = gpu_->alloc(1, total);
+    gpu_->fill(dst, NAN);
+    std::vector<BlockCopy> blocks;
+    std::vector<float> expected(static_cast<size_t>(total), NAN);
+    int64_t at = skew;
+    for (int64_t n : sizes) {
+      const int64_t to = total - at - n - 4 + skew;  // destinations in reverse order
+      blocks.push_back({src.data + at, dst.data + to, n});
+      std::copy_n(values.begin() + at, n, expected.begin() + to);
+      at += n + 4;
+    }
+    gpu_->copy_blocks(blocks);
+    const std::vector<float> got = host(*gpu_, dst);
+    int64_t wrong = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      wrong += !(got[i] == expected[i] || (std::isnan(got[i]) && std::isnan(expected[i])));
+    EXPECT_EQ(wrong, 0) << "skew " << skew;
   }
 }
 

@@ -33,6 +33,7 @@ class CpuBackend final : public Backend {
   void top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) override;
   void fill(Tensor& dst, float value) override;
   void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) override;
+  void copy_blocks(std::span<const BlockCopy> blocks) override;
   void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
                     int64_t dst_stride, int64_t width, int64_t count) override;
   // The mmapped weight as it is; with QuantDot::Int8 on a CPU that runs it, 4/8-bit matrices also get their

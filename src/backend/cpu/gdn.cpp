@@ -29,7 +29,7 @@ void check_args(const GdnArgs& a) {
       a.v->cols == int64_t{a.value_heads} * a.value_dim && a.g->rows == T && a.g->cols == a.value_heads &&
       a.beta->rows == T && a.state->numel() == int64_t{a.value_heads} * a.key_dim * a.value_dim &&
       a.out->rows == T && a.out->cols == a.v->cols &&
-      (a.row_states == nullptr || (a.row_states->rows == T && a.row_states->cols == a.state->numel()));
+      (a.row_states == nullptr || (a.row_states->rows <= T && a.row_states->cols == a.state->numel()));
   if (!ok) fail("internal error: cpu backend: gdn argument shapes");
   require(a.value_dim <= kMaxValueDim,
           str("linear attention value heads of ", a.value_dim, " values: the CPU backend takes up to ",
@@ -76,7 +76,7 @@ MTPLX_VECTOR_CLONES void recurrent_head(const GdnArgs& a, int hv) {
       sk[j] = delta;
     }
     for (int64_t d = 0; d < Dk; ++d) decay_and_add(S + d * Dv, decay, k[d], sk, Dv);
-    if (a.row_states != nullptr) {
+    if (a.row_states != nullptr && t < a.row_states->rows) {
       std::copy(S, S + Dk * Dv, a.row_states->data + t * a.row_states->cols + hv * Dk * Dv);
     }
   }

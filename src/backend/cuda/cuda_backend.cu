@@ -38,6 +38,28 @@ __global__ void copy_columns_kernel(const float* src, int64_t src_cols, int64_t 
   }
 }
 
+// Up to this many blocks per copy_blocks launch, passed by value (a kernel parameter, no upload).
+constexpr int kMaxBlockCopies = 64;
+struct BlockCopies {
+  BlockCopy at[kMaxBlockCopies];
+};
+
+// blockIdx.y picks the block to copy; the x blocks stride over it, float4 by float4 when `vectors` (every
+// address 16-byte aligned and every count a multiple of 4), else float by float.
+__global__ void copy_blocks_kernel(BlockCopies blocks, bool vectors) {
+  begin_dependent();
+  const BlockCopy b = blocks.at[blockIdx.y];
+  const int64_t stride = int64_t{gridDim.x} * blockDim.x;
+  const int64_t first = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (vectors) {
+    const auto* src = reinterpret_cast<const float4*>(b.src);
+    auto* dst = reinterpret_cast<float4*>(b.dst);
+    for (int64_t i = first; i < b.count / 4; i += stride) dst[i] = src[i];
+  } else {
+    for (int64_t i = first; i < b.count; i += stride) b.dst[i] = b.src[i];
+  }
+}
+
 // Up to this many token ids travel as a kernel argument (no upload, no host sync).
 constexpr int kInlineTokens = 64;
 struct InlineTokens {
@@ -205,7 +227,7 @@ __global__ void rope_kernel(float* x, int64_t rows, int64_t cols, int heads, int
 // out[t, c] = silu(sum_j w[c, j] * input(t + j, c)) over the extended input [state ; x], and the state
 // after each row into row_states.
 __global__ void conv1d_kernel(const float* x, const float* weight, const float* state, float* out,
-                              float* row_states, int64_t T, int64_t C, int K) {
+                              float* row_states, int64_t captured, int64_t T, int64_t C, int K) {
   begin_dependent();
   const int64_t n = T * C;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -215,7 +237,7 @@ __global__ void conv1d_kernel(const float* x, const float* weight, const float* 
     float sum = 0;
     for (int j = 0; j < K; ++j) sum += weight[c * K + j] * input(t + j);
     out[i] = silu(sum);
-    if (row_states != nullptr)
+    if (t < captured)
       for (int j = 0; j < K - 1; ++j) row_states[(t * (K - 1) + j) * C + c] = input(t + 1 + j);
   }
 }
@@ -355,6 +377,30 @@ void CudaBackend::copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) {
   if (src.numel() == 0 || src.data == dst.data + dst_row * dst.cols) return;
   MTPLX_CUDA_CHECK(cudaMemcpyAsync(dst.data + dst_row * dst.cols, src.data, sizeof(float) * src.numel(),
                                    cudaMemcpyDeviceToDevice, ctx_->stream));
+}
+
+void CudaBackend::copy_blocks(std::span<const BlockCopy> blocks) {
+  for (size_t done = 0; done < blocks.size(); done += cuda::kMaxBlockCopies) {
+    const size_t n = std::min<size_t>(cuda::kMaxBlockCopies, blocks.size() - done);
+    cuda::BlockCopies batch{};
+    int64_t longest = 0;
+    bool vectors = true;
+    for (size_t i = 0; i < n; ++i) {
+      const BlockCopy& b = blocks[done + i];
+      batch.at[i] = b;
+      longest = std::max(longest, b.count);
+      vectors = vectors && b.count % 4 == 0 && reinterpret_cast<uintptr_t>(b.src) % 16 == 0 &&
+                reinterpret_cast<uintptr_t>(b.dst) % 16 == 0;
+    }
+    if (longest == 0) continue;
+    // Enough x blocks for the longest copy at one float4 (or float) per thread, capped: the grid's rows
+    // already multiply it.
+    const int64_t per_thread = vectors ? 4 : 1;
+    const auto x = static_cast<unsigned>(std::min<int64_t>(64, (longest / per_thread + 255) / 256));
+    cuda::launch(cuda::copy_blocks_kernel, dim3(std::max(1u, x), static_cast<unsigned>(n)), 256, 0,
+                 ctx_->queue(), batch, vectors);
+    check_launch("copy_blocks");
+  }
 }
 
 void CudaBackend::copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst,
@@ -515,11 +561,12 @@ void CudaBackend::conv1d_silu(const Tensor& x, const Tensor& weight, Tensor& sta
   const int64_t C = x.cols, K = weight.cols, T = x.rows;
   expect(weight.rows == C && state.rows == K - 1 && state.cols == C && out.rows == T && out.cols == C,
          "conv1d shape");
-  expect(row_states == nullptr || (row_states->rows == T && row_states->cols == (K - 1) * C),
+  expect(row_states == nullptr || (row_states->rows <= T && row_states->cols == (K - 1) * C),
          "conv1d row_states");
   if (T == 0) return;
   cuda::launch(cuda::conv1d_kernel, grid_for(T * C, 256), 256, 0, ctx_->queue(), x.data, weight.data,
-               state.data, out.data, row_states ? row_states->data : nullptr, T, C, static_cast<int>(K));
+               state.data, out.data, row_states ? row_states->data : nullptr,
+               row_states ? row_states->rows : int64_t{0}, T, C, static_cast<int>(K));
   check_launch("conv1d_silu");
   cuda::launch(cuda::conv_state_kernel, cuda::blocks_for(C, 256), 256, 0, ctx_->queue(), x.data, state.data,
                T, C, static_cast<int>(K));

@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
   void download(const Tensor& src, std::span<float> host) override;
   void fill(Tensor& dst, float value) override;
   void copy_rows(const Tensor& src, Tensor& dst, int64_t dst_row) override;
+  void copy_blocks(std::span<const BlockCopy> blocks) override;
   void copy_columns(const Tensor& src, int64_t src_col, int64_t src_stride, Tensor& dst, int64_t dst_col,
                     int64_t dst_stride, int64_t width, int64_t count) override;
   WeightMatrix prepare_weight(const WeightMatrix& host) override;

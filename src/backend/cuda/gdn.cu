@@ -25,8 +25,8 @@ constexpr int kGdnWarps = 4;
 template <int R>  // rows of S per thread: Dk <= 4 * R
 __global__ void __launch_bounds__(kGdnWarps * 32)
     gdn_recurrent_kernel(const float* q, const float* k, const float* v, const float* g, const float* beta,
-                         float* state, float* out, float* row_states, int64_t T, int Hk, int Hv, int Dk,
-                         int Dv) {
+                         float* state, float* out, float* row_states, int64_t captured, int64_t T, int Hk,
+                         int Hv, int Dk, int Dv) {
   begin_dependent();
   extern __shared__ float shared[];  // q and k of the current row: 2 * Dk
   float* sq = shared;
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kGdnWarps * 32)
       }
     }
     red_o[warp][lane] = partial;
-    if (row_states != nullptr && column) {
+    if (t < captured && column) {
       float* rs = row_states + t * (int64_t{Hv} * Dk * Dv) + head_state;
 #pragma unroll
       for (int r = 0; r < R; ++r)
@@ -103,9 +103,10 @@ __global__ void __launch_bounds__(kGdnWarps * 32)
 // l2_norm and gdn_gates do it.
 template <int K>
 __global__ void gdn_prepare_kernel(const float* qkv, const float* weight, float* state, float* conv_rows,
-                                   const float* a, const float* b, const float* a_log, const float* dt_bias,
-                                   float* q, float* k, float* v, float* g, float* beta, int64_t T, int64_t C,
-                                   int64_t key_dim, int64_t value_dim, int Hv, float q_scale) {
+                                   int64_t captured, const float* a, const float* b, const float* a_log,
+                                   const float* dt_bias, float* q, float* k, float* v, float* g, float* beta,
+                                   int64_t T, int64_t C, int64_t key_dim, int64_t value_dim, int Hv,
+                                   float q_scale) {
   begin_dependent();
   __shared__ float shared[32];
   const int Dk = static_cast<int>(blockDim.x);
@@ -136,7 +137,7 @@ __global__ void gdn_prepare_kernel(const float* qkv, const float* weight, float*
 #pragma unroll
     for (int j = 0; j < K - 1; ++j) {
       window[j] = window[j + 1];
-      if (conv_rows != nullptr) conv_rows[(t * (K - 1) + j) * C + c] = window[j];
+      if (t < captured) conv_rows[(t * (K - 1) + j) * C + c] = window[j];
     }
     if (is_q || is_k) {
       const float squares = block_sum(y * y, shared);
@@ -161,7 +162,7 @@ void check_args(const GdnArgs& a) {
       a.v->cols == int64_t{a.value_heads} * a.value_dim && a.g->rows == T && a.g->cols == a.value_heads &&
       a.beta->rows == T && a.state->numel() == int64_t{a.value_heads} * a.key_dim * a.value_dim &&
       a.out->rows == T && a.out->cols == a.v->cols &&
-      (a.row_states == nullptr || (a.row_states->rows == T && a.row_states->cols == a.state->numel()));
+      (a.row_states == nullptr || (a.row_states->rows <= T && a.row_states->cols == a.state->numel()));
   if (!ok) fail("internal error: cuda backend: gdn argument shapes");
 }
 
@@ -173,8 +174,9 @@ void run_recurrent(const GdnArgs& a, Queue stream) {
   const size_t shared = 2 * sizeof(float) * static_cast<size_t>(a.key_dim);
   auto run = [&](auto kernel) {
     launch(kernel, grid, kGdnWarps * 32, shared, stream, a.q->data, a.k->data, a.v->data, a.g->data,
-           a.beta->data, a.state->data, a.out->data, a.row_states ? a.row_states->data : nullptr, T,
-           a.key_heads, a.value_heads, a.key_dim, a.value_dim);
+           a.beta->data, a.state->data, a.out->data, a.row_states ? a.row_states->data : nullptr,
+           a.row_states ? a.row_states->rows : int64_t{0}, T, a.key_heads, a.value_heads, a.key_dim,
+           a.value_dim);
   };
   const int rows = (a.key_dim + kGdnWarps - 1) / kGdnWarps;
   if (rows <= 4)
@@ -318,12 +320,13 @@ void CudaBackend::gdn_prepare(const GdnPrepareArgs& a) {
         a.q->rows == T && a.k->rows == T && a.k->cols == key_dim && a.v->rows == T && a.a->rows == T &&
         a.a->cols == Hv && a.b->numel() == a.a->numel() && a.g->numel() == a.a->numel() &&
         a.beta->numel() == a.a->numel() && a.a_log->numel() == Hv && a.dt_bias->numel() == Hv &&
-        (a.conv_rows == nullptr || (a.conv_rows->rows == T && a.conv_rows->cols == (K - 1) * C))))
+        (a.conv_rows == nullptr || (a.conv_rows->rows <= T && a.conv_rows->cols == (K - 1) * C))))
     fail("internal error: cuda backend: gdn_prepare shapes");
   const auto blocks = static_cast<unsigned>(C / Dk + 1);
   auto run = [&](auto kernel) {
     cuda::launch(kernel, blocks, Dk, 0, ctx_->queue(), a.qkv->data, a.conv_weight->data, a.conv_state->data,
-                 a.conv_rows != nullptr ? a.conv_rows->data : nullptr, a.a->data, a.b->data, a.a_log->data,
+                 a.conv_rows != nullptr ? a.conv_rows->data : nullptr,
+                 a.conv_rows != nullptr ? a.conv_rows->rows : int64_t{0}, a.a->data, a.b->data, a.a_log->data,
                  a.dt_bias->data, a.q->data, a.k->data, a.v->data, a.g->data, a.beta->data, T, C, key_dim,
                  value_dim, Hv, 1.0f / std::sqrt(static_cast<float>(Dk)));
   };
