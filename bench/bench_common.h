@@ -58,57 +58,52 @@ Stats measure(int repeats, F&& once) {
   return stats(samples);
 }
 
-// Seconds of each of `passes` memcpy passes of `bytes` bytes split over the pool, after one untimed pass
-// that faults the pages in. The buffers are on huge pages as the CPU backend's int8 tiles are
-// (allocate_huge_pages), so the bandwidth bound is measured on the memory the kernels stream.
-inline std::vector<double> copy_pass_seconds(ThreadPool& pool, size_t bytes, int passes) {
-  const auto src = allocate_huge_pages(bytes), dst = allocate_huge_pages(bytes);
-  require(src != nullptr && dst != nullptr, str("no memory for two ", bytes >> 20, " MiB copy buffers"));
-  std::memset(src.get(), 1, bytes);
+// Seconds of each of `passes` passes of chunk(begin, end) over [0, bytes) split over the pool in 64 KiB
+// grains, after one untimed pass that faults the pages in.
+template <typename Chunk>
+std::vector<double> pass_seconds(ThreadPool& pool, size_t bytes, int passes, const Chunk& chunk) {
   std::vector<double> seconds;
   for (int pass = 0; pass <= passes; ++pass) {
     Stopwatch clock;
-    pool.parallel_for(
-        static_cast<int64_t>(bytes),
-        [&](int64_t begin, int64_t end) {
-          std::memcpy(dst.get() + begin, src.get() + begin, static_cast<size_t>(end - begin));
-        },
-        int64_t{1} << 16);
+    pool.parallel_for(static_cast<int64_t>(bytes), chunk, int64_t{1} << 16);
     if (pass > 0) seconds.push_back(clock.seconds());
   }
   return seconds;
 }
 
-// Seconds of each of `passes` read passes over `bytes` bytes split over the pool (every 64-bit word added
-// into eight running sums, prefetched 2 KiB ahead), after one untimed pass. A decode step mostly reads, and
-// on the development VM a read stream gets less than the copy figure (read + write bytes) suggests: 2
-// threads read 31-38 GB/s while memcpy moved 36-50 GB/s, measured one after the other.
+// Seconds of each of `passes` memcpy passes of `bytes` bytes. The buffers are on huge pages as the CPU
+// backend's int8 tiles are (allocate_huge_pages), so the bandwidth bound is measured on the memory the
+// kernels stream.
+inline std::vector<double> copy_pass_seconds(ThreadPool& pool, size_t bytes, int passes) {
+  const auto src = allocate_huge_pages(bytes), dst = allocate_huge_pages(bytes);
+  require(src != nullptr && dst != nullptr, str("no memory for two ", bytes >> 20, " MiB copy buffers"));
+  std::memset(src.get(), 1, bytes);
+  return pass_seconds(pool, bytes, passes, [&](int64_t begin, int64_t end) {
+    std::memcpy(dst.get() + begin, src.get() + begin, static_cast<size_t>(end - begin));
+  });
+}
+
+// Seconds of each of `passes` read passes over `bytes` bytes (every 64-bit word added into eight running
+// sums, prefetched 2 KiB ahead), on huge pages. A decode step mostly reads, and on the development VM two
+// threads read less than memcpy moves in reads and writes together (47-55 against 53-63 GB/s in the same
+// bench_decode runs).
 inline std::vector<double> read_pass_seconds(ThreadPool& pool, size_t bytes, int passes) {
   const auto src = allocate_huge_pages(bytes);
   require(src != nullptr, str("no memory for a ", bytes >> 20, " MiB read buffer"));
   std::memset(src.get(), 1, bytes);
   std::atomic<uint64_t> sink{0};  // keeps the sums alive
-  std::vector<double> seconds;
-  for (int pass = 0; pass <= passes; ++pass) {
-    Stopwatch clock;
-    pool.parallel_for(
-        static_cast<int64_t>(bytes),
-        [&](int64_t begin, int64_t end) {
-          const auto* words = reinterpret_cast<const uint64_t*>(src.get() + begin);
-          const size_t count = static_cast<size_t>(end - begin) / 8;
-          uint64_t sums[8] = {};
-          for (size_t i = 0; i + 8 <= count; i += 8) {
-            __builtin_prefetch(words + i + 256);
-            for (int l = 0; l < 8; ++l) sums[l] += words[i + l];
-          }
-          uint64_t total = 0;
-          for (uint64_t s : sums) total += s;
-          sink.fetch_add(total, std::memory_order_relaxed);
-        },
-        int64_t{1} << 16);
-    if (pass > 0) seconds.push_back(clock.seconds());
-  }
-  return seconds;
+  return pass_seconds(pool, bytes, passes, [&](int64_t begin, int64_t end) {
+    const auto* words = reinterpret_cast<const uint64_t*>(src.get() + begin);
+    const size_t count = static_cast<size_t>(end - begin) / 8;
+    uint64_t sums[8] = {};
+    for (size_t i = 0; i + 8 <= count; i += 8) {
+      __builtin_prefetch(words + i + 256);
+      for (int l = 0; l < 8; ++l) sums[l] += words[i + l];
+    }
+    uint64_t total = 0;
+    for (uint64_t sum : sums) total += sum;
+    sink.fetch_add(total, std::memory_order_relaxed);
+  });
 }
 
 inline uint64_t vector_bytes(const Tensor& t) {
