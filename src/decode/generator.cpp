@@ -121,6 +121,7 @@ class Run {
       return false;
     }
     state_ = model_.new_state(capacity());
+    if (config_.mtp_depth > 0) model_.reserve_verify_rows(state_, config_.mtp_depth + 1);
     const Tensor hidden = model_.forward(prompt_, state_);
     const Tensor last = model_.logits(hidden.row_view(hidden.rows - 1, 1));
     const int32_t first = draw_first(last);

@@ -37,6 +37,10 @@ void Qwen35Model::reserve_capture_rows(ModelState& state, int64_t rows) {
   if (moved) state.graphs->clear();  // recorded graphs write the old buffers
 }
 
+void Qwen35Model::reserve_verify_rows(ModelState& state, int64_t rows) {
+  if (rows > 1) reserve_capture_rows(state, rows - 1);
+}
+
 Tensor Qwen35Model::graphed(int key, std::span<const int32_t> tokens, int64_t base, ModelState& state,
                             const Tensor* input, const std::function<Tensor(const Tensor&)>& ops) {
   auto it = state.graphs->find(key);
@@ -101,7 +105,7 @@ Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state,
       str("context full: ", state.position, " + ", T, " tokens exceed the context size of ", state.capacity),
       "", "start a new conversation or raise the context size");
   // The state after the last row is the state itself: rows 0..T-2 are captured.
-  if (options.capture_rows && T > 1) reserve_capture_rows(state, T - 1);
+  if (options.capture_rows) reserve_verify_rows(state, T);
   Tensor hidden;
   if (use_graph(T)) {
     const bool chunked = options.gdn_mode == GdnMode::kChunked;

@@ -43,6 +43,10 @@ class Qwen35Model {
   // Keeps only the first `keep` rows of the last forward (which must have had capture_rows on): attention
   // caches are truncated by position, GDN states are set to the captured state after row keep - 1.
   void rollback(ModelState& state, int64_t keep);
+  // Sizes the state's capture buffers for verify forwards of up to `rows` rows. forward does it on demand,
+  // but growing them drops the state's step graphs (they write the old buffers), so a generation that
+  // knows its depth reserves before its first step and records each graph once.
+  void reserve_verify_rows(ModelState& state, int64_t rows);
 
   // logits [T, V] = hidden W_lm^T.
   Tensor logits(const Tensor& hidden);
@@ -64,7 +68,7 @@ class Qwen35Model {
   Tensor graphed(int key, std::span<const int32_t> tokens, int64_t base, ModelState& state,
                  const Tensor* input, const std::function<Tensor(const Tensor&)>& ops);
   bool use_graph(int64_t rows) const;
-  // Sizes the GDN capture buffers for `rows` rows; drops the state's graphs when a buffer moved.
+  // Sizes the GDN capture buffers for `rows` captured rows; drops the state's graphs when a buffer moved.
   void reserve_capture_rows(ModelState& state, int64_t rows);
   // One decoder layer on the residual stream x and its input norm h: sets x to the layer's output and h to
   // that output normed with `next_norm` (the next layer's input norm, or the final norm).
