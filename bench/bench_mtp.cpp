@@ -316,7 +316,7 @@ int run(int argc, char** argv) {
   const Args args = parse_args(argc, argv);
   CpuBackend backend(args.threads);
   require(args.dot != cpu::QuantDot::Int8 || cpu::int8_dot_supported(),
-          "--cpu-matmul int8 needs AVX-512 VNNI and GFNI, which this CPU lacks", "--cpu-matmul");
+          "--cpu-matmul int8 needs AVX2, which this CPU lacks", "--cpu-matmul");
   backend.set_quant_dot(args.dot);
   for (const auto& dir : args.models) bench_model(dir, args, backend);
   return 0;

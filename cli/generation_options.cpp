@@ -12,7 +12,7 @@ void add_cpu_matmul_option(CLI::App& cmd, std::string& mode) {
   cmd.add_option("--cpu-matmul", mode,
                  "CPU decode with 4/8-bit weights: exact (fp32, the reference) or int8 (activations rounded "
                  "to int8 per 64 columns, integer dot products; faster, ~1e-3 relative error; needs "
-                 "AVX-512 VNNI; holds a second, regrouped copy of those weights in memory)")
+                 "AVX2; holds a second, regrouped copy of those weights in memory)")
       ->check(CLI::IsMember({"exact", "int8"}))
       ->capture_default_str();
 }

@@ -37,7 +37,7 @@ std::unique_ptr<Backend> make_backend(std::string_view device, int threads, cpu:
     auto backend = std::make_unique<CpuBackend>(threads);
     if (dot == cpu::QuantDot::Int8 && !cpu::int8_dot_supported())
       std::fprintf(stderr,
-                   "mtplx: --cpu-matmul int8 needs AVX-512 VNNI and GFNI, which this CPU lacks; "
+                   "mtplx: --cpu-matmul int8 needs AVX2, which this CPU lacks; "
                    "running the exact kernels\n");
     backend->set_quant_dot(dot);
     return backend;

@@ -30,7 +30,7 @@ constexpr double kDefinitionTolerance = 1e-5;
 class Int8Matmul : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!int8_dot_supported()) GTEST_SKIP() << "this CPU lacks AVX-512 VNNI / GFNI";
+    if (!int8_dot_supported()) GTEST_SKIP() << "this CPU lacks AVX2";
   }
 };
 

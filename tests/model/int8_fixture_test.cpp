@@ -60,7 +60,7 @@ std::vector<fs::path> quantized_fixtures() {
 class Int8Fixture : public ::testing::TestWithParam<fs::path> {
  protected:
   void SetUp() override {
-    if (!cpu::int8_dot_supported()) GTEST_SKIP() << "this CPU lacks AVX-512 VNNI / GFNI";
+    if (!cpu::int8_dot_supported()) GTEST_SKIP() << "this CPU lacks AVX2";
     cpu_.set_quant_dot(cpu::QuantDot::Int8);
     ckpt_ = std::make_unique<Checkpoint>(open_checkpoint(GetParam()));
     model_ = std::make_unique<Qwen35Model>(*ckpt_, cpu_);

@@ -386,7 +386,7 @@ TEST(Synth, CommandLine) {
 // kernels take nothing else), an untied embedding, only looked up, carries none (a second copy of it would
 // be memory for nothing), and a tied one shares the LM head's.
 TEST(SynthInt8, ProductMatricesGetTilesAndALookupTableDoesNot) {
-  if (!cpu::int8_dot_supported()) GTEST_SKIP() << "this CPU lacks AVX-512 VNNI / GFNI";
+  if (!cpu::int8_dot_supported()) GTEST_SKIP() << "this CPU lacks AVX2";
   TempDir tmp;
   for (const std::string preset : {"tiny", "tiny-untied"}) {
     const fs::path dir = synth(tmp / preset, preset, SynthLayout::kMlxQ4);

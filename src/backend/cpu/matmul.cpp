@@ -62,7 +62,7 @@ bool cpu_has_avx512() {
 #endif
 }
 
-bool cpu_has_int8_dot() {
+bool cpu_has_vnni() {
 #if defined(__x86_64__) || defined(__i386__)
   static const bool has =
       cpu_has_avx512() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("gfni");
@@ -70,6 +70,11 @@ bool cpu_has_int8_dot() {
 #else
   return false;
 #endif
+}
+
+// Whether QuantDot::Int8 on path `isa` runs the VNNI kernel (else the AVX2 one).
+bool int8_vnni(Isa isa) {
+  return isa == Isa::Avx512 && cpu_has_vnni();
 }
 
 Isa resolve(Isa isa) {
@@ -88,7 +93,7 @@ constexpr size_t kParallelBytes = 96 * 1024;
 struct RowJob {
   const WeightMatrix* w = nullptr;
   Isa isa = Isa::Portable;
-  bool int8 = false;
+  bool int8 = false;  // QuantDot::Int8: the VNNI kernel on the AVX-512 path with VNNI, else the AVX2 one
   detail::RowArgs args;
   std::vector<float> xq, xsum, xi_scale;
   std::vector<int8_t> xi;
@@ -115,7 +120,8 @@ RowJob prepare_rows(const WeightMatrix& w, const float* x, float* y, int64_t T, 
       args.xi_blocks = w.cols / 64;
       job.xi.resize(static_cast<size_t>(T * args.xi_stride));
       job.xi_scale.resize(static_cast<size_t>(T * args.xi_blocks));
-      detail::quantize_x_int8(w, x, T, job.xi.data(), job.xi_scale.data(), job.xsum.data());
+      const auto quantize = int8_vnni(isa) ? detail::quantize_x_int8 : detail::quantize_x_int8_avx2;
+      quantize(w, x, T, job.xi.data(), job.xi_scale.data(), job.xsum.data());
       args.xi = job.xi.data();
       args.xi_scale = job.xi_scale.data();
     } else {
@@ -179,8 +185,10 @@ int64_t units(const RowJob& job) {
 // Units [r0, r1) of the job's weight. `scratch` holds at least w.cols floats (row kernels; int8 tiles
 // use none).
 void run_rows(const RowJob& job, int64_t r0, int64_t r1, std::span<float> scratch) {
-  if (job.int8)
+  if (job.int8 && int8_vnni(job.isa))
     detail::tiles_int8(*job.w, job.args, r0, r1);
+  else if (job.int8)
+    detail::tiles_int8_avx2(*job.w, job.args, r0, r1);
   else if (job.isa == Isa::Avx512)
     detail::rows_avx512(*job.w, job.args, r0, r1, scratch);
   else if (job.isa == Isa::Avx2)
@@ -286,7 +294,8 @@ bool isa_supported(Isa isa) {
 namespace {
 // Whether QuantDot::Int8 applies to this weight on this path.
 bool use_int8(const WeightMatrix& w, Isa isa, const MatmulOptions& options) {
-  return options.dot == QuantDot::Int8 && isa == Isa::Avx512 && int8_dot_supported() && int8_dot_takes(w);
+  return options.dot == QuantDot::Int8 && (isa == Isa::Avx512 || isa == Isa::Avx2) && int8_dot_supported() &&
+         int8_dot_takes(w);
 }
 
 constexpr std::string_view kNoPrefetch = "-noprefetch";  // path-name suffix: MatmulOptions::prefetch off
@@ -300,7 +309,9 @@ std::optional<MatmulOptions> parse_matmul_path(std::string_view name) {
   if (name == "portable") options = MatmulOptions{Isa::Portable};
   if (name == "avx2") options = MatmulOptions{Isa::Avx2};
   if (name == "avx512") options = MatmulOptions{Isa::Avx512};
-  if (name == "int8") options = MatmulOptions{Isa::Avx512, QuantDot::Int8};
+  if (name == "int8") options = MatmulOptions{Isa::Auto, QuantDot::Int8};
+  if (name == "int8-avx512") options = MatmulOptions{Isa::Avx512, QuantDot::Int8};
+  if (name == "int8-avx2") options = MatmulOptions{Isa::Avx2, QuantDot::Int8};
   if (options) options->prefetch = prefetch;
   return options;
 }
@@ -308,7 +319,7 @@ std::optional<MatmulOptions> parse_matmul_path(std::string_view name) {
 std::string matmul_path_name(const MatmulOptions& options) {
   std::string name;
   if (options.dot == QuantDot::Int8)
-    name = options.isa == Isa::Avx512 ? "int8" : "int8 (auto)";
+    name = options.isa == Isa::Avx512 ? "int8-avx512" : options.isa == Isa::Avx2 ? "int8-avx2" : "int8";
   else if (options.isa == Isa::Portable)
     name = "portable";
   else if (options.isa == Isa::Avx2)
@@ -321,7 +332,7 @@ std::string matmul_path_name(const MatmulOptions& options) {
 }
 
 bool int8_dot_supported() {
-  return cpu_has_int8_dot();
+  return cpu_has_avx2();
 }
 
 bool int8_dot_takes(const WeightMatrix& w) {

@@ -126,10 +126,11 @@ void rows_portable(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t 
 void rows_avx2(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
 void rows_avx512(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
 
-// QuantDot::Int8 (matmul_int8.cpp). int8_format: whether the kernels take this matrix. quantize_x_int8
-// fills xi [T, cols] (int8 in the order of the B-bit words), xi_scale [T, cols / 64] and group_sum
-// [T, cols / group_size] (sums of the rounded x, for RowArgs::xsum); tiles_int8 is the kernel (AVX-512
-// VNNI) over tiles [tile0, tile1) of w.tiles (cpu::with_int8_tiles), each kInt8TileRows output rows.
+// QuantDot::Int8 (matmul_int8.cpp: AVX-512 VNNI; matmul_int8_avx2.cpp: AVX2, the same results).
+// int8_format: whether the kernels take this matrix. quantize_x_int8 fills xi [T, cols] (int8 in the order
+// of the B-bit words), xi_scale [T, cols / 64] and group_sum [T, cols / group_size] (sums of the rounded x,
+// for RowArgs::xsum); tiles_int8 is the kernel over tiles [tile0, tile1) of w.tiles
+// (cpu::with_int8_tiles), each kInt8TileRows output rows. The _avx2 pair does the same on AVX2.
 inline constexpr int64_t kInt8TileRows = 16;
 inline constexpr int64_t kInt8PanelColumns = 1024;  // columns of a panel (see matmul_int8.cpp)
 struct Int8TileLayout {
@@ -151,6 +152,9 @@ Int8TileLayout int8_tile_layout(const WeightMatrix& w);
 void quantize_x_int8(const WeightMatrix& w, const float* x, int64_t T, int8_t* xi, float* xi_scale,
                      float* group_sum);
 void tiles_int8(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1);
+void quantize_x_int8_avx2(const WeightMatrix& w, const float* x, int64_t T, int8_t* xi, float* xi_scale,
+                          float* group_sum);
+void tiles_int8_avx2(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1);
 
 // The x order rows_avx2 / rows_avx512 read for this matrix (validated by the driver).
 XOrder x_order_avx2(const WeightMatrix& w);
