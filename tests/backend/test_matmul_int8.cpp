@@ -192,6 +192,23 @@ TEST_F(Int8Matmul, NonFiniteActivationsGiveNaN) {
     }
 }
 
+// The AVX2 kernel (VPMADDUBSW in int16 chains) and the VNNI one give the same bits: the integer block sums
+// are exact in both and every float operation comes in the same order. Runs where the CPU has both.
+TEST_F(Int8Matmul, AvxTwoAndVnniKernelsGiveTheSameBits) {
+  if (!int8_vnni_supported()) GTEST_SKIP() << "this CPU lacks AVX-512 VNNI / GFNI";
+  ThreadPool pool(2);
+  for (const Format& f : int8_formats())
+    for (int64_t T = 1; T <= 8; ++T) {
+      const TestMatrix m = make_matrix(f, 53, 2560, 40 + T);
+      const auto x = random_x(T, 2560, 50 + T);
+      std::vector<float> vnni(static_cast<size_t>(T * 53)), avx2(vnni.size());
+      matmul(m.w, x.data(), vnni.data(), T, pool, MatmulOptions{Isa::Avx512, QuantDot::Int8});
+      matmul(m.w, x.data(), avx2.data(), T, pool, MatmulOptions{Isa::Avx2, QuantDot::Int8});
+      EXPECT_EQ(std::memcmp(vnni.data(), avx2.data(), sizeof(float) * vnni.size()), 0)
+          << f.name << " T=" << T;
+    }
+}
+
 // The comparison must be able to fail: one code changed after taking the reference is caught.
 TEST_F(Int8Matmul, ComparisonDetectsOneWrongCode) {
   ThreadPool pool(2);

@@ -335,6 +335,10 @@ bool int8_dot_supported() {
   return cpu_has_avx2();
 }
 
+bool int8_vnni_supported() {
+  return cpu_has_vnni();
+}
+
 bool int8_dot_takes(const WeightMatrix& w) {
   return int8_dot_format(w) && w.tiles != nullptr;
 }

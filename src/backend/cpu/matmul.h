@@ -35,17 +35,19 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, ThreadPo
 // How the row path (T <= kMaxRowKernelT: decode and speculative verify) multiplies 4- and 8-bit weights.
 //  Exact: codes are dequantized and multiplied with x in fp32; the reference the other backends match.
 //  Int8:  each activation row is rounded to int8 per 64 columns (x^ = d * round(x / d), d = max|x| / 127)
-//         and multiplied with the codes in integer dot products (AVX-512 VNNI or AVX2), as llama.cpp does for its
-//         quantized types: y = W x^ exactly, i.e. |y - W x| <= sum_c |w_c| d / 2; 2-3x fewer instructions
+//         and multiplied with the codes in integer dot products (AVX-512 VNNI or AVX2), as llama.cpp does for
+//         its quantized types: y = W x^ exactly, i.e. |y - W x| <= sum_c |w_c| d / 2; 2-3x fewer instructions
 //         per weight, ~0.1-0.5% relative error per product. It applies to 4- and 8-bit codes with group
-//         size 64 or 128 that carry their int8 tiles (with_int8_tiles) on CPUs with AVX2 (int8_dot_supported();
-//         AVX-512 VNNI dot products on the AVX-512 path where the CPU has them, VPMADDUBSW otherwise, with
-//         bit-identical results); other matrices, other CPUs and the prefill path (T > kMaxRowKernelT)
-//         stay exact.
+//         size 64 or 128 that carry their int8 tiles (with_int8_tiles) on CPUs with AVX2
+//         (int8_dot_supported(); AVX-512 VNNI dot products on the AVX-512 path where the CPU has them,
+//         VPMADDUBSW otherwise, with bit-identical results); other matrices, other CPUs and the prefill path
+//         (T > kMaxRowKernelT) stay exact.
 enum class QuantDot { Exact, Int8 };
 
-// Whether this CPU runs the QuantDot::Int8 kernels (any x86 CPU with AVX2).
+// Whether this CPU runs the QuantDot::Int8 kernels (any x86 CPU with AVX2), and whether it also runs
+// their AVX-512 VNNI version (chosen on the Avx512 path; the same results as the AVX2 one).
 bool int8_dot_supported();
+bool int8_vnni_supported();
 // Whether the QuantDot::Int8 kernels take this matrix (its format and its tiles; the CPU aside), and
 // whether they can once it has its tiles (4/8-bit codes in groups of 64 or 128, with data).
 bool int8_dot_takes(const WeightMatrix& w);

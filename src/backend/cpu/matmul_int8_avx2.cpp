@@ -54,14 +54,15 @@ MTPLX_INT8_AVX2 float quantize_block(const float* x, int8_t* out, float& sum) {
   const float largest = _mm_cvtss_f32(m);
   const __m256 inverse = _mm256_set1_ps(largest > 0 ? 127.0f / largest : 0.0f);
   // 4-bit words: per 8 columns the even ones (low nibbles), then the odd ones (high nibbles).
-  const __m256i word_order = B == 8 ? _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
-                                    : _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m256i word_order =
+      B == 8 ? _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7) : _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
   __m256i total = _mm256_setzero_si256();
   alignas(32) int32_t rounded[64];
   for (int i = 0; i < 8; ++i) {
     const __m256i r = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inverse));  // |r| <= 127: no saturation
     total = _mm256_add_epi32(total, r);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(rounded + 8 * i), _mm256_permutevar8x32_epi32(r, word_order));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(rounded + 8 * i),
+                       _mm256_permutevar8x32_epi32(r, word_order));
   }
   for (int i = 0; i < 64; ++i) out[i] = static_cast<int8_t>(rounded[i]);
   alignas(32) int32_t lanes[8];
@@ -180,8 +181,9 @@ MTPLX_INT8_AVX2_INLINE void block_dots(const uint8_t* codes, const int8_t* x, in
       for (int t = 0; t < T; ++t)
 #pragma GCC unroll 2
         for (int i = 0; i < H; ++i)
-          dot[t][i] = _mm256_add_epi32(dot[t][i], _mm256_add_epi32(_mm256_madd_epi16(low_sum[t][i], ones),
-                                                                   _mm256_madd_epi16(high_sum[t][i], sixteens)));
+          dot[t][i] =
+              _mm256_add_epi32(dot[t][i], _mm256_add_epi32(_mm256_madd_epi16(low_sum[t][i], ones),
+                                                           _mm256_madd_epi16(high_sum[t][i], sixteens)));
     }
   }
 }
@@ -218,15 +220,17 @@ MTPLX_INT8_AVX2 void int8_tiles(const WeightMatrix& w, const RowArgs& a, int64_t
           mask[i] = lane_mask(valid, h0 + i);
 #pragma GCC unroll 8
           for (int t = 0; t < T; ++t)
-            acc[t][i] = g0 == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(y + t * w.rows + i * kHalf, mask[i]);
+            acc[t][i] =
+                g0 == 0 ? _mm256_setzero_ps() : _mm256_maskload_ps(y + t * w.rows + i * kHalf, mask[i]);
         }
         for (int64_t j = g0 * per_group; j < g1 * per_group; ++j) {  // blocks of 64 columns
           const int64_t g = j / per_group;
           const std::byte* group = panel + (g - g0) * l.group_bytes;
           const std::byte* scales = group + l.group_code_bytes;
           __m256i dot[T][H];
-          block_dots<B, T, H>(reinterpret_cast<const uint8_t*>(group) + (j % per_group) * block_bytes + h0 * 32,
-                              a.xi + j * 64, a.xi_stride, dot);
+          block_dots<B, T, H>(
+              reinterpret_cast<const uint8_t*>(group) + (j % per_group) * block_bytes + h0 * 32,
+              a.xi + j * 64, a.xi_stride, dot);
 #pragma GCC unroll 2
           for (int i = 0; i < H; ++i) {
             const __m256 scale = half_params<kBf16>(scales, h0 + i);
