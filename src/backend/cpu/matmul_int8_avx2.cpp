@@ -1,6 +1,6 @@
 // QuantDot::Int8 on AVX2 CPUs without AVX-512 VNNI: the same tiles (cpu::with_int8_tiles), the same
-// rounded activations and the same numbers as the VNNI kernel of matmul_int8.cpp, with VPMADDUBSW and
-// VPMADDWD in place of VPDPBUSD.
+// rounded activations and the same numbers as the VNNI kernel of matmul_int8.cpp, with 256-bit VPDPBUSD
+// where the CPU has AVX-VNNI (block_dots_vnni), else VPMADDUBSW and VPMADDWD (block_dots).
 //
 // VPMADDUBSW multiplies 32 unsigned bytes with 32 signed bytes and adds each two neighbours into a
 // saturating int16. Products of a nibble (0..15) and a rounded activation (-127..127) stay within 1,905, so
@@ -27,6 +27,9 @@
 #define MTPLX_INT8_AVX2 __attribute__((target("avx2,fma,f16c")))
 // Helpers that take accumulator arrays by reference must be inlined, or the arrays live on the stack.
 #define MTPLX_INT8_AVX2_INLINE MTPLX_INT8_AVX2 inline __attribute__((always_inline))
+// The tile loop of both dot-product forms: VEX VPDPBUSD enters only through block_dots_vnni.
+#define MTPLX_INT8_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
+#define MTPLX_INT8_AVXVNNI_INLINE MTPLX_INT8_AVXVNNI inline __attribute__((always_inline))
 
 namespace mtplx::cpu::detail {
 namespace {
@@ -188,6 +191,61 @@ MTPLX_INT8_AVX2_INLINE void block_dots(const uint8_t* codes, const int8_t* x, in
   }
 }
 
+// block_dots with AVX-VNNI (VEX VPDPBUSD: four u8 x s8 products into an int32 lane, no saturation), on
+// CPUs that have it without AVX-512 VNNI: 8-bit codes go as they are, 4-bit ones as nibbles. The same
+// exact sums as block_dots.
+template <int B, int T, int H>
+MTPLX_INT8_AVXVNNI_INLINE void block_dots_vnni(const uint8_t* codes, const int8_t* x, int64_t x_stride,
+                                               __m256i (&dot)[T][H]) {
+  __m256i even[T][H], odd[T][H];
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+    for (int i = 0; i < H; ++i) even[t][i] = odd[t][i] = _mm256_setzero_si256();
+  if constexpr (B == 4) {
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; ++k) {
+      __m256i low[H], high[H];
+#pragma GCC unroll 2
+      for (int i = 0; i < H; ++i) nibbles(codes + k * 64 + i * 32, low[i], high[i]);
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const int8_t* xw = x + t * x_stride + k * 8;
+        const __m256i xe = broadcast_word(xw), xo = broadcast_word(xw + 4);
+#pragma GCC unroll 2
+        for (int i = 0; i < H; ++i) {
+          even[t][i] = _mm256_dpbusd_avx_epi32(even[t][i], low[i], xe);
+          odd[t][i] = _mm256_dpbusd_avx_epi32(odd[t][i], high[i], xo);
+        }
+      }
+    }
+  } else {
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k += 2) {
+      __m256i v0[H], v1[H];
+#pragma GCC unroll 2
+      for (int i = 0; i < H; ++i) {
+        v0[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k * 64 + i * 32));
+        v1[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + k * 64 + 64 + i * 32));
+      }
+#pragma GCC unroll 8
+      for (int t = 0; t < T; ++t) {
+        const int8_t* xw = x + t * x_stride + k * 4;
+        const __m256i x0 = broadcast_word(xw), x1 = broadcast_word(xw + 4);
+#pragma GCC unroll 2
+        for (int i = 0; i < H; ++i) {
+          even[t][i] = _mm256_dpbusd_avx_epi32(even[t][i], v0[i], x0);
+          odd[t][i] = _mm256_dpbusd_avx_epi32(odd[t][i], v1[i], x1);
+        }
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+    for (int i = 0; i < H; ++i) dot[t][i] = _mm256_add_epi32(even[t][i], odd[t][i]);
+}
+
 // Lanes of half h that hold real rows of a tile with `valid` of them, as a maskload/maskstore mask.
 MTPLX_INT8_AVX2_INLINE __m256i lane_mask(int64_t valid, int h) {
   const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -200,8 +258,8 @@ MTPLX_INT8_AVX2_INLINE __m256i lane_mask(int64_t valid, int h) {
 // time from 5 rows on, where the accumulators of both no longer fit the 16 registers (the second half then
 // finds the panel's lines in L1). Measured (bench_matmul, q4/q8 3584 x 1024, 2 threads): both halves
 // 6-17% faster at 2-4 rows, 5-17% slower at 5-8.
-template <int B, int T, bool kBf16>
-MTPLX_INT8_AVX2 void int8_tiles(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
+template <int B, int T, bool kBf16, bool kVnni>
+MTPLX_INT8_AVXVNNI void int8_tiles(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
   constexpr int H = T <= 4 ? 2 : 1;
   const Int8TileLayout l = int8_tile_layout(w);
   const int64_t block_bytes = 64 * B * kInt8TileRows / 8, per_group = w.group_size / 64;
@@ -228,9 +286,12 @@ MTPLX_INT8_AVX2 void int8_tiles(const WeightMatrix& w, const RowArgs& a, int64_t
           const std::byte* group = panel + (g - g0) * l.group_bytes;
           const std::byte* scales = group + l.group_code_bytes;
           __m256i dot[T][H];
-          block_dots<B, T, H>(
-              reinterpret_cast<const uint8_t*>(group) + (j % per_group) * block_bytes + h0 * 32,
-              a.xi + j * 64, a.xi_stride, dot);
+          const uint8_t* codes =
+              reinterpret_cast<const uint8_t*>(group) + (j % per_group) * block_bytes + h0 * 32;
+          if constexpr (kVnni)
+            block_dots_vnni<B, T, H>(codes, a.xi + j * 64, a.xi_stride, dot);
+          else
+            block_dots<B, T, H>(codes, a.xi + j * 64, a.xi_stride, dot);
 #pragma GCC unroll 2
           for (int i = 0; i < H; ++i) {
             const __m256 scale = half_params<kBf16>(scales, h0 + i);
@@ -259,9 +320,19 @@ MTPLX_INT8_AVX2 void int8_tiles(const WeightMatrix& w, const RowArgs& a, int64_t
   }
 }
 
-template <int B, bool kBf16>
-MTPLX_INT8_AVX2 void int8_tiles_t(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
-  with_row_count(a.T, [&]<int T>() { int8_tiles<B, T, kBf16>(w, a, tile0, tile1); });
+template <int B, bool kBf16, bool kVnni>
+MTPLX_INT8_AVXVNNI void int8_tiles_t(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
+  with_row_count(a.T, [&]<int T>() { int8_tiles<B, T, kBf16, kVnni>(w, a, tile0, tile1); });
+}
+
+template <bool kVnni>
+MTPLX_INT8_AVXVNNI void tiles(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
+  const bool bf16 = w.scale_dtype == DType::BF16;
+  if (w.bits == 8)
+    return bf16 ? int8_tiles_t<8, true, kVnni>(w, a, tile0, tile1)
+                : int8_tiles_t<8, false, kVnni>(w, a, tile0, tile1);
+  return bf16 ? int8_tiles_t<4, true, kVnni>(w, a, tile0, tile1)
+              : int8_tiles_t<4, false, kVnni>(w, a, tile0, tile1);
 }
 
 }  // namespace
@@ -273,10 +344,12 @@ void quantize_x_int8_avx2(const WeightMatrix& w, const float* x, int64_t T, int8
 }
 
 void tiles_int8_avx2(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
-  const bool bf16 = w.scale_dtype == DType::BF16;
-  if (w.bits == 8)
-    return bf16 ? int8_tiles_t<8, true>(w, a, tile0, tile1) : int8_tiles_t<8, false>(w, a, tile0, tile1);
-  return bf16 ? int8_tiles_t<4, true>(w, a, tile0, tile1) : int8_tiles_t<4, false>(w, a, tile0, tile1);
+  // Function-local static: the CPUID query runs once.
+  static const bool avx_vnni = __builtin_cpu_supports("avxvnni");
+  if (avx_vnni)
+    tiles<true>(w, a, tile0, tile1);
+  else
+    tiles<false>(w, a, tile0, tile1);
 }
 
 }  // namespace mtplx::cpu::detail
