@@ -297,10 +297,7 @@ void quantize_x_int8(const WeightMatrix& w, const float* x, int64_t T, int8_t* x
 }
 
 void tiles_int8(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
-  const bool bf16 = w.scale_dtype == DType::BF16;
-  if (w.bits == 8)
-    return bf16 ? int8_tiles_t<8, true>(w, a, tile0, tile1) : int8_tiles_t<8, false>(w, a, tile0, tile1);
-  return bf16 ? int8_tiles_t<4, true>(w, a, tile0, tile1) : int8_tiles_t<4, false>(w, a, tile0, tile1);
+  with_int8_format(w, [&]<int B, bool kBf16>() { int8_tiles_t<B, kBf16>(w, a, tile0, tile1); });
 }
 
 }  // namespace mtplx::cpu::detail

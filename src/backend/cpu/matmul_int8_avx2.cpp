@@ -27,7 +27,7 @@
 #define MTPLX_INT8_AVX2 __attribute__((target("avx2,fma,f16c")))
 // Helpers that take accumulator arrays by reference must be inlined, or the arrays live on the stack.
 #define MTPLX_INT8_AVX2_INLINE MTPLX_INT8_AVX2 inline __attribute__((always_inline))
-// The tile loop of both dot-product forms: VEX VPDPBUSD enters only through block_dots_vnni.
+// The tile loop and the dot helpers of both forms: VEX VPDPBUSD enters only through DpbusdAdd.
 #define MTPLX_INT8_AVXVNNI __attribute__((target("avx2,fma,f16c,avxvnni")))
 #define MTPLX_INT8_AVXVNNI_INLINE MTPLX_INT8_AVXVNNI inline __attribute__((always_inline))
 
@@ -118,42 +118,64 @@ MTPLX_INT8_AVX2_INLINE void nibbles(const uint8_t* p, __m256i& low, __m256i& hig
   high = _mm256_and_si256(_mm256_srli_epi16(v, 4), mask);
 }
 
-// The integer dot products of one 64-column block (`codes`: its words of the tile) with the T activation
-// rows for H halves of the tile from half h0 on: dot[t][i] lane r = sum over the block of q (row 8 (h0 + i)
-// + r) xi (row t). `x` points at the block's bytes of activation row 0. Each int16 chain adds at most eight
-// words (see the header).
+// The two ways to add the four-byte products of codes q (u8) and activations x (s8) into a lane: VPMADDUBSW
+// into int16 pairs (saturating: the callers keep their chains short enough), or VPDPBUSD into int32.
+struct MaddubsAdd {
+  MTPLX_INT8_AVX2_INLINE __m256i operator()(__m256i acc, __m256i q, __m256i x) const {
+    return _mm256_add_epi16(acc, _mm256_maddubs_epi16(q, x));
+  }
+};
+struct DpbusdAdd {
+  MTPLX_INT8_AVXVNNI_INLINE __m256i operator()(__m256i acc, __m256i q, __m256i x) const {
+    return _mm256_dpbusd_avx_epi32(acc, q, x);
+  }
+};
+
+// A 64-column block of 4-bit codes (`codes`: its words of the tile) times the T activation rows for H
+// halves of the tile from the one `codes` points into: low nibbles (even columns) into even, high ones into
+// odd, eight words each. `x` points at the block's bytes of activation row 0.
+template <int T, int H, typename Add>
+MTPLX_INT8_AVXVNNI_INLINE void nibble_dots(const uint8_t* codes, const int8_t* x, int64_t x_stride, Add add,
+                                           __m256i (&even)[T][H], __m256i (&odd)[T][H]) {
+#pragma GCC unroll 8
+  for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+    for (int i = 0; i < H; ++i) even[t][i] = odd[t][i] = _mm256_setzero_si256();
+#pragma GCC unroll 8
+  for (int k = 0; k < 8; ++k) {
+    __m256i low[H], high[H];
+#pragma GCC unroll 2
+    for (int i = 0; i < H; ++i) nibbles(codes + k * 64 + i * 32, low[i], high[i]);
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t) {
+      const int8_t* xw = x + t * x_stride + k * 8;
+      const __m256i xe = broadcast_word(xw), xo = broadcast_word(xw + 4);
+#pragma GCC unroll 2
+      for (int i = 0; i < H; ++i) {
+        even[t][i] = add(even[t][i], low[i], xe);
+        odd[t][i] = add(odd[t][i], high[i], xo);
+      }
+    }
+  }
+}
+
+// The integer dot products of one 64-column block with the T activation rows for H halves of the tile from
+// the one `codes` points into: dot[t][i] lane r = sum over the block of q (row r of that half) xi (row t),
+// with VPMADDUBSW. Each int16 chain adds at most eight words (see the header).
 template <int B, int T, int H>
-MTPLX_INT8_AVX2_INLINE void block_dots(const uint8_t* codes, const int8_t* x, int64_t x_stride,
-                                       __m256i (&dot)[T][H]) {
+MTPLX_INT8_AVXVNNI_INLINE void block_dots(const uint8_t* codes, const int8_t* x, int64_t x_stride,
+                                          __m256i (&dot)[T][H]) {
   const __m256i ones = _mm256_set1_epi16(1);
   if constexpr (B == 4) {
     __m256i even[T][H], odd[T][H];
-#pragma GCC unroll 8
-    for (int t = 0; t < T; ++t)
-#pragma GCC unroll 2
-      for (int i = 0; i < H; ++i) even[t][i] = odd[t][i] = _mm256_setzero_si256();
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) {
-      __m256i low[H], high[H];
-#pragma GCC unroll 2
-      for (int i = 0; i < H; ++i) nibbles(codes + k * 64 + i * 32, low[i], high[i]);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const int8_t* xw = x + t * x_stride + k * 8;
-        const __m256i xe = broadcast_word(xw), xo = broadcast_word(xw + 4);
-#pragma GCC unroll 2
-        for (int i = 0; i < H; ++i) {
-          even[t][i] = _mm256_add_epi16(even[t][i], _mm256_maddubs_epi16(low[i], xe));
-          odd[t][i] = _mm256_add_epi16(odd[t][i], _mm256_maddubs_epi16(high[i], xo));
-        }
-      }
-    }
+    nibble_dots<T, H>(codes, x, x_stride, MaddubsAdd{}, even, odd);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t)
 #pragma GCC unroll 2
       for (int i = 0; i < H; ++i)
         dot[t][i] = _mm256_add_epi32(_mm256_madd_epi16(even[t][i], ones), _mm256_madd_epi16(odd[t][i], ones));
   } else {
+    // q = l + 16 h: the low and the high nibbles of each byte against the same four activations.
     const __m256i sixteens = _mm256_set1_epi16(16);
 #pragma GCC unroll 8
     for (int t = 0; t < T; ++t)
@@ -175,8 +197,8 @@ MTPLX_INT8_AVX2_INLINE void block_dots(const uint8_t* codes, const int8_t* x, in
           const __m256i xb = broadcast_word(x + t * x_stride + k * 4);
 #pragma GCC unroll 2
           for (int i = 0; i < H; ++i) {
-            low_sum[t][i] = _mm256_add_epi16(low_sum[t][i], _mm256_maddubs_epi16(low[i], xb));
-            high_sum[t][i] = _mm256_add_epi16(high_sum[t][i], _mm256_maddubs_epi16(high[i], xb));
+            low_sum[t][i] = MaddubsAdd{}(low_sum[t][i], low[i], xb);
+            high_sum[t][i] = MaddubsAdd{}(high_sum[t][i], high[i], xb);
           }
         }
       }
@@ -198,30 +220,15 @@ template <int B, int T, int H>
 MTPLX_INT8_AVXVNNI_INLINE void block_dots_vnni(const uint8_t* codes, const int8_t* x, int64_t x_stride,
                                                __m256i (&dot)[T][H]) {
   __m256i even[T][H], odd[T][H];
-#pragma GCC unroll 8
-  for (int t = 0; t < T; ++t)
-#pragma GCC unroll 2
-    for (int i = 0; i < H; ++i) even[t][i] = odd[t][i] = _mm256_setzero_si256();
   if constexpr (B == 4) {
-#pragma GCC unroll 8
-    for (int k = 0; k < 8; ++k) {
-      __m256i low[H], high[H];
-#pragma GCC unroll 2
-      for (int i = 0; i < H; ++i) nibbles(codes + k * 64 + i * 32, low[i], high[i]);
-#pragma GCC unroll 8
-      for (int t = 0; t < T; ++t) {
-        const int8_t* xw = x + t * x_stride + k * 8;
-        const __m256i xe = broadcast_word(xw), xo = broadcast_word(xw + 4);
-#pragma GCC unroll 2
-        for (int i = 0; i < H; ++i) {
-          even[t][i] = _mm256_dpbusd_avx_epi32(even[t][i], low[i], xe);
-          odd[t][i] = _mm256_dpbusd_avx_epi32(odd[t][i], high[i], xo);
-        }
-      }
-    }
+    nibble_dots<T, H>(codes, x, x_stride, DpbusdAdd{}, even, odd);
   } else {
+#pragma GCC unroll 8
+    for (int t = 0; t < T; ++t)
+#pragma GCC unroll 2
+      for (int i = 0; i < H; ++i) even[t][i] = odd[t][i] = _mm256_setzero_si256();
 #pragma GCC unroll 16
-    for (int k = 0; k < 16; k += 2) {
+    for (int k = 0; k < 16; k += 2) {  // even and odd words in two chains
       __m256i v0[H], v1[H];
 #pragma GCC unroll 2
       for (int i = 0; i < H; ++i) {
@@ -234,8 +241,8 @@ MTPLX_INT8_AVXVNNI_INLINE void block_dots_vnni(const uint8_t* codes, const int8_
         const __m256i x0 = broadcast_word(xw), x1 = broadcast_word(xw + 4);
 #pragma GCC unroll 2
         for (int i = 0; i < H; ++i) {
-          even[t][i] = _mm256_dpbusd_avx_epi32(even[t][i], v0[i], x0);
-          odd[t][i] = _mm256_dpbusd_avx_epi32(odd[t][i], v1[i], x1);
+          even[t][i] = DpbusdAdd{}(even[t][i], v0[i], x0);
+          odd[t][i] = DpbusdAdd{}(odd[t][i], v1[i], x1);
         }
       }
     }
@@ -325,16 +332,6 @@ MTPLX_INT8_AVXVNNI void int8_tiles_t(const WeightMatrix& w, const RowArgs& a, in
   with_row_count(a.T, [&]<int T>() { int8_tiles<B, T, kBf16, kVnni>(w, a, tile0, tile1); });
 }
 
-template <bool kVnni>
-MTPLX_INT8_AVXVNNI void tiles(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
-  const bool bf16 = w.scale_dtype == DType::BF16;
-  if (w.bits == 8)
-    return bf16 ? int8_tiles_t<8, true, kVnni>(w, a, tile0, tile1)
-                : int8_tiles_t<8, false, kVnni>(w, a, tile0, tile1);
-  return bf16 ? int8_tiles_t<4, true, kVnni>(w, a, tile0, tile1)
-              : int8_tiles_t<4, false, kVnni>(w, a, tile0, tile1);
-}
-
 }  // namespace
 
 void quantize_x_int8_avx2(const WeightMatrix& w, const float* x, int64_t T, int8_t* xi, float* xi_scale,
@@ -346,10 +343,12 @@ void quantize_x_int8_avx2(const WeightMatrix& w, const float* x, int64_t T, int8
 void tiles_int8_avx2(const WeightMatrix& w, const RowArgs& a, int64_t tile0, int64_t tile1) {
   // Function-local static: the CPUID query runs once.
   static const bool avx_vnni = __builtin_cpu_supports("avxvnni");
-  if (avx_vnni)
-    tiles<true>(w, a, tile0, tile1);
-  else
-    tiles<false>(w, a, tile0, tile1);
+  with_int8_format(w, [&]<int B, bool kBf16>() {
+    if (avx_vnni)
+      int8_tiles_t<B, kBf16, true>(w, a, tile0, tile1);
+    else
+      int8_tiles_t<B, kBf16, false>(w, a, tile0, tile1);
+  });
 }
 
 }  // namespace mtplx::cpu::detail

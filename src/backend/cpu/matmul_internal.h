@@ -126,6 +126,16 @@ void rows_portable(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t 
 void rows_avx2(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
 void rows_avx512(const WeightMatrix& w, const RowArgs& a, int64_t r0, int64_t r1, std::span<float> scratch);
 
+// Calls kernel.template operator()<B, kBf16>() for an int8-tiled matrix: its code width (4 or 8) and whether
+// its tiles hold BF16 scales and biases (else F32).
+template <typename Kernel>
+inline void with_int8_format(const WeightMatrix& w, Kernel&& kernel) {
+  const bool bf16 = w.scale_dtype == DType::BF16;
+  if (w.bits == 8)
+    return bf16 ? kernel.template operator()<8, true>() : kernel.template operator()<8, false>();
+  return bf16 ? kernel.template operator()<4, true>() : kernel.template operator()<4, false>();
+}
+
 // QuantDot::Int8 (matmul_int8.cpp: AVX-512 VNNI; matmul_int8_avx2.cpp: AVX2, the same results).
 // int8_format: whether the kernels take this matrix. quantize_x_int8 fills xi [T, cols] (int8 in the order
 // of the B-bit words), xi_scale [T, cols / 64] and group_sum [T, cols / group_size] (sums of the rounded x,
