@@ -70,7 +70,8 @@ class CudaBackend final : public Backend {
   void add_rms_norm(const Tensor& a, const Tensor& b, const Tensor& gain, float eps, Tensor& sum,
                     Tensor& normed) override;
   void silu_mul(const Tensor& gate, const Tensor& up, Tensor& out) override;
-  // One row: gate, up and silu in one GEMV pass (the paired classic kernel); else the default.
+  // One row: gate, up and silu in one GEMV pass (the paired classic kernel) where the classic kernel serves
+  // those codes (8-bit, BF16); else the default.
   void matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const Tensor& x,
                        Tensor& out) override;
 

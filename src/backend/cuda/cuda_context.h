@@ -202,7 +202,8 @@ struct Context {
 // y = x W^T for T rows on `stream` (matmul.cu); x [T, w.cols], y [T, w.rows], device pointers.
 void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue queue);
 // y = silu(x gate^T) * (x up^T) in one pass (matmul.cu), where it applies: T = 1, gate and up of one
-// fused-GEMV format and shape, GemvOptions::paired_mlp. False otherwise (nothing queued).
+// fused-GEMV format and shape, each on the classic kernel alone, GemvOptions::paired_mlp. False otherwise
+// (nothing queued).
 bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const float* x, float* y, int64_t T,
                      Queue queue);
 // ys[i] = x ws[i]^T for 2..kMaxGroupedMatmuls matrices of one fused-GEMV format and width in one classic
