@@ -43,6 +43,11 @@ void Backend::top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) 
   pick_top_k(host, logits.rows, logits.cols, k, out);
 }
 
+std::unique_ptr<DeviceSampler> Backend::device_sampler(const TopKFilter&, const TopKFilter*,
+                                                       std::span<const int32_t>, int) {
+  return nullptr;
+}
+
 void Backend::matmul_many(std::span<const WeightMatrix* const> ws, const Tensor& x,
                           std::span<Tensor* const> ys) {
   require(ws.size() == ys.size(), "internal error: matmul_many needs one output per weight");

@@ -17,6 +17,36 @@
 
 namespace mtplx {
 
+// A sampler config whose distribution a top-k cut decides (decode/sampling.h's Sampler::candidates_needed
+// > 0): logits / temperature -> the k best (row_pick.h's rank) -> top-p -> min-p -> renormalised, the same
+// steps and fp32/fp64 arithmetic as Sampler::filter_top_k.
+struct TopKFilter {
+  int k = 0;              // > 0
+  float temperature = 1;  // > 0
+  float top_p = 1;
+  float min_p = 0;
+  int64_t columns = 0;  // entries per logits row: the vocabulary, or a draft head's rows
+};
+
+// Draws and speculative acceptance on the device (Backend::device_sampler). The rules are decode/accept.h's
+// and decode/sampling.h's, computed in the same order, so the same uniforms give the same tokens as the
+// host path (up to the last bit of an exp).
+class DeviceSampler {
+ public:
+  virtual ~DeviceSampler() = default;
+  // Draft `step` (0-based within a cycle) from a draft-head logits row [1, head rows]: its filtered
+  // distribution q_step is kept on the device for accept(); the token is drawn with `uniform` in [0, 1) by
+  // the categorical rule of decode/rng.h (ascending ids, fp64 running sum). Returns the token id.
+  virtual int32_t draw_draft(const Tensor& head_logits, int step, float uniform) = 0;
+  // Target rows `logits` [drafts.size() + 1, vocab] of a verify (or one row and no drafts: a plain draw):
+  // draft i is tested with uniforms[i], the recovered or bonus token drawn with the next one (at most
+  // drafts.size() + 1 are used). Drafts come from draw_draft in this cycle, or are greedy when the sampler
+  // was made without a draft filter. Writes the emitted tokens (accepted drafts, then the recovered or
+  // bonus token) to `tokens` [drafts.size() + 1] and returns the accepted count.
+  virtual int accept(const Tensor& logits, std::span<const int32_t> drafts, std::span<const float> uniforms,
+                     std::span<int32_t> tokens) = 0;
+};
+
 // Arguments of the gated delta rule over T tokens (one sequence), per value head hv using key head
 // hv / (Hv / Hk). All tensors fp32.
 struct GdnArgs {
@@ -196,6 +226,15 @@ class Backend {
   // top-k filter, so a sampled decode step brings k values per row to the host instead of the row. `out`
   // is resized to rows * k (its capacity is reused). Default: download the rows, then select on the host.
   virtual void top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out);
+
+  // --- sampling and speculative acceptance where the logits are (optional)
+  // A backend that offers it returns a DeviceSampler (below), so a sampled decode step under a top-k cut
+  // moves only token ids and the accepted count to the host. Null (the default): the caller filters and
+  // accepts on the host. `draft` null: drafts are greedy (q a point mass on the drafted token).
+  // `draft_ids` maps draft-head rows to token ids (a trimmed head; empty = the identity). The sampler must
+  // not outlive the backend.
+  virtual std::unique_ptr<DeviceSampler> device_sampler(const TopKFilter& target, const TopKFilter* draft,
+                                                        std::span<const int32_t> draft_ids, int max_drafts);
 
   // --- step graphs (optional)
   // A backend with graphs() true can record the ops queued between begin_capture and end_capture and replay
