@@ -61,7 +61,8 @@ nlohmann::json stats_json(const GenerationStats& s) {
           {"tokens_per_cycle", s.tokens_per_cycle()},
           {"acceptance_by_position", acceptance},
           {"drafted_by_position", s.drafted_at},
-          {"accepted_by_position", s.accepted_at}};
+          {"accepted_by_position", s.accepted_at},
+          {"sampler_on_device", s.device_sampling}};
 }
 
 void run(const GenerateFlags& f) {

@@ -31,6 +31,8 @@ void GenerationFlags::add_to(CLI::App& cmd) {
   cmd.add_option("--mtp-depth", mtp_depth, "Drafts per cycle; 0 = plain autoregressive decoding");
   cmd.add_flag("--adaptive-depth", adaptive_depth,
                "Adapt the depth (up to --mtp-depth) to the acceptance rate");
+  cmd.add_flag("--host-sampling", host_sampling,
+               "Filter, draw and accept sampled tokens on the host even where the device can (comparisons)");
   cmd.add_option("--draft-temp", draft_temperature, "Temperature of the MTP draft distribution");
   cmd.add_option("--draft-head", draft_head, "Draft LM head: full, q4, q8, trim:N or trim:N:q4 (trim:N:q8)");
   cmd.add_option("--context", context, "Context size in tokens (default: prompt + max tokens)");
@@ -59,6 +61,7 @@ GenerationConfig resolve(const GenerationFlags& f, GenerationConfig c) {
   if (f.seed) c.seed = *f.seed;
   if (f.mtp_depth) c.mtp_depth = *f.mtp_depth;
   c.adaptive_depth = f.adaptive_depth;
+  c.device_sampling = !f.host_sampling;
   if (f.draft_temperature) c.draft.temperature = *f.draft_temperature;
   if (f.context) c.context = *f.context;
   return c;

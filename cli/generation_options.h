@@ -26,6 +26,7 @@ struct GenerationFlags {
   std::optional<uint64_t> seed;
   std::optional<int> mtp_depth;
   bool adaptive_depth = false;
+  bool host_sampling = false;
   std::optional<float> draft_temperature;
   std::optional<std::string> draft_head;
   std::optional<int64_t> context;

@@ -164,20 +164,24 @@ void DraftHead::make_trimmed(const WeightMatrix& source, std::span<const int32_t
   }
 }
 
+Tensor DraftHead::project(const Tensor& hidden_row) {
+  return model_.project(hidden_row, head_);
+}
+
 std::span<const float> DraftHead::logits(const Tensor& hidden_row) {
-  const Tensor out = model_.project(hidden_row, head_);
+  const Tensor out = project(hidden_row);
   model_.backend().download(out, host_logits_);
   return host_logits_;
 }
 
 int32_t DraftHead::greedy_token(const Tensor& hidden_row) {
-  const Tensor out = model_.project(hidden_row, head_);
+  const Tensor out = project(hidden_row);
   const int32_t index = model_.backend().greedy_tokens(out).at(0);
   return ids_.empty() ? index : ids_[static_cast<size_t>(index)];  // ids_ ascending: ties stay lowest-id
 }
 
 void DraftHead::top_k(const Tensor& hidden_row, int k, std::vector<ScoredToken>& out) {
-  model_.backend().top_k(model_.project(hidden_row, head_), k, out);
+  model_.backend().top_k(project(hidden_row), k, out);
 }
 
 }  // namespace mtplx

@@ -42,6 +42,8 @@ class DraftHead {
 
   // Draft logits for one post-mtp.norm row [1, H]; entry i scores token token_of(i).
   std::span<const float> logits(const Tensor& hidden_row);
+  // The same logits left where the backend computed them [1, size()].
+  Tensor project(const Tensor& hidden_row);
   // The token a greedy draft picks from that row: the argmax of the draft logits (ties -> lowest id, as
   // Sampler's greedy rule), found by the backend where the logits are, so only the id comes to the host.
   int32_t greedy_token(const Tensor& hidden_row);

@@ -1,6 +1,9 @@
 #include "decode/generator.h"
 
 #include <algorithm>
+#include <array>
+#include <memory>
+#include <optional>
 
 #include "base/error.h"
 #include "base/timing.h"
@@ -68,6 +71,8 @@ class Run {
         target_(config.target, vocab_),
         draft_(config.draft, head ? static_cast<int>(head->size()) : vocab_),
         policy_(config.mtp_depth, config.adaptive_depth) {
+    device_ = make_device_sampler();
+    result_.stats.device_sampling = device_ != nullptr;
     result_.stats.prompt_tokens = static_cast<int64_t>(prompt.size());
     result_.stats.drafted_at.assign(config.mtp_depth, 0);
     result_.stats.accepted_at.assign(config.mtp_depth, 0);
@@ -145,10 +150,46 @@ class Run {
   int target_candidates() const { return config_.device_top_k ? target_.candidates_needed() : 0; }
   int draft_candidates() const { return config_.device_top_k ? draft_.candidates_needed() : 0; }
 
+  // Sampling and acceptance on the device (GenerationConfig::device_sampling): for a target under a top-k
+  // cut and drafts that are greedy or under a top-k cut; null otherwise (the host path).
+  std::unique_ptr<DeviceSampler> make_device_sampler() {
+    if (!config_.device_sampling || greedy_target() || target_candidates() == 0) return nullptr;
+    const bool drafting = config_.mtp_depth > 0 && head_ != nullptr;
+    const bool greedy_drafts = draft_.config().greedy();
+    if (drafting && !greedy_drafts && draft_candidates() == 0) return nullptr;
+    const auto filter = [](const Sampler& s, int64_t columns) {
+      const SamplerConfig& c = s.config();
+      return TopKFilter{s.candidates_needed(), c.temperature, c.top_p, c.min_p, columns};
+    };
+    const TopKFilter target = filter(target_, vocab_);
+    std::optional<TopKFilter> draft;
+    if (drafting && !greedy_drafts) draft = filter(draft_, head_->size());
+    return model_.backend().device_sampler(target, draft ? &*draft : nullptr,
+                                           draft ? head_->ids() : std::span<const int32_t>{},
+                                           drafting ? config_.mtp_depth : 0);
+  }
+
+  // Device acceptance of `drafts` (none: a plain draw) over the target rows `logits`. The uniforms are drawn
+  // ahead, then the Rng is wound to where the host path would leave it: one per tested draft, plus one.
+  Verdict accept_on_device(const Tensor& logits, std::span<const int32_t> drafts) {
+    const int K = static_cast<int>(drafts.size());
+    const Rng start = rng_;
+    for (int i = 0; i <= K; ++i) uniforms_[static_cast<size_t>(i)] = rng_.uniform();
+    Verdict v;
+    v.drafted = K;
+    v.accepted =
+        device_->accept(logits, drafts, std::span(uniforms_).first(K + 1), std::span(v.tokens).first(K + 1));
+    const int used = v.accepted + (v.accepted < K ? 1 : 0) + 1;
+    rng_ = start;
+    for (int i = 0; i < used; ++i) rng_.uniform();
+    return v;
+  }
+
   // The first token, from the logits row after the prompt: picked by the backend when greedy, else
-  // sampled on the host.
+  // sampled on the device or the host.
   int32_t draw_first(const Tensor& last) {
     if (greedy_target()) return model_.backend().greedy_tokens(last)[0];
+    if (device_) return accept_on_device(last, {}).tokens[0];
     if (const int k = target_candidates()) {
       model_.backend().top_k(last, k, candidates_);
       target_.filter_top_k(candidates_, p_.emplace_back());
@@ -196,6 +237,8 @@ class Run {
         drafts_.push_back(head_->greedy_token(h));
         q_[s].reset_sparse(vocab_);
         q_[s].push(drafts_.back(), 1.0f);
+      } else if (device_) {  // q stays on the device for the verify
+        drafts_.push_back(device_->draw_draft(head_->project(h), s, rng_.uniform()));
       } else {
         draft_distribution(h, q_[s]);
         drafts_.push_back(sample(q_[s], rng_));
@@ -228,15 +271,18 @@ class Run {
     const int64_t pos0 = state_.position;
     const Tensor hidden = model_.forward(rows_, state_, {GdnMode::kAuto, K > 0});
     const Tensor logits = model_.logits(hidden);
+    Verdict device_verdict;
     if (greedy_target()) {
       argmaxes_ = model_.backend().greedy_tokens(logits);
+    } else if (device_) {
+      device_verdict = accept_on_device(logits, drafts_);
     } else if (const int k = target_candidates()) {
       model_.backend().top_k(logits, k, candidates_);
     } else {
       logits_.resize(logits.numel());
       model_.backend().download(logits, logits_);
     }
-    const Verdict verdict = judge(K);
+    const Verdict verdict = device_ ? device_verdict : judge(K);
     const int kept = emit(verdict.emitted(), verdict.count());
     if (K > 0) model_.rollback(state_, std::max(1, std::min(kept, verdict.accepted + 1)));
     record(K, verdict);
@@ -331,6 +377,8 @@ class Run {
   std::vector<ScoredToken> candidates_;  // [rows, k] top-k entries of the rows last picked (Backend::top_k)
   std::vector<int32_t> history_;         // generated tokens + drafts before a row (penalties)
   Distribution local_q_, residual_;
+  std::unique_ptr<DeviceSampler> device_;              // null: filters and acceptance on the host
+  std::array<float, kMaxDraftTokens + 1> uniforms_{};  // a device acceptance's draws
 };
 
 }  // namespace

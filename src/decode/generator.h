@@ -41,6 +41,11 @@ struct GenerationConfig {
   // their k best entries, picked by the backend (Backend::top_k); false brings whole rows (the same tokens:
   // for tests and benchmarks).
   bool device_top_k = true;
+  // Those rows (and the draft rows, when drafts are sampled under a top-k cut or greedy) are filtered,
+  // drawn and accepted where the logits are when the backend offers it (Backend::device_sampler): only
+  // token ids and the accepted count come to the host. The uniforms are the host Rng's, used in the
+  // host path's order, so the tokens are the host path's. false: filtered and accepted on the host.
+  bool device_sampling = true;
 
   void validate() const;
 };
@@ -56,6 +61,7 @@ struct GenerationStats {
   int64_t cycles = 0;
   std::vector<int64_t> drafted_at;   // [depth] drafts tested at position i
   std::vector<int64_t> accepted_at;  // [depth] drafts accepted at position i
+  bool device_sampling = false;      // sampled tokens were drawn and accepted on the device
 
   double prefill_tokens_per_second() const;
   double decode_tokens_per_second() const;  // tokens after the first over decode time
