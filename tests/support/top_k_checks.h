@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
@@ -33,35 +34,83 @@ inline void expect_top_k_oracle(std::span<const float> x, int64_t rows, int64_t 
   }
 }
 
+struct SamplerPair {
+  SamplerConfig target, draft;
+};
+
+// Generation over every draft head spec (AR alone without an MTP head), sampler pair and MTP depth 0..3,
+// twice: with `first` applied to the config and with `second`; both must give the same tokens and the same
+// acceptance, and `check(a, b)` may test more. Returns the drafts accepted at each position over the first
+// runs, so a caller can require that the acceptance rule decided tokens.
+template <class Check>
+std::array<int64_t, 3> expect_same_generations(Qwen35Model& model, std::span<const int32_t> prompt,
+                                               std::span<const int32_t> frequent,
+                                               std::initializer_list<const char*> specs,
+                                               std::span<const SamplerPair> samplers, uint64_t seed,
+                                               void (*first)(GenerationConfig&),
+                                               void (*second)(GenerationConfig&), const Check& check) {
+  std::array<int64_t, 3> accepted{};
+  for (const char* spec : specs) {
+    std::optional<DraftHead> head;
+    if (model.has_mtp()) head.emplace(model, parse_draft_head(spec), frequent);
+    Generator generator(model, head ? &*head : nullptr);
+    for (const SamplerPair& s : samplers) {
+      for (int depth = 0; depth <= (head ? 3 : 0); ++depth) {
+        GenerationConfig config;
+        config.target = s.target;
+        config.draft = s.draft;
+        config.mtp_depth = depth;
+        config.max_tokens = 48;
+        config.seed = seed;
+        first(config);
+        const auto a = generator.generate(prompt, config);
+        second(config);
+        const auto b = generator.generate(prompt, config);
+        EXPECT_EQ(a.tokens, b.tokens) << spec << " depth " << depth << " draft T " << s.draft.temperature;
+        EXPECT_EQ(a.stats.accepted_at, b.stats.accepted_at) << spec << " depth " << depth;
+        check(a, b);
+        for (int i = 0; i < depth; ++i) accepted[static_cast<size_t>(i)] += a.stats.accepted_at[i];
+      }
+    }
+  }
+  return accepted;
+}
+
 // Sampled generation under a top-k cut (the artifacts' default samplers: target 0.6 / 20 / 0.95, draft
-// 0.7 / 20 / 0.95) with GenerationConfig::device_top_k on and off gives the same tokens and acceptance,
-// AR and MTP depths 1..3 (AR alone without an MTP head), for each draft head spec. Returns the drafts
+// 0.7 / 20 / 0.95) on the host, with the rows' top-k picked by the backend (GenerationConfig::device_top_k)
+// or whole rows, gives the same tokens and acceptance, for each draft head spec. Returns the drafts
 // accepted at the second position over all runs, so a caller can require that verify rows past the first
 // decided tokens.
 inline int64_t expect_top_k_path_equals_whole_rows(Qwen35Model& model, std::span<const int32_t> prompt,
                                                    std::span<const int32_t> frequent,
                                                    std::initializer_list<const char*> specs, uint64_t seed) {
-  int64_t second_accepted = 0;
-  for (const char* spec : specs) {
-    std::optional<DraftHead> head;
-    if (model.has_mtp()) head.emplace(model, parse_draft_head(spec), frequent);
-    Generator generator(model, head ? &*head : nullptr);
-    for (int depth = 0; depth <= (head ? 3 : 0); ++depth) {
-      GenerationConfig config;
-      config.target = {0.6f, 20, 0.95f};
-      config.draft = {0.7f, 20, 0.95f};
-      config.mtp_depth = depth;
-      config.max_tokens = 48;
-      config.seed = seed;
-      const auto picked = generator.generate(prompt, config);
-      config.device_top_k = false;
-      const auto whole = generator.generate(prompt, config);
-      EXPECT_EQ(picked.tokens, whole.tokens) << spec << " depth " << depth;
-      EXPECT_EQ(picked.stats.accepted_at, whole.stats.accepted_at) << spec << " depth " << depth;
-      if (depth > 1) second_accepted += picked.stats.accepted_at[1];
-    }
-  }
-  return second_accepted;
+  const SamplerPair defaults[] = {{{0.6f, 20, 0.95f}, {0.7f, 20, 0.95f}}};
+  const auto accepted = expect_same_generations(
+      model, prompt, frequent, specs, defaults, seed, [](GenerationConfig& c) { c.device_sampling = false; },
+      [](GenerationConfig& c) { c.device_top_k = false; }, [](const auto&, const auto&) {});
+  return accepted[1];
+}
+
+// Sampled generation with draws and acceptance on the device (GenerationConfig::device_sampling) gives the
+// host path's tokens and acceptance (the same uniforms, and the host Sampler and verify_sampled as the
+// oracle), for each draft head spec, with sampled drafts, greedy drafts, and a target with min-p; the first
+// runs must have taken the device path. Returns the drafts accepted over all MTP runs.
+inline int64_t expect_device_sampling_equals_host(Qwen35Model& model, std::span<const int32_t> prompt,
+                                                  std::span<const int32_t> frequent,
+                                                  std::initializer_list<const char*> specs, uint64_t seed) {
+  const SamplerPair samplers[] = {
+      {{0.6f, 20, 0.95f}, {0.7f, 20, 0.95f}},
+      {{0.6f, 20, 0.95f}, {0.0f}},
+      {{0.8f, 40, 0.9f, 0.05f}, {1.0f, 8, 1.0f}},
+  };
+  const auto accepted = expect_same_generations(
+      model, prompt, frequent, specs, samplers, seed, [](GenerationConfig&) {},
+      [](GenerationConfig& c) { c.device_sampling = false; },
+      [](const GenerationResult& device, const GenerationResult& host) {
+        EXPECT_TRUE(device.stats.device_sampling);
+        EXPECT_FALSE(host.stats.device_sampling);
+      });
+  return accepted[0] + accepted[1] + accepted[2];
 }
 
 }  // namespace mtplx::test
