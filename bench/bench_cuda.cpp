@@ -22,8 +22,8 @@
 //                 straight into pageable memory (CudaBackend::set_pinned_downloads), with 4-bit codes at one
 //                 row on the classic GEMV and with the classic GEMV keeping one chunk in flight per lane
 //                 (both as before 2026-11-27); and sampled (temperature 0.6, top-k 20, top-p 0.95: the
-//                 artifacts' default) from the downloaded row or from the row's top-20 picked on the GPU
-//                 (Backend::top_k).
+//                 artifacts' default) from the downloaded row, from the row's top-20 picked on the GPU
+//                 (Backend::top_k), or drawn on the GPU (Backend::device_sampler).
 //   logits row    download of a ready logits row, pageable and through pinned staging, and the host argmax;
 //                 the host sampler's filter over the row; top-20 on the GPU and the filter over those.
 //   matmul        single matmuls of the step's shapes at T = 1, 3, 8, cycling through that matrix of every
@@ -41,7 +41,8 @@
 //                 ms and the ratio to one AR step, for the full, q4, trimmed (vocab / 8 rows) and trimmed +
 //                 4-bit (trim:N:q4) draft heads;
 //                 the same with the greedy token picked on the GPU, and sampled (t 0.7, top-k 20, top-p 0.95)
-//                 from the downloaded row or from the top-20 picked on the GPU; the greedy step with 4-bit
+//                 from the downloaded row, from the top-20 picked on the GPU, or drawn on the GPU (the
+//                 device sampler, q kept there); the greedy step with 4-bit
 //                 codes at one row on the classic GEMV, with the classic GEMV unpipelined, and with the
 //                 step's input copied before the graph instead of in its params kernel (as before
 //                 2026-11-27), and its split (MTP forward, head GEMV, pick). --draft-only 1: the AR step
@@ -367,6 +368,12 @@ std::vector<std::pair<std::string, double>> bench_drafts(CudaBackend& gpu, Qwen3
       head.top_k(h, 20, candidates);
       draft_sampler.filter_top_k(candidates, dist);
     });
+    const TopKFilter draft_filter{20, 0.7f, 0.95f, 0.0f, head.size()};
+    const auto device_sampler = gpu.device_sampler(draft_filter, &draft_filter, head.ids(), 1);
+    require(device_sampler != nullptr, "no device sampler for the draft head");
+    Rng rng(1);
+    const double sampled_device =
+        step_ms([&](const Tensor& h) { device_sampler->draw_draft(head.project(h), 0, rng.uniform()); });
     drafts.push_back({spec, draft});
     // Where a greedy draft step's time goes: the MTP forward alone (graph replay, waited for), then with
     // the head's GEMV (waited for); the rest of the greedy row is the pick and the id's download.
@@ -380,9 +387,9 @@ std::vector<std::pair<std::string, double>> bench_drafts(CudaBackend& gpu, Qwen3
     std::printf(
         "draft %s: %.3f ms per MTP step (%.3fx an AR step); greedy draft, token picked on the GPU: "
         "%.3f ms (%.3fx); sampled draft (t 0.7, top-k 20, top-p 0.95), row downloaded: %.3f ms (%.3fx), "
-        "top-20 picked on the GPU: %.3f ms (%.3fx)\n",
+        "top-20 picked on the GPU: %.3f ms (%.3fx), drawn on the GPU (device sampler): %.3f ms (%.3fx)\n",
         spec.c_str(), draft, draft * ar / 1e3, greedy, greedy * ar / 1e3, sampled_row, sampled_row * ar / 1e3,
-        sampled_top_k, sampled_top_k * ar / 1e3);
+        sampled_top_k, sampled_top_k * ar / 1e3, sampled_device, sampled_device * ar / 1e3);
   }
 
   return drafts;
@@ -417,9 +424,12 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   // AR decode, with step graphs (default) and without; the greedy token picked on the GPU (default) or
   // from the downloaded row on the host; or a sampled token (the artifacts' default target sampler) from
   // the downloaded row or from the row's top-k candidates picked on the GPU.
-  enum class Pick { kGreedyGpu, kGreedyHost, kSampledRow, kSampledTopK };
+  enum class Pick { kGreedyGpu, kGreedyHost, kSampledRow, kSampledTopK, kSampledDevice };
   const SamplerConfig sampled{0.6f, 20, 0.95f};
   Sampler sampler(sampled, static_cast<int>(V));
+  const TopKFilter sampled_filter{sampled.top_k, sampled.temperature, sampled.top_p, sampled.min_p, V};
+  const auto device_sampler = gpu.device_sampler(sampled_filter, nullptr, {}, 0);
+  require(device_sampler != nullptr, "no device sampler for top-k 20");
   Distribution dist;
   std::vector<ScoredToken> candidates;
   Rng rng(1);
@@ -438,6 +448,12 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         gpu.top_k(logits, sampled.top_k, candidates);
         sampler.filter_top_k(candidates, dist);
         return sample(dist, rng);
+      case Pick::kSampledDevice: {
+        const float uniform = rng.uniform();
+        int32_t token = -1;
+        device_sampler->accept(logits, {}, {&uniform, 1}, {&token, 1});
+        return token;
+      }
     }
     return -1;
   };
@@ -506,6 +522,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
   const double ar_host = ar_run(true, Pick::kGreedyHost);
   const double ar_sampled_row = ar_run(true, Pick::kSampledRow);
   const double ar_sampled_top_k = ar_run(true, Pick::kSampledTopK);
+  const double ar_sampled_device = ar_run(true, Pick::kSampledDevice);
   gpu.set_gemv_mma_from(1);
   const double ar_mma = ar_run(true);  // every GEMV on the tensor-core kernel
   gpu.set_gemv_mma_from(0);
@@ -549,7 +566,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         std::pair{"graphs, sampled (t 0.6, top-k 20, top-p 0.95), row downloaded, host filter",
                   ar_sampled_row},
         std::pair{"graphs, sampled (t 0.6, top-k 20, top-p 0.95), top-20 picked on the GPU",
-                  ar_sampled_top_k}})
+                  ar_sampled_top_k},
+        std::pair{"graphs, sampled (t 0.6, top-k 20, top-p 0.95), drawn on the GPU (device sampler)",
+                  ar_sampled_device}})
     std::printf("ar %s: %.1f tok/s, %.1f%% of roofline, %.3f ms/step\n", what, tps, 100.0 * tps / roofline,
                 1e3 / tps);
 

@@ -8,7 +8,8 @@
 #                                     backend, every fixture vs its reference), then bench_cuda on synthetic
 #                                     Qwen3.5-4B checkpoints (mtplx-q8 and mtplx-q4) written to /tmp.
 #   tools/gpu/test.sh e2e             there: the default model AR vs MTP end to end (mtplx generate --json,
-#                                     one prompt, 256 tokens, greedy and temp 0.6, depth 0..3), one line each.
+#                                     one prompt, 256 tokens, depth 0..3: greedy, temp 0.6, and temp 0.6 with
+#                                     --host-sampling), one line each.
 # Logs go to $OUT when it is set (the device tool brings that folder back), else to build-cuda/gpu/logs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -64,10 +65,13 @@ e2e() {
   local logs="${OUT:-$dist/logs}"
   mkdir -p "$logs"
   export LD_LIBRARY_PATH="$PWD/$dist/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  for temp in 0 0.6; do
+  # "0.6h": temperature 0.6 with draws and acceptance on the host (--host-sampling), beside the device's.
+  for temp in 0 0.6 0.6h; do
     for depth in 0 1 2 3; do
+      local flags=(--temp "${temp%h}")
+      [[ $temp == *h ]] && flags+=(--host-sampling)
       "$dist/mtplx" generate --model models/qwen3.5-tiny-mtplx --prompt 'def main():' --max-tokens 256 \
-        --temp "$temp" --mtp-depth "$depth" --json --device cuda --seed 1 >"$logs/e2e.json" 2>&1 || true
+        "${flags[@]}" --mtp-depth "$depth" --json --device cuda --seed 1 >"$logs/e2e.json" 2>&1 || true
       python3 -c "import json,sys; d=json.loads(open(sys.argv[1]).read().splitlines()[-1]); s=d['stats']; \
 print('e2e temp', sys.argv[2], 'depth', sys.argv[3], 'tok/s %.1f' % s['decode_tok_s'], 'first ids', d['ids'][:8], \
 {k: v for k, v in s.items() if 'accept' in k or 'cycle' in k})" "$logs/e2e.json" "$temp" "$depth" | tee -a "$logs/e2e.txt"
