@@ -151,7 +151,8 @@ class Run {
   int draft_candidates() const { return config_.device_top_k ? draft_.candidates_needed() : 0; }
 
   // Sampling and acceptance on the device (GenerationConfig::device_sampling): for a target under a top-k
-  // cut and drafts that are greedy or under a top-k cut; null otherwise (the host path).
+  // cut and drafts that are greedy or under a top-k cut; null otherwise (the host path). One per generation:
+  // its device memory comes from the backend's pool, and a trimmed head's id map is uploaded with it.
   std::unique_ptr<DeviceSampler> make_device_sampler() {
     if (!config_.device_sampling || greedy_target() || target_candidates() == 0) return nullptr;
     const bool drafting = config_.mtp_depth > 0 && head_ != nullptr;

@@ -42,9 +42,10 @@ struct GenerationConfig {
   // for tests and benchmarks).
   bool device_top_k = true;
   // Those rows (and the draft rows, when drafts are sampled under a top-k cut or greedy) are filtered,
-  // drawn and accepted where the logits are when the backend offers it (Backend::device_sampler): only
-  // token ids and the accepted count come to the host. The uniforms are the host Rng's, used in the
-  // host path's order, so the tokens are the host path's. false: filtered and accepted on the host.
+  // drawn and accepted where the logits are when the backend offers it (Backend::device_sampler; needs
+  // device_top_k): only token ids and the accepted count come to the host. The uniforms are the host Rng's,
+  // used in the host path's order, so the tokens are the host path's up to the last bit of an exp (a token
+  // can differ only where a uniform falls in that rounding gap). false: filtered and accepted on the host.
   bool device_sampling = true;
 
   void validate() const;

@@ -5,6 +5,7 @@
 // the device kernels. Skipped when no GPU is present.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <memory>
 
 #include "backend/cuda/cuda_backend.h"
@@ -25,9 +26,9 @@ const Law& target_law() {
 }
 
 // Every path of the device rule, each with a draft top-k cut so that the drafts too are drawn on the device
-// (likely:10 has 10 rows: k 8 cuts it): the all-rejected residual with the full head; accepted and rejected
-// drafts at both positions with likely:10 (sampled q nearly uniform at temperature 3, and at 1); greedy
-// drafts (q a point mass) under the sampled target.
+// (likely:10 has 10 rows, the eos ids among them: k 8 cuts it): the all-rejected residual with the full head;
+// accepted and rejected drafts at both positions with likely:10 (sampled q nearly uniform at temperature 3,
+// and at 1); greedy drafts (q a point mass) under the sampled target.
 const std::vector<Arm>& gpu_arms() {
   static const std::vector<Arm> arms = {
       {"full", 0.7f, 1, 0, 2000, 20},       {"likely:10", 1.0f, 2, 100, 6000, 8},
@@ -66,6 +67,43 @@ TEST_P(CudaExactness, FirstThreeTokensMatchPlainSampling) {
   const Sampled s = sample_arm(loaded().model, target_law(), arm);
   EXPECT_EQ(s.on_device, arm.samples) << "runs that drew on the host";
   expect_arm_exact(arm, s, ar_samples().histogram, target_law(), per_comparison_alpha());
+}
+
+// Token for token, the device path equals the host path (the same uniforms; the host Sampler and
+// verify_sampled as the oracle) where drafts are often accepted, so accepted drafts, rejections and bonus
+// tokens all occur: 16 tokens for each of 300 seeds, with sampled drafts (odd k at depth 3) and greedy ones.
+TEST_F(CudaExactnessAr, DeviceRunsEqualHostRunsWhereDraftsAreAccepted) {
+  const Arm arms[] = {
+      {"likely:10", 1.0f, 2, 0, 300, 8}, {"likely:10", 3.0f, 3, 0, 300, 7}, {"likely:10", 0.0f, 2, 0, 300}};
+  for (const Arm& arm : arms) {
+    const auto head = make_head(loaded().model, arm.head, target_law());
+    Generator generator(loaded().model, head.get());
+    GenerationConfig config;
+    config.target = target_sampler();
+    config.draft.temperature = arm.draft_temperature;
+    config.draft.top_k = arm.draft_top_k;
+    config.mtp_depth = arm.depth;
+    config.max_tokens = 16;
+    std::vector<int64_t> accepted(static_cast<size_t>(arm.depth), 0);
+    int64_t rejected_first = 0;
+    for (int i = 0; i < arm.samples; ++i) {
+      config.seed = kSeed0 + static_cast<uint64_t>(i);
+      config.device_sampling = true;
+      const auto device = generator.generate(kPrompt, config);
+      config.device_sampling = false;
+      const auto host = generator.generate(kPrompt, config);
+      ASSERT_TRUE(device.stats.device_sampling) << arm.name();
+      ASSERT_EQ(device.tokens, host.tokens) << arm.name() << " seed " << config.seed;
+      ASSERT_EQ(device.stats.accepted_at, host.stats.accepted_at) << arm.name() << " seed " << config.seed;
+      for (int k = 0; k < arm.depth; ++k) accepted[static_cast<size_t>(k)] += device.stats.accepted_at[k];
+      rejected_first += device.stats.drafted_at[0] - device.stats.accepted_at[0];
+    }
+    std::printf("[cuda sampler] %s: accepted at each position", arm.name().c_str());
+    for (const int64_t a : accepted) std::printf(" %lld", static_cast<long long>(a));
+    std::printf(", rejected at 1: %lld\n", static_cast<long long>(rejected_first));
+    EXPECT_GT(accepted.back(), 0) << arm.name() << ": no cycle accepted every draft (bonus untested)";
+    EXPECT_GT(rejected_first, 0) << arm.name();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Arms, CudaExactness, ::testing::ValuesIn(gpu_arms()),

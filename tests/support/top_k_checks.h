@@ -93,8 +93,8 @@ inline int64_t expect_top_k_path_equals_whole_rows(Qwen35Model& model, std::span
 
 // Sampled generation with draws and acceptance on the device (GenerationConfig::device_sampling) gives the
 // host path's tokens and acceptance (the same uniforms, and the host Sampler and verify_sampled as the
-// oracle), for each draft head spec, with sampled drafts, greedy drafts, and a target with min-p; the first
-// runs must have taken the device path. Returns the drafts accepted over all MTP runs.
+// oracle), for each draft head spec, with sampled drafts, greedy drafts, a target with min-p and odd k; the
+// first runs must have taken the device path. Returns the drafts accepted over all MTP runs.
 inline int64_t expect_device_sampling_equals_host(Qwen35Model& model, std::span<const int32_t> prompt,
                                                   std::span<const int32_t> frequent,
                                                   std::initializer_list<const char*> specs, uint64_t seed) {
@@ -102,6 +102,7 @@ inline int64_t expect_device_sampling_equals_host(Qwen35Model& model, std::span<
       {{0.6f, 20, 0.95f}, {0.7f, 20, 0.95f}},
       {{0.6f, 20, 0.95f}, {0.0f}},
       {{0.8f, 40, 0.9f, 0.05f}, {1.0f, 8, 1.0f}},
+      {{0.7f, 25, 0.9f}, {0.9f, 7, 0.95f}},  // odd k: rows of shared memory 4 bytes off 8 without padding
   };
   const auto accepted = expect_same_generations(
       model, prompt, frequent, specs, samplers, seed, [](GenerationConfig&) {},

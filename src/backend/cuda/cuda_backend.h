@@ -98,9 +98,10 @@ class CudaBackend final : public Backend {
   // Each row's k best entries on the device (top_k.cu); only they come back. Falls back to the host
   // selection when k is too large for the merge block (k * chunks > 4096: k > 132 for a 248k vocabulary).
   void top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) override;
-  // Draws and acceptance on the device (sampler.cu): the top-k kernels, then one warp filters, accepts and
-  // draws; only the tokens and the accepted count come back. Null where a filter's k is past the top-k
-  // kernels' limit for its row width (k > 132 for a 248k vocabulary): the host path serves those.
+  // Draws and acceptance on the device (sampler.cu), in the top-k selection's last kernel: a warp per row
+  // filters, one thread draws and accepts; only the tokens and the accepted count come back. Null where a
+  // filter's k is past the top-k kernels' limit for its row width (k > 132 for a 248k vocabulary): the host
+  // path serves those.
   std::unique_ptr<DeviceSampler> device_sampler(const TopKFilter& target, const TopKFilter* draft,
                                                 std::span<const int32_t> draft_ids, int max_drafts) override;
   // Step graphs (graph.cu). On by default; off makes every op queue from the host (benchmarks compare).

@@ -42,15 +42,20 @@ __device__ __forceinline__ double weight(float logit, float top, float inv_t) {
   return static_cast<double>(static_cast<float>(exp(static_cast<double>(x))));
 }
 
-// Shared memory of one row's filter, [k] each.
+// Shared memory of one row's filter, [k] each; rows are laid out `bytes(k)` apart (a multiple of 8, so every
+// row's doubles are aligned for an odd k too).
 struct RowSpace {
-  int32_t* ids;                                    // the candidates' ids, best first
-  double* w;                                       // their weights
-  int32_t* out_ids;                                // the kept tokens, ascending
-  float* out_probs;                                // their normalised probabilities
-  static constexpr size_t kBytes = 4 + 8 + 4 + 4;  // per candidate
-  __device__ static RowSpace at(unsigned char* base, int k) {
-    auto* w = reinterpret_cast<double*>(base);
+  int32_t* ids;      // the candidates' ids, best first
+  double* w;         // their weights
+  int32_t* out_ids;  // the kept tokens, ascending
+  float* out_probs;  // their normalised probabilities
+
+  __host__ __device__ static constexpr size_t bytes(int k) {
+    return (static_cast<size_t>(k) * (8 + 4 + 4 + 4) + 7) & ~size_t{7};
+  }
+  // Row r of rows laid out from `base` (8-byte aligned).
+  __device__ static RowSpace at(unsigned char* base, int k, int r = 0) {
+    auto* w = reinterpret_cast<double*>(base + r * bytes(k));
     auto* ids = reinterpret_cast<int32_t*>(w + k);
     return {ids, w, ids + k, reinterpret_cast<float*>(ids + 2 * k)};
   }
@@ -132,7 +137,7 @@ __device__ float prob_of(const int32_t* ids, const float* probs, int n, int32_t 
   return lo < n && ids[lo] == token ? probs[lo] : 0.0f;
 }
 
-// Device memory of one sampler: q of every draft step, then the candidates of the rows last selected.
+// q of every draft step of a cycle, in device memory.
 struct DraftSlots {
   int32_t* ids;    // [max_drafts, k]
   float* probs;    // [max_drafts, k]
@@ -150,7 +155,7 @@ struct DrawStep {
   float uniform;
   int32_t* result;
 
-  static size_t shared_bytes(int k) { return static_cast<size_t>(k) * RowSpace::kBytes; }
+  static size_t shared_bytes(int k) { return RowSpace::bytes(k); }
 
   __device__ void operator()(int64_t, int, const int32_t* ids, const float* values) const {
     if (threadIdx.x >= 32) return;
@@ -188,13 +193,13 @@ struct AcceptStep {
   Filter f;
   DraftSlots slots;
   int draft_k;
-  Cycle c;
+  Cycle cycle;
   unsigned* finished;  // blocks done; 0 between launches
   int32_t* result;
 
   // A RowSpace per target row, q of each draft (ids, probs), the residual.
   static size_t shared_bytes(int rows, int k, int draft_k) {
-    return static_cast<size_t>(rows) * k * RowSpace::kBytes + static_cast<size_t>(rows - 1) * draft_k * 8 +
+    return rows * RowSpace::bytes(k) + static_cast<size_t>(rows - 1) * draft_k * 8 +
            static_cast<size_t>(k) * 8;
   }
 
@@ -212,19 +217,17 @@ struct AcceptStep {
 
   __device__ void accept_all(const int32_t* ids, const float* values) const {
     extern __shared__ __align__(8) unsigned char shared[];
-    const int rows = c.drafts + 1, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const auto row_space = [&](int r) {
-      return RowSpace::at(shared + static_cast<size_t>(r) * f.k * RowSpace::kBytes, f.k);
-    };
-    auto* q_ids = reinterpret_cast<int32_t*>(shared + static_cast<size_t>(rows) * f.k * RowSpace::kBytes);
-    auto* q_probs = reinterpret_cast<float*>(q_ids + c.drafts * draft_k);
-    auto* res_ids = reinterpret_cast<int32_t*>(q_probs + c.drafts * draft_k);  // [k]
-    auto* res_probs = reinterpret_cast<float*>(res_ids + f.k);                 // [k]
+    const int rows = cycle.drafts + 1, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const auto row_space = [&](int r) { return RowSpace::at(shared, f.k, r); };
+    auto* q_ids = reinterpret_cast<int32_t*>(shared + rows * RowSpace::bytes(f.k));
+    auto* q_probs = reinterpret_cast<float*>(q_ids + cycle.drafts * draft_k);
+    auto* res_ids = reinterpret_cast<int32_t*>(q_probs + cycle.drafts * draft_k);  // [k]
+    auto* res_probs = reinterpret_cast<float*>(res_ids + f.k);                     // [k]
     __shared__ int p_count[kMaxRows];
     for (int r = warp; r < rows; r += blockDim.x / 32) {
       const int n = filter_row(ids + r * f.k, values + r * f.k, f, row_space(r));
       if (lane == 0) p_count[r] = n;
-      if (!c.greedy_drafts && r < c.drafts)
+      if (!cycle.greedy_drafts && r < cycle.drafts)
         for (int i = lane; i < slots.count[r]; i += 32) {
           q_ids[r * draft_k + i] = slots.ids[int64_t{r} * draft_k + i];
           q_probs[r * draft_k + i] = slots.probs[int64_t{r} * draft_k + i];
@@ -239,17 +242,17 @@ struct AcceptStep {
         return;
       }
     }
-    for (int i = 0; i < c.drafts; ++i) {
-      const int32_t d = c.tokens[i];
+    for (int i = 0; i < cycle.drafts; ++i) {
+      const int32_t d = cycle.tokens[i];
       const RowSpace p = row_space(i);
       const float one = 1.0f;
-      const int32_t* qi_ids = c.greedy_drafts ? &c.tokens[i] : q_ids + i * draft_k;
-      const float* qi_probs = c.greedy_drafts ? &one : q_probs + i * draft_k;
-      const int qn = c.greedy_drafts ? 1 : slots.count[i];
+      const int32_t* qi_ids = cycle.greedy_drafts ? &cycle.tokens[i] : q_ids + i * draft_k;
+      const float* qi_probs = cycle.greedy_drafts ? &one : q_probs + i * draft_k;
+      const int qn = cycle.greedy_drafts ? 1 : slots.count[i];
       const float qd = prob_of(qi_ids, qi_probs, qn, d);
       const float pd = prob_of(p.out_ids, p.out_probs, p_count[i], d);
-      const float keep = qd <= pd ? 1.0f : pd / qd;  // acceptance_probability
-      if (c.uniforms[i] < keep) {
+      const float accept_p = qd <= pd ? 1.0f : pd / qd;  // acceptance_probability
+      if (cycle.uniforms[i] < accept_p) {
         result[1 + i] = d;
         continue;
       }
@@ -266,13 +269,14 @@ struct AcceptStep {
       for (int t = 0; t < m; ++t) sum += res_probs[t];
       const auto scale = static_cast<float>(1.0 / sum);
       for (int t = 0; t < m; ++t) res_probs[t] *= scale;
-      result[1 + i] = res_ids[categorical(res_probs, m, c.uniforms[i + 1])];
+      result[1 + i] = res_ids[categorical(res_probs, m, cycle.uniforms[i + 1])];
       result[0] = i;
       return;
     }
-    const RowSpace p = row_space(c.drafts);
-    result[1 + c.drafts] = p.out_ids[categorical(p.out_probs, p_count[c.drafts], c.uniforms[c.drafts])];
-    result[0] = c.drafts;
+    const RowSpace p = row_space(cycle.drafts);
+    result[1 + cycle.drafts] =
+        p.out_ids[categorical(p.out_probs, p_count[cycle.drafts], cycle.uniforms[cycle.drafts])];
+    result[0] = cycle.drafts;
   }
 };
 
@@ -290,7 +294,7 @@ class CudaSampler final : public DeviceSampler {
     const size_t slots = static_cast<size_t>(max_drafts) * draft_.k;
     // ids and probs of q, q's counts, candidates of up to kMaxRows rows, the result, the draft id map.
     const size_t words = 2 * slots + max_drafts + 2 * kMaxRows * k + (kMaxRows + 1) + 1 + draft_ids.size();
-    memory_ = ctx.scratch(words * 4);
+    memory_ = ctx.scratch(words * 4);  // from the pool for the sampler's life (one generation)
     auto* next = static_cast<int32_t*>(memory_.get());
     const auto take = [&](size_t n) {
       int32_t* p = next;
@@ -311,6 +315,16 @@ class CudaSampler final : public DeviceSampler {
                                        ctx.stream));
     }
     max_drafts_ = max_drafts;
+    // Dynamic shared memory of the selection's last kernel with each epilogue, set once (past 48 KB a kernel
+    // must ask; CudaBackend::device_sampler checks the device's limit).
+    using top_k_detail::top_k_rows_kernel;
+    check(
+        cudaFuncSetAttribute(top_k_rows_kernel<AcceptStep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(AcceptStep::shared_bytes(max_drafts + 1, target_.k, draft_.k))),
+        "cudaFuncSetAttribute", "device sampler");
+    check(cudaFuncSetAttribute(top_k_rows_kernel<DrawStep>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(DrawStep::shared_bytes(draft_.k))),
+          "cudaFuncSetAttribute", "device sampler");
   }
 
   int32_t draw_draft(const Tensor& head_logits, int step, float uniform) override {
@@ -339,8 +353,8 @@ class CudaSampler final : public DeviceSampler {
     cycle.greedy_drafts = greedy_drafts_;
     std::copy(drafts.begin(), drafts.end(), cycle.tokens);
     std::copy(uniforms.begin(), uniforms.begin() + rows, cycle.uniforms);
-    const AcceptStep step{target_, slots_, draft_.k, cycle, finished_, result_};
-    queue_top_k(ctx_, logits.data, rows, logits.cols, target_.k, cand_ids_, cand_values_, step,
+    const AcceptStep verify{target_, slots_, draft_.k, cycle, finished_, result_};
+    queue_top_k(ctx_, logits.data, rows, logits.cols, target_.k, cand_ids_, cand_values_, verify,
                 AcceptStep::shared_bytes(rows, target_.k, draft_.k));
     const int32_t* out = fetch(rows + 1);
     require(out[0] >= 0, str("target row ", -1 - out[0], " has no finite maximum (all -inf, NaN or +inf)"),
@@ -385,6 +399,13 @@ std::unique_ptr<DeviceSampler> CudaBackend::device_sampler(const TopKFilter& tar
           "internal error: device_sampler takes <= 16 drafts");
   if (!cuda::top_k_fits(max_drafts + 1, target.columns, target.k) ||
       (draft != nullptr && !cuda::top_k_fits(1, draft->columns, draft->k)))
+    return nullptr;
+  // The verify's epilogue holds every row's candidates and every q in shared memory: past the device's
+  // limit for one block (227 KB on Hopper, less 1 KB for the kernels' static arrays) the host path serves.
+  int limit = 0;
+  MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, ctx_->device));
+  if (cuda::AcceptStep::shared_bytes(max_drafts + 1, target.k, draft ? draft->k : 0) + 1024 >
+      static_cast<size_t>(limit))
     return nullptr;
   return std::make_unique<cuda::CudaSampler>(*ctx_, target, draft, draft_ids, max_drafts);
 }

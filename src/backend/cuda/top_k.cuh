@@ -156,7 +156,7 @@ bool top_k_fits(int64_t rows, int64_t cols, int k) {
 // The k best entries of each row of logits [rows, cols] (row_pick.h's rank), best first, into ids and
 // values [rows, k] in device memory; a row with fewer than k comparable entries ends with id -1. Queued on
 // ctx's stream. The epilogue runs in each row's block of the last kernel, with `epilogue_shared` bytes of
-// dynamic shared memory (see top_k_rows_kernel).
+// dynamic shared memory (see top_k_rows_kernel; past 48 KB the caller must have raised the kernel's limit).
 template <class Epilogue = top_k_detail::NoEpilogue>
 void queue_top_k(const Context& ctx, const float* logits, int64_t rows, int64_t cols, int k, int32_t* ids,
                  float* values, const Epilogue& epilogue = {}, size_t epilogue_shared = 0) {
@@ -174,10 +174,6 @@ void queue_top_k(const Context& ctx, const float* logits, int64_t rows, int64_t 
   else
     launch(top_k_chunks_kernel<32>, grid, kThreads, 0, ctx.queue(), logits, cols, k, winners);
   check_launch("top_k_chunks");
-  if (epilogue_shared > 48 * 1024)
-    check(cudaFuncSetAttribute(top_k_rows_kernel<Epilogue>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               static_cast<int>(epilogue_shared)),
-          "cudaFuncSetAttribute", "top_k");
   launch(top_k_rows_kernel<Epilogue>, dim3(static_cast<unsigned>(rows)), kThreads, epilogue_shared,
          ctx.queue(), winners, static_cast<int>(chunks * k), k, logits, cols, ids, values, epilogue);
   check_launch("top_k_rows");
