@@ -110,6 +110,14 @@ void* Context::staging_for(size_t bytes) {
   return staging.get();
 }
 
+const void* Context::read_back(const void* device, size_t bytes) {
+  // Through pinned memory: a copy into pageable memory would be staged by the driver anyway.
+  void* stage = staging_for(bytes);
+  MTPLX_CUDA_CHECK(cudaMemcpyAsync(stage, device, bytes, cudaMemcpyDeviceToHost, stream));
+  MTPLX_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return stage;
+}
+
 const void* Context::keep_upload(const void* host, size_t bytes) {
   void* p = nullptr;
   check(cudaMalloc(&p, bytes == 0 ? 1 : bytes), str("cudaMalloc of ", bytes, " bytes").c_str(),

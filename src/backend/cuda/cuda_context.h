@@ -191,6 +191,9 @@ struct Context {
   size_t staging_bytes = 0;
   std::array<cudaEvent_t, 8> download_events{};
   void* staging_for(size_t bytes);
+  // `bytes` of device memory copied through the staging buffer once the stream's work is done (a wait for
+  // the device): the host copy, valid until the staging buffer is used again.
+  const void* read_back(const void* device, size_t bytes);
   bool mma_gemm = true;  // CudaBackend::set_mma_gemm
   int mma_tile_rows = 64;
   bool gdn_columns = true;      // CudaBackend::set_gdn_columns

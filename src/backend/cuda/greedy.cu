@@ -113,12 +113,8 @@ std::vector<int32_t> CudaBackend::greedy_tokens(const Tensor& logits) {
     cuda::launch(cuda::greedy_rows_kernel, dim3(static_cast<unsigned>(rows)), cuda::kThreads, 0,
                  ctx_->queue(), values, indices, chunks, device_ids);
     cuda::check_launch("greedy_rows");
-    // Through the pinned staging buffer: a copy into pageable memory would be staged by the driver anyway.
     const size_t bytes = ids.size() * sizeof(int32_t);
-    void* stage = ctx_->staging_for(bytes);
-    MTPLX_CUDA_CHECK(cudaMemcpyAsync(stage, device_ids, bytes, cudaMemcpyDeviceToHost, ctx_->stream));
-    MTPLX_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
-    std::memcpy(ids.data(), stage, bytes);
+    std::memcpy(ids.data(), ctx_->read_back(device_ids, bytes), bytes);
   }
   for (const int32_t id : ids)
     require(id >= 0, "argmax of a row with no comparable entry (empty or all NaN)", "greedy_tokens");

@@ -462,6 +462,17 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
   check_launch("gemv");
 }
 
+namespace {
+
+// Whether a matrix of fused-GEMV path `path` at T rows takes the interleaved kernel when it runs alone
+// (gemv_wide's choice under these options): one classic-kernel pass over several such matrices (paired or
+// grouped) would then be slower than running them apart.
+bool wide_when_alone(int path, int64_t T, const GemvOptions& o) {
+  return !o.classic && (path == 8 || path == 4) && gemv_wide_chosen(path, T, o);
+}
+
+}  // namespace
+
 bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const float* x, float* y, int64_t T,
                      Queue stream) {
   const int path = fast_path(gate);
@@ -471,8 +482,7 @@ bool matmul_silu_mul(const WeightMatrix& gate, const WeightMatrix& up, const flo
   // Only where gate and up alone would take the classic kernel (as matmul_grouped): 4-bit codes run faster
   // on the interleaved one, and two of those GEMVs + silu_mul measured 3.9% faster in the q4 AR step than the
   // paired classic pass (H200, 433.4 vs 417.1 tok/s, one run, 2026-11-29).
-  const GemvOptions& o = stream.gemv;
-  if (!o.classic && (path == 8 || path == 4) && gemv_wide_chosen(path, T, o)) return false;
+  if (wide_when_alone(path, T, stream.gemv)) return false;
   validate(gate);
   validate(up);
   const UpRows rows{static_cast<const uint32_t*>(up.data), up.scales, up.biases};
@@ -495,7 +505,7 @@ bool matmul_grouped(std::span<const WeightMatrix* const> ws, const float* x, std
   const GemvOptions& o = stream.gemv;
   if (!o.classic && (o.batch != 0 || o.words != 0 || o.warps != 0)) return false;  // forced: alone, too
   const int path = fast_path(*ws[0]);
-  if (!o.classic && (path == 8 || path == 4) && gemv_wide_chosen(path, T, o)) return false;
+  if (wide_when_alone(path, T, o)) return false;
   // One format for all (so fast_path too); none on the tensor-core GEMV (decided per matrix: its size
   // counts).
   if (path == 0 ||

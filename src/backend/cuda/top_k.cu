@@ -7,6 +7,7 @@
 #include "backend/cuda/top_k.cuh"
 
 namespace mtplx {
+
 void CudaBackend::top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) {
   const int64_t rows = logits.rows, cols = logits.cols;
   require(k >= 0, str("top_k needs k >= 0, got ", k), "Backend::top_k");
@@ -19,10 +20,7 @@ void CudaBackend::top_k(const Tensor& logits, int k, std::vector<ScoredToken>& o
   auto* ids = static_cast<int32_t*>(scratch.get());
   auto* values = reinterpret_cast<float*>(ids + count);
   cuda::queue_top_k(*ctx_, logits.data, rows, cols, k, ids, values);
-  const size_t bytes = count * 8;
-  auto* stage = static_cast<std::byte*>(ctx_->staging_for(bytes));
-  MTPLX_CUDA_CHECK(cudaMemcpyAsync(stage, ids, bytes, cudaMemcpyDeviceToHost, ctx_->stream));
-  MTPLX_CUDA_CHECK(cudaStreamSynchronize(ctx_->stream));
+  const auto* stage = static_cast<const std::byte*>(ctx_->read_back(ids, count * 8));
   out.resize(count);
   for (size_t i = 0; i < count; ++i) {
     std::memcpy(&out[i].id, stage + i * sizeof(int32_t), sizeof(int32_t));
