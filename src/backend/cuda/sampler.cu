@@ -61,6 +61,13 @@ struct RowSpace {
   }
 };
 
+// Distribution::normalize's factor: 1 / the fp64 sum of probs[0..n), in fp32.
+__device__ float normalizer(const float* probs, int n) {
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += probs[i];
+  return static_cast<float>(1.0 / sum);
+}
+
 // Sampler::filter_top_k over one row's candidates in global memory (ids and values best first; id -1 ends
 // them), by one warp; every lane returns the kept count (0 when the row has no finite best value). The lanes
 // compute the weights and each kept token's place in id order; lane 0 walks the sums in the host's order.
@@ -97,13 +104,7 @@ __device__ int filter_row(const int32_t* ids, const float* values, const Filter 
     s.out_probs[place] = static_cast<float>(s.w[i]);
   }
   __syncwarp();
-  float scale = 0;
-  if (lane == 0 && keep > 0) {  // Distribution::normalize
-    double sum = 0;
-    for (int i = 0; i < keep; ++i) sum += s.out_probs[i];
-    scale = static_cast<float>(1.0 / sum);
-  }
-  scale = __shfl_sync(kAll, scale, 0);
+  const float scale = __shfl_sync(kAll, lane == 0 && keep > 0 ? normalizer(s.out_probs, keep) : 0.0f, 0);
   for (int i = lane; i < keep; i += 32) s.out_probs[i] *= scale;
   __syncwarp();
   return keep;
@@ -157,7 +158,7 @@ struct DrawStep {
 
   static size_t shared_bytes(int k) { return RowSpace::bytes(k); }
 
-  __device__ void operator()(int64_t, int, const int32_t* ids, const float* values) const {
+  __device__ void operator()(const int32_t* ids, const float* values) const {
     if (threadIdx.x >= 32) return;
     extern __shared__ __align__(8) unsigned char shared[];
     const RowSpace s = RowSpace::at(shared, f.k);
@@ -203,7 +204,7 @@ struct AcceptStep {
            static_cast<size_t>(k) * 8;
   }
 
-  __device__ void operator()(int64_t, int, const int32_t* ids, const float* values) const {
+  __device__ void operator()(const int32_t* ids, const float* values) const {
     __shared__ bool last;
     if (threadIdx.x == 0) {
       __threadfence();  // this row's candidates before the count
@@ -265,9 +266,7 @@ struct AcceptStep {
       if (m == 0)
         for (int t = 0; t < p_count[i]; ++t)
           if (p.out_probs[t] > 0) res_ids[m] = p.out_ids[t], res_probs[m++] = p.out_probs[t];
-      double sum = 0;
-      for (int t = 0; t < m; ++t) sum += res_probs[t];
-      const auto scale = static_cast<float>(1.0 / sum);
+      const float scale = normalizer(res_probs, m);
       for (int t = 0; t < m; ++t) res_probs[t] *= scale;
       result[1 + i] = res_ids[categorical(res_probs, m, cycle.uniforms[i + 1])];
       result[0] = i;
@@ -292,8 +291,10 @@ class CudaSampler final : public DeviceSampler {
     if (draft) draft_ = filter_of(*draft);
     const int k = std::max(target_.k, draft_.k);
     const size_t slots = static_cast<size_t>(max_drafts) * draft_.k;
-    // ids and probs of q, q's counts, candidates of up to kMaxRows rows, the result, the draft id map.
-    const size_t words = 2 * slots + max_drafts + 2 * kMaxRows * k + (kMaxRows + 1) + 1 + draft_ids.size();
+    // ids and probs of q, q's counts, candidates of up to max_drafts + 1 rows, the result, AcceptStep's
+    // counter, the draft id map.
+    const size_t candidates = static_cast<size_t>(max_drafts + 1) * k;
+    const size_t words = 2 * slots + max_drafts + 2 * candidates + (kMaxRows + 1) + 1 + draft_ids.size();
     memory_ = ctx.scratch(words * 4);  // from the pool for the sampler's life (one generation)
     auto* next = static_cast<int32_t*>(memory_.get());
     const auto take = [&](size_t n) {
@@ -304,8 +305,8 @@ class CudaSampler final : public DeviceSampler {
     slots_.ids = take(slots);
     slots_.probs = reinterpret_cast<float*>(take(slots));
     slots_.count = take(max_drafts);
-    cand_ids_ = take(kMaxRows * k);
-    cand_values_ = reinterpret_cast<float*>(take(kMaxRows * k));
+    cand_ids_ = take(candidates);
+    cand_values_ = reinterpret_cast<float*>(take(candidates));
     result_ = take(kMaxRows + 1);
     finished_ = reinterpret_cast<unsigned*>(take(1));
     MTPLX_CUDA_CHECK(cudaMemsetAsync(finished_, 0, sizeof(unsigned), ctx.stream));
@@ -364,13 +365,10 @@ class CudaSampler final : public DeviceSampler {
   }
 
  private:
-  // The first n result words, through the pinned staging buffer (the step's one wait for the device).
+  // The first n result words (the step's one wait for the device).
   const int32_t* fetch(int n) {
     const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
-    void* stage = ctx_.staging_for(bytes);
-    MTPLX_CUDA_CHECK(cudaMemcpyAsync(stage, result_, bytes, cudaMemcpyDeviceToHost, ctx_.stream));
-    MTPLX_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
-    std::memcpy(host_.data(), stage, bytes);
+    std::memcpy(host_.data(), ctx_.read_back(result_, bytes), bytes);
     return host_.data();
   }
 

@@ -106,11 +106,11 @@ __global__ void __launch_bounds__(kThreads)
 
 // No work after the selection (CudaBackend::top_k).
 struct NoEpilogue {
-  __device__ void operator()(int64_t, int, const int32_t*, const float*) const {}
+  __device__ void operator()(const int32_t*, const float*) const {}
 };
 
 // Block row: the k best of the row's n chunk winners, as ids and the logits they index; then, with every
-// thread of the block and the row's candidates written, epilogue(row, k, ids, values).
+// thread of the block and the row's candidates written, epilogue(ids, values) (all rows' arrays).
 template <class Epilogue>
 __global__ void __launch_bounds__(kThreads)
     top_k_rows_kernel(const uint64_t* winners, int n, int k, const float* logits, int64_t cols, int32_t* ids,
@@ -130,17 +130,16 @@ __global__ void __launch_bounds__(kThreads)
     values[row * k + i] = id >= 0 ? x[id] : 0.0f;
   });
   __syncthreads();
-  epilogue(row, k, ids, values);
+  epilogue(ids, values);
 }
 
 // Chunks of 2,048 keep a 248k row on 122 blocks; a larger k needs fewer, larger chunks so that a row's
-// chunk winners fit the merge block. 0 when even those do not fit (k > 132 at that vocabulary).
+// chunk winners fit the merge block. The chunk size (kSmallChunk or kLargeChunk), or 0 when even the larger
+// does not fit (k > 132 at that vocabulary).
 constexpr int64_t kSmallChunk = 8 * kThreads, kLargeChunk = 32 * kThreads;
-int64_t chunk_count(int64_t cols, int k) {
-  for (const int64_t chunk : {kSmallChunk, kLargeChunk}) {
-    const int64_t chunks = (cols + chunk - 1) / chunk;
-    if (chunks * k <= kMergeKeys) return chunks;
-  }
+int64_t chunk_for(int64_t cols, int k) {
+  for (const int64_t chunk : {kSmallChunk, kLargeChunk})
+    if ((cols + chunk - 1) / chunk * k <= kMergeKeys) return chunk;
   return 0;
 }
 
@@ -150,7 +149,7 @@ int64_t chunk_count(int64_t cols, int k) {
 // vocabulary).
 bool top_k_fits(int64_t rows, int64_t cols, int k) {
   return rows > 0 && cols > 0 && k > 0 && rows <= 65535 && cols <= INT32_MAX &&
-         top_k_detail::chunk_count(cols, k) > 0;
+         top_k_detail::chunk_for(cols, k) > 0;
 }
 
 // The k best entries of each row of logits [rows, cols] (row_pick.h's rank), best first, into ids and
@@ -162,14 +161,14 @@ void queue_top_k(const Context& ctx, const float* logits, int64_t rows, int64_t 
                  float* values, const Epilogue& epilogue = {}, size_t epilogue_shared = 0) {
   using namespace top_k_detail;
   require(top_k_fits(rows, cols, k), "internal error: queue_top_k past its limits");
-  const int64_t chunks = chunk_count(cols, k);
-  const bool small = chunks == (cols + kSmallChunk - 1) / kSmallChunk;
+  const int64_t chunk = chunk_for(cols, k);
+  const int64_t chunks = (cols + chunk - 1) / chunk;
   // The chunk winners (8-byte keys): scratch that later ops on the stream may reuse once these have run.
   const std::shared_ptr<void> scratch =
       ctx.scratch(static_cast<size_t>(rows * chunks) * k * sizeof(uint64_t));
   auto* winners = static_cast<uint64_t*>(scratch.get());
   const dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(rows));
-  if (small)
+  if (chunk == kSmallChunk)
     launch(top_k_chunks_kernel<8>, grid, kThreads, 0, ctx.queue(), logits, cols, k, winners);
   else
     launch(top_k_chunks_kernel<32>, grid, kThreads, 0, ctx.queue(), logits, cols, k, winners);
