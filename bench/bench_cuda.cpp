@@ -423,7 +423,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
 
   // AR decode, with step graphs (default) and without; the greedy token picked on the GPU (default) or
   // from the downloaded row on the host; or a sampled token (the artifacts' default target sampler) from
-  // the downloaded row or from the row's top-k candidates picked on the GPU.
+  // the downloaded row, from the row's top-k candidates picked on the GPU, or drawn on the GPU.
   enum class Pick { kGreedyGpu, kGreedyHost, kSampledRow, kSampledTopK, kSampledDevice };
   const SamplerConfig sampled{0.6f, 20, 0.95f};
   Sampler sampler(sampled, static_cast<int>(V));

@@ -16,14 +16,8 @@ namespace {
 
 using namespace exactness;
 
-LoadedModel<CudaBackend>& loaded() {
-  static LoadedModel<CudaBackend> m(0);
-  return m;
-}
-
-const Law& target_law() {
-  return loaded().law();
-}
+// The fixture model of this file, on the GPU.
+constexpr auto& loaded = shared_model<CudaBackend, 0>;
 
 // Every path of the device rule, each with a draft top-k cut so that the drafts too are drawn on the device
 // (likely:10 has 10 rows, the eos ids among them: k 8 cuts it): the all-rejected residual with the full head;
@@ -43,7 +37,7 @@ double per_comparison_alpha() {
 }
 
 const Sampled& ar_samples() {
-  static const Sampled s = sample_arm(loaded().model, target_law(), {"none", 1, 0});
+  static const Sampled s = sample_arm(loaded().model, loaded().law(), {"none", 1, 0});
   return s;
 }
 
@@ -58,15 +52,15 @@ using CudaExactnessAr = OnGpu<::testing::Test>;
 using CudaExactness = OnGpu<::testing::TestWithParam<Arm>>;
 
 TEST_F(CudaExactnessAr, AutoregressiveMatchesTheExactLaw) {
-  expect_ar_exact(ar_samples(), target_law(), per_comparison_alpha());
+  expect_ar_exact(ar_samples(), loaded().law(), per_comparison_alpha());
   EXPECT_EQ(ar_samples().on_device, 2000) << "runs that drew on the host";
 }
 
 TEST_P(CudaExactness, FirstThreeTokensMatchPlainSampling) {
   const Arm& arm = GetParam();
-  const Sampled s = sample_arm(loaded().model, target_law(), arm);
+  const Sampled s = sample_arm(loaded().model, loaded().law(), arm);
   EXPECT_EQ(s.on_device, arm.samples) << "runs that drew on the host";
-  expect_arm_exact(arm, s, ar_samples().histogram, target_law(), per_comparison_alpha());
+  expect_arm_exact(arm, s, ar_samples().histogram, loaded().law(), per_comparison_alpha());
 }
 
 // Token for token, the device path equals the host path (the same uniforms; the host Sampler and
@@ -76,7 +70,7 @@ TEST_F(CudaExactnessAr, DeviceRunsEqualHostRunsWhereDraftsAreAccepted) {
   const Arm arms[] = {
       {"likely:10", 1.0f, 2, 0, 300, 8}, {"likely:10", 3.0f, 3, 0, 300, 7}, {"likely:10", 0.0f, 2, 0, 300}};
   for (const Arm& arm : arms) {
-    const auto head = make_head(loaded().model, arm.head, target_law());
+    const auto head = make_head(loaded().model, arm.head, loaded().law());
     Generator generator(loaded().model, head.get());
     GenerationConfig config;
     config.target = target_sampler();

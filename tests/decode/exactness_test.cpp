@@ -43,14 +43,8 @@ namespace {
 
 using namespace exactness;
 
-LoadedModel<CpuBackend>& loaded() {
-  static LoadedModel<CpuBackend> m(2);
-  return m;
-}
-
-const Law& target_law() {
-  return loaded().law();
-}
+// The fixture model of this file, on the CPU (2 threads).
+constexpr auto& loaded = shared_model<CpuBackend, 2>;
 
 // The MTP arms. The full, q4 and trim:100 heads at the usual draft temperatures have the random head's
 // near-zero acceptance: they check the all-rejected path (residual draws) with each head. likely:10 (the two
@@ -83,20 +77,20 @@ double per_comparison_alpha() {
 }
 
 const Sampled& ar_samples() {
-  static const Sampled s = sample_arm(loaded().model, target_law(), {"none", 1, 0});
+  static const Sampled s = sample_arm(loaded().model, loaded().law(), {"none", 1, 0});
   return s;
 }
 
 TEST(ExactnessSlow, AutoregressiveMatchesTheExactLaw) {
-  expect_ar_exact(ar_samples(), target_law(), per_comparison_alpha());
+  expect_ar_exact(ar_samples(), loaded().law(), per_comparison_alpha());
 }
 
 class ExactnessSlowMtp : public ::testing::TestWithParam<Arm> {};
 
 TEST_P(ExactnessSlowMtp, FirstThreeTokensMatchPlainSampling) {
   const Arm& arm = GetParam();
-  expect_arm_exact(arm, sample_arm(loaded().model, target_law(), arm), ar_samples().histogram, target_law(),
-                   per_comparison_alpha());
+  expect_arm_exact(arm, sample_arm(loaded().model, loaded().law(), arm), ar_samples().histogram,
+                   loaded().law(), per_comparison_alpha());
 }
 
 INSTANTIATE_TEST_SUITE_P(Arms, ExactnessSlowMtp, ::testing::ValuesIn(mtp_arms()),

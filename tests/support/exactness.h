@@ -101,6 +101,13 @@ struct LoadedModel {
   Law law_;
 };
 
+// One LoadedModel per backend type for a whole test binary, made on first use with `backend_args`.
+template <class BackendType, auto... backend_args>
+LoadedModel<BackendType>& shared_model() {
+  static LoadedModel<BackendType> model(backend_args...);
+  return model;
+}
+
 // Token ids by decreasing probability of appearing anywhere in the window (ties by id).
 inline std::vector<int32_t> likely_tokens(const Law& law) {
   std::map<int32_t, double> mass;
