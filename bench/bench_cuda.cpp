@@ -127,8 +127,9 @@ double median(std::vector<double> v) {
 }
 
 // Prefill of N tokens + the logits of the last row: as before 2026-11-26 (fp32 tiled GEMM, attention with a
-// block per row and head, GDN on the block kernel), with each of the three new paths added in turn, and the
-// default; then where the default's time goes, op by op.
+// block per row and head, GDN on the block kernel), with each later path added in turn (the mma.sync GEMM,
+// tiled attention, the GDN column kernel, the warpgroup-MMA GEMM: the default); then where the default's time
+// goes, op by op.
 void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model, const Args& args) {
   const int64_t V = model.config().vocab_size;
   std::vector<float> host(static_cast<size_t>(V));
@@ -136,16 +137,19 @@ void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model,
     const char* what;
     bool mma, tiles, columns;  // set_mma_gemm, set_attention_tiles, set_gdn_columns
     int tile_rows = 64;        // set_mma_gemm
+    bool wgmma = false;        // set_wgmma_gemm
   };
   for (int n : args.prefill) {
-    for (const auto& [what, mma, tiles, columns, tile_rows] :
+    for (const auto& [what, mma, tiles, columns, tile_rows, wgmma] :
          {Variant{" (fp32 tiled GEMM, attention block per row, GDN block kernel: as before)", false, false,
                   false},
           Variant{" (tensor-core GEMM only)", true, false, false},
           Variant{" (tensor-core GEMM, tiled attention)", true, true, false},
           Variant{" (tensor-core GEMM with 128 T rows a block)", true, true, true, 128},
-          Variant{"", true, true, true}}) {
+          Variant{" (mma.sync GEMM: the default before the warpgroup-MMA GEMM)", true, true, true},
+          Variant{"", true, true, true, 64, true}}) {
       gpu.set_mma_gemm(mma, tile_rows);
+      gpu.set_wgmma_gemm(wgmma);
       gpu.set_attention_tiles(tiles);
       gpu.set_gdn_columns(columns);
       std::vector<double> tps;
@@ -162,6 +166,7 @@ void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model,
     }
   }
   gpu.set_mma_gemm(true);
+  gpu.set_wgmma_gemm(true);
   gpu.set_attention_tiles(true);
   gpu.set_gdn_columns(true);
   // Where the default's time goes at the longest N: every op of one prefill timed on its own (OpTimer waits

@@ -219,8 +219,9 @@ TEST_F(CudaOps, MatmulEveryFormatAndWidth) {
   }
 }
 
-// Matmuls of more than 8 rows on the tensor-core GEMM (matmul_mma.cu: exact codes or BF16 weights times
-// activations split into two fp16 halves; 64 and 128 T rows a block) and on the fp32 tiled GEMM
+// Matmuls of more than 8 rows on the tensor-core GEMMs (matmul_mma.cu: exact codes or BF16 weights times
+// activations split into two fp16 halves; 64 and 128 T rows a block; matmul_wgmma.cu: the same on warpgroup
+// MMAs, codes only, on devices of compute capability 9.0) and on the fp32 tiled GEMM
 // (CudaBackend::set_mma_gemm(false)),
 // both against the CPU backend: 8-bit and 4-bit codes with groups of 64 and 128 and BF16, F16 or F32
 // scales, dense BF16; partial row and T tiles, K of one to 144 slices. Prints the worst error of each path.
@@ -234,7 +235,7 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
                         {{8, 64, DType::U32}, DType::F32},   {{4, 64, DType::U32}, DType::F16},
                         {{0, 0, DType::BF16}, DType::BF16}};
   const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192}, {130, 9216}, {7, 64}};
-  double worst[2] = {0, 0};
+  double worst[3] = {0, 0, 0};
   for (const Case& k : cases) {
     const Format& f = k.format;
     for (const auto& shape : shapes) {
@@ -246,13 +247,16 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
         auto [xc, xg] = random_pair(T, shape[1]);
         auto [yc, yg] = outputs(T, shape[0]);
         cpu_.matmul(h.w, xc, yc);
-        for (int path = 0; path < 3; ++path) {  // fp32 tiles, tensor cores with 64 and 128 T rows a block
-          const int mma = path > 0 ? 1 : 0;
-          gpu_->set_mma_gemm(mma == 1, path == 2 ? 128 : 64);
+        // fp32 tiles, mma.sync with 64 and 128 T rows a block, warpgroup MMAs (where they run)
+        for (int path = 0; path < 4; ++path) {
+          const int kind = path == 0 ? 0 : path < 3 ? 1 : 2;
+          if (kind == 2 && !gpu_->runs_wgmma_gemm(dev)) continue;
+          gpu_->set_mma_gemm(kind > 0, path == 2 ? 128 : 64);
+          gpu_->set_wgmma_gemm(kind == 2);
           gpu_->fill(yg, NAN);
           gpu_->matmul(dev, xg, yg);
           const double err = compare(yc, yg);
-          worst[mma] = std::max(worst[mma], err);
+          worst[kind] = std::max(worst[kind], err);
           EXPECT_LT(err, 1e-5) << "bits " << f.bits << " group " << f.group << " scales "
                                << dtype_name(k.scales) << " [" << shape[0] << "x" << shape[1] << "] T " << T
                                << " path " << path;
@@ -261,7 +265,9 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
     }
   }
   gpu_->set_mma_gemm(true);
-  std::printf("[cuda gemm] worst error vs CPU: tensor cores %.2e, fp32 tiles %.2e\n", worst[1], worst[0]);
+  gpu_->set_wgmma_gemm(true);
+  std::printf("[cuda gemm] worst error vs CPU: tensor cores %.2e, warpgroup MMAs %.2e, fp32 tiles %.2e\n",
+              worst[1], worst[2], worst[0]);
 }
 
 // Matmuls of 1..8 rows on the tensor-core GEMV (matmul_imma.cu, CudaBackend::set_gemv_mma_from: u8 codes

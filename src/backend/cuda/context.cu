@@ -78,6 +78,10 @@ Context::Context(int dev) : device(dev) {
           "pick a device number below the count nvidia-smi shows");
   MTPLX_CUDA_CHECK(cudaSetDevice(dev));
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
+  int major = 0, minor = 0;
+  MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  compute_capability = major * 10 + minor;
   MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (cudaStream_t& s : side) MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   for (cudaEvent_t& e : events) MTPLX_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));

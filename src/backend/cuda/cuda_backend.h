@@ -146,6 +146,12 @@ class CudaBackend final : public Backend {
   // GEMM, 64 (two blocks per SM, the default) or 128 (one; BF16 weights always). Benchmarks and tests
   // compare.
   void set_mma_gemm(bool on, int tile_rows = 64);
+  // Under set_mma_gemm(true): 8/4-bit codes on the warpgroup-MMA GEMM (matmul_wgmma.cu; the same arithmetic
+  // on sm_90a's wgmma; on by default) where the device runs it (compute capability 9.0), else on the
+  // mma.sync GEMM. Benchmarks and tests compare.
+  void set_wgmma_gemm(bool on);
+  // Whether set_wgmma_gemm(true) would put a matmul of more than 8 rows of `w` on the warpgroup GEMM here.
+  bool runs_wgmma_gemm(const WeightMatrix& w) const;
   // gdn_chunked on the warp-per-columns kernel (on by default) or the block kernel of gdn_recurrent.
   // Benchmarks and tests compare.
   void set_gdn_columns(bool on);

@@ -59,6 +59,7 @@ struct Queue {
   GemvOptions gemv;
   bool mma_gemm;           // T > 8: tensor-core GEMM where it applies (matmul_mma.cu), else the fp32 tiles
   int mma_tile_rows;       // T rows per block of that GEMM: 64 or 128
+  bool wgmma_gemm;         // 8/4-bit codes on the warpgroup GEMM instead (matmul_wgmma.cu) where it runs
   const Context* context;  // scratch memory for ops that need it (on this stream only)
 };
 
@@ -169,6 +170,7 @@ struct Context {
 
   int device = 0;
   int sm_count = 0;
+  int compute_capability = 0;  // major * 10 + minor
   cudaStream_t stream = nullptr;
   // Streams that run independent matmuls beside `stream` (matmul_many), forked from it and joined back
   // through `events` (events[0] the fork, events[1 + i] side[i]'s join).
@@ -196,9 +198,10 @@ struct Context {
   const void* read_back(const void* device, size_t bytes);
   bool mma_gemm = true;  // CudaBackend::set_mma_gemm
   int mma_tile_rows = 64;
+  bool wgmma_gemm = true;       // CudaBackend::set_wgmma_gemm
   bool gdn_columns = true;      // CudaBackend::set_gdn_columns
   bool attention_tiles = true;  // CudaBackend::set_attention_tiles
-  Queue queue() const { return {stream, pdl, gemv, mma_gemm, mma_tile_rows, this}; }
+  Queue queue() const { return {stream, pdl, gemv, mma_gemm, mma_tile_rows, wgmma_gemm, this}; }
   std::optional<Capture> capture;
 };
 

@@ -8,6 +8,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/matmul_mma.h"
 
 namespace mtplx {
 namespace cuda {
@@ -99,6 +100,14 @@ void CudaBackend::set_graph_input_in_params(bool on) {
 void CudaBackend::set_mma_gemm(bool on, int tile_rows) {
   ctx_->mma_gemm = on;
   ctx_->mma_tile_rows = tile_rows == 128 ? 128 : 64;
+}
+
+void CudaBackend::set_wgmma_gemm(bool on) {
+  ctx_->wgmma_gemm = on;
+}
+
+bool CudaBackend::runs_wgmma_gemm(const WeightMatrix& w) const {
+  return cuda::gemm_wgmma_supported(w, *ctx_);
 }
 
 void CudaBackend::set_attention_tiles(bool on) {

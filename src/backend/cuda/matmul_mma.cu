@@ -38,9 +38,10 @@ constexpr int kFragsM = kWarpM / 16, kFragsN = kWarpN / 8;
 constexpr int kStages = 4;
 
 // Split: x [T, cols] fp32 -> per row: P (a power of two: largest |x| times P just under 2^14), and per slice
-// 16 chunks (chunk p = 4s + c holds columns 16c + 4s .. + 3 of x P as hi[4] then lo[4]) and P times the
-// slice's fp32 sum; 1 / P goes to inverse[row]. A block per row; a half warp per slice, one chunk per lane.
+// 256 bytes of hi/lo halves (SplitLayout) and P times the slice's fp32 sum; 1 / P goes to inverse[row]. A
+// block per row; a half warp per slice, lane p = 4s + c converting columns 16c + 4s .. + 3.
 constexpr int kSplitThreads = 256;
+template <SplitLayout kLayout>
 __global__ void __launch_bounds__(kSplitThreads)
     split_kernel(const float* __restrict__ x, int64_t cols, uint4* __restrict__ split,
                  float* __restrict__ sums, float* __restrict__ inverse) {
@@ -76,47 +77,28 @@ __global__ void __launch_bounds__(kSplitThreads)
       hi[j] = *reinterpret_cast<const uint32_t*>(&h);
       lo[j] = *reinterpret_cast<const uint32_t*>(&l);
     }
-    split[(row * slices + slice) * 16 + p] = make_uint4(hi[0], hi[1], lo[0], lo[1]);
+    if constexpr (kLayout == SplitLayout::kFragments) {
+      split[(row * slices + slice) * 16 + p] = make_uint4(hi[0], hi[1], lo[0], lo[1]);
+    } else {  // word c of chunk 2s + h of each plane: columns 16c + 4s + 2h, + 1; the chunk swizzled
+      auto* tile =
+          reinterpret_cast<uint32_t*>(split + ((row / kTileTokens) * slices + slice) * kTileBytes / 16);
+      const int64_t r = row % kTileTokens;
+      for (int h = 0; h < 2; ++h) {
+        const int64_t word = r * 32 + (((2 * s + h) ^ (r & 7)) * 4) + c;
+        tile[word] = hi[h];
+        tile[kTileBytes / 8 + word] = lo[h];
+      }
+    }
     float sum = (f[0] + f[1]) + (f[2] + f[3]);
     for (int o = 8; o > 0; o >>= 1) sum += __shfl_xor_sync(half, sum, o);
     if (p == 0) sums[row * slices + slice] = sum;
   }
 }
 
-__device__ __forceinline__ void copy_async16(void* shared, const void* global) {
-  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(address), "l"(global));
-}
-__device__ __forceinline__ void copy_async4(void* shared, const void* global) {
-  const auto address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(address), "l"(global));
-}
-__device__ __forceinline__ void commit_async() {
-  asm volatile("cp.async.commit_group;");
-}
-template <int Pending>
-__device__ __forceinline__ void wait_async() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(Pending));
-}
-
 // Two BF16 weights as fp16x2.
 __device__ __forceinline__ uint32_t f16x2_of_bf16x2(uint32_t word) {
   const __half2 v = __floats2half2_rn(__uint_as_float(word << 16), __uint_as_float(word & 0xFFFF0000u));
   return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// A scale or bias read from the 4-byte word that holds element `index` (16-bit types: the aligned pair).
-__device__ __forceinline__ float scale_from_word(uint32_t word, DType dtype, int64_t index) {
-  switch (dtype) {
-    case DType::F32:
-      return __uint_as_float(word);
-    case DType::F16: {
-      const auto bits = static_cast<unsigned short>(word >> (16 * (index & 1)));
-      return __half2float(__ushort_as_half(bits));
-    }
-    default:
-      return __uint_as_float((word >> (16 * (index & 1))) << 16);
-  }
 }
 
 // Bytes of one weight row within a slice, and shared memory per stage.
@@ -180,14 +162,9 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
     }
     if constexpr (kQuantized) {
       auto* words = reinterpret_cast<uint32_t*>(wbase + kBlockN * kRowBytes);
-      for (int i = tid; i < 2 * kBlockN; i += kThreads) {  // scales of the block's rows, then biases
-        const int64_t gi = std::min(n0 + i % kBlockN, a.rows - 1) * groups + j * kSlice / a.group_size;
-        // 16-bit scales: the aligned word holding the pair (scale_from_word picks the half).
-        const int64_t offset = a.scale_dtype == DType::F32 ? gi * 4 : (gi * 2) & ~int64_t{3};
-        copy_async4(words + i, (i < kBlockN ? a.scales : a.biases) + offset);
-      }
-      for (int i = tid; i < kBlockM; i += kThreads)
-        copy_async4(words + 2 * kBlockN + i, a.sums + std::min(m0 + i, a.T - 1) * slices + j);
+      load_slice_scales<kBlockN, kBlockM, kThreads>(words, a.scales, a.biases, a.scale_dtype, a.sums, n0,
+                                                    a.rows, groups, j * kSlice / a.group_size, m0, a.T,
+                                                    slices, j, tid);
     }
   };
 
@@ -351,17 +328,31 @@ bool gemm_mma_supported(const WeightMatrix& w) {
   return w.dtype == DType::BF16;
 }
 
-size_t gemm_mma_scratch_bytes(int64_t T, int64_t cols) {
-  const auto slices = static_cast<size_t>(T * (cols / kSlice));
-  return slices * (kSplitRowBytes + sizeof(float)) + static_cast<size_t>(T) * sizeof(float);
+namespace {
+
+// Rows of the split halves: T rounded up to whole tiles (kTiles leaves the last tile's extra rows unwritten).
+int64_t split_rows(int64_t T) {
+  return (T + kTileTokens - 1) / kTileTokens * kTileTokens;
 }
 
-SplitActivations split_activations(const float* x, int64_t T, int64_t cols, void* scratch, Queue queue) {
-  const int64_t slices = T * (cols / kSlice);
+}  // namespace
+
+size_t gemm_mma_scratch_bytes(int64_t T, int64_t cols) {
+  const auto slices = static_cast<size_t>(cols / kSlice);
+  return static_cast<size_t>(split_rows(T)) * slices * kSplitRowBytes +
+         static_cast<size_t>(T) * (slices + 1) * sizeof(float);
+}
+
+SplitActivations split_activations(const float* x, int64_t T, int64_t cols, void* scratch, Queue queue,
+                                   SplitLayout layout) {
+  const int64_t slices = cols / kSlice;
   auto* split = static_cast<uint4*>(scratch);
-  auto* sums = reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + slices * kSplitRowBytes);
-  float* inverse = sums + slices;
-  launch(split_kernel, static_cast<unsigned>(T), kSplitThreads, 0, queue, x, cols, split, sums, inverse);
+  auto* sums =
+      reinterpret_cast<float*>(static_cast<uint8_t*>(scratch) + split_rows(T) * slices * kSplitRowBytes);
+  float* inverse = sums + T * slices;
+  const auto kernel = layout == SplitLayout::kFragments ? split_kernel<SplitLayout::kFragments>
+                                                        : split_kernel<SplitLayout::kTiles>;
+  launch(kernel, static_cast<unsigned>(T), kSplitThreads, 0, queue, x, cols, split, sums, inverse);
   check_launch("split_activations");
   return {split, sums, inverse};
 }
