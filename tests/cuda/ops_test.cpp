@@ -233,6 +233,7 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
   const Case cases[] = {{{8, 64, DType::U32}, DType::BF16},  {{4, 64, DType::U32}, DType::BF16},
                         {{8, 128, DType::U32}, DType::BF16}, {{4, 128, DType::U32}, DType::BF16},
                         {{8, 64, DType::U32}, DType::F32},   {{4, 64, DType::U32}, DType::F16},
+                        {{8, 64, DType::U32}, DType::F16},   {{4, 64, DType::U32}, DType::F32},
                         {{0, 0, DType::BF16}, DType::BF16}};
   const int64_t shapes[][2] = {{301, 512}, {1030, 2560}, {64, 192}, {130, 9216}, {7, 64}};
   double worst[3] = {0, 0, 0};
@@ -250,7 +251,7 @@ TEST_F(CudaOps, MatmulTensorCoreGemm) {
         // fp32 tiles, mma.sync with 64 and 128 T rows a block, warpgroup MMAs (where they run)
         for (int path = 0; path < 4; ++path) {
           const int kind = path == 0 ? 0 : path < 3 ? 1 : 2;
-          if (kind == 2 && !gpu_->runs_wgmma_gemm(dev)) continue;
+          if (kind == 2 && !gpu_->runs_wgmma_gemm(dev, T)) continue;
           gpu_->set_mma_gemm(kind > 0, path == 2 ? 128 : 64);
           gpu_->set_wgmma_gemm(kind == 2);
           gpu_->fill(yg, NAN);

@@ -1,5 +1,6 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/matmul_mma.h"
 
 namespace mtplx::cuda {
 
@@ -82,6 +83,7 @@ Context::Context(int dev) : device(dev) {
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
   compute_capability = major * 10 + minor;
+  wgmma_code = compute_capability == 90 && wgmma_code_loaded();
   MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (cudaStream_t& s : side) MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   for (cudaEvent_t& e : events) MTPLX_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
@@ -123,11 +125,15 @@ const void* Context::read_back(const void* device, size_t bytes) {
 }
 
 const void* Context::keep_upload(const void* host, size_t bytes) {
+  // Rounded up to whole 4-byte words (zeros past the data): kernels read 16-bit scales as the aligned word
+  // that holds them.
+  const size_t padded = (bytes + 3) & ~size_t{3};
   void* p = nullptr;
-  check(cudaMalloc(&p, bytes == 0 ? 1 : bytes), str("cudaMalloc of ", bytes, " bytes").c_str(),
+  check(cudaMalloc(&p, padded == 0 ? 4 : padded), str("cudaMalloc of ", padded, " bytes").c_str(),
         "cuda backend weight upload");
   weights.emplace_back(p);
   weight_bytes += bytes;
+  if (padded != bytes) MTPLX_CUDA_CHECK(cudaMemset(p, 0, padded));
   if (bytes > 0) MTPLX_CUDA_CHECK(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
   return p;
 }

@@ -143,15 +143,16 @@ class CudaBackend final : public Backend {
   void set_concurrent_matmuls(bool on);
   // Matmuls of more than 8 rows (prefill) on tensor cores (matmul_mma.cu: 8-bit and 4-bit codes, BF16; on
   // by default) or all on the fp32 tiled GEMM of matmul.cu; tile_rows: T rows per block of the tensor-core
-  // GEMM, 64 (two blocks per SM, the default) or 128 (one; BF16 weights always). Benchmarks and tests
-  // compare.
+  // GEMM, 64 (two blocks per SM, the default) or 128 (one; BF16 weights always), for the mma.sync GEMM only
+  // (see set_wgmma_gemm). Benchmarks and tests compare.
   void set_mma_gemm(bool on, int tile_rows = 64);
   // Under set_mma_gemm(true): 8/4-bit codes on the warpgroup-MMA GEMM (matmul_wgmma.cu; the same arithmetic
   // on sm_90a's wgmma; on by default) where the device runs it (compute capability 9.0), else on the
   // mma.sync GEMM. Benchmarks and tests compare.
   void set_wgmma_gemm(bool on);
-  // Whether set_wgmma_gemm(true) would put a matmul of more than 8 rows of `w` on the warpgroup GEMM here.
-  bool runs_wgmma_gemm(const WeightMatrix& w) const;
+  // Whether the warpgroup GEMM can serve a matmul of T > 8 rows of `w` on this device (whatever the
+  // set_* switches say).
+  bool runs_wgmma_gemm(const WeightMatrix& w, int64_t T) const;
   // gdn_chunked on the warp-per-columns kernel (on by default) or the block kernel of gdn_recurrent.
   // Benchmarks and tests compare.
   void set_gdn_columns(bool on);

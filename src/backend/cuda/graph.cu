@@ -106,8 +106,8 @@ void CudaBackend::set_wgmma_gemm(bool on) {
   ctx_->wgmma_gemm = on;
 }
 
-bool CudaBackend::runs_wgmma_gemm(const WeightMatrix& w) const {
-  return cuda::gemm_wgmma_supported(w, *ctx_);
+bool CudaBackend::runs_wgmma_gemm(const WeightMatrix& w, int64_t T) const {
+  return cuda::gemm_wgmma_supported(w, T, *ctx_);
 }
 
 void CudaBackend::set_attention_tiles(bool on) {

@@ -17,10 +17,11 @@
 // matmul_imma.cu instead; so do large matrices (5,120 rows and columns or more) from
 // GemvOptions::mma_large_from rows on (3 by default).
 //
-// T > 8 (prefill): the tensor-core GEMM of matmul_mma.cu for 8-bit and 4-bit codes and BF16 (exact weight
-// operand, activations split into two fp16 halves); other formats, and every format with
-// CudaBackend::set_mma_gemm(false), take a 64 x 64 output tile per block, 16-deep K slices dequantized into
-// shared memory, 4 x 4 outputs per thread, fp32 FMA.
+// T > 8 (prefill): the tensor-core GEMMs (exact weight operand, activations split into two fp16 halves):
+// for 8-bit and 4-bit codes on Hopper the warpgroup-MMA GEMM of matmul_wgmma.cu (unless
+// CudaBackend::set_wgmma_gemm(false)), else the mma.sync GEMM of matmul_mma.cu, which also serves BF16;
+// other formats, and every format with CudaBackend::set_mma_gemm(false), take a 64 x 64 output tile per
+// block, 16-deep K slices dequantized into shared memory, 4 x 4 outputs per thread, fp32 FMA.
 #include <algorithm>
 #include <array>
 
@@ -425,7 +426,7 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
     gemv_imma(w, imma_activations(x, T, w.cols, w.bits, scratch.get(), stream), y, T, stream);
     return;
   }
-  if (T > kMaxT && stream.mma_gemm && stream.wgmma_gemm && gemm_wgmma_supported(w, *stream.context)) {
+  if (T > kMaxT && stream.mma_gemm && stream.wgmma_gemm && gemm_wgmma_supported(w, T, *stream.context)) {
     const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
     gemm_wgmma(w, split_activations(x, T, w.cols, scratch.get(), stream, SplitLayout::kTiles), y, T, stream);
     return;

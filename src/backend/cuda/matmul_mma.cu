@@ -101,28 +101,29 @@ __device__ __forceinline__ uint32_t f16x2_of_bf16x2(uint32_t word) {
   return *reinterpret_cast<const uint32_t*>(&v);
 }
 
-// Bytes of one weight row within a slice, and shared memory per stage.
-template <int kBits>
-constexpr int row_bytes() {
-  return kSlice * kBits / 8;
-}
+// Shared memory per stage.
 template <int kBits, int kBlockM>
 constexpr int stage_bytes() {
-  return kBlockM * kSplitRowBytes + kBlockN * row_bytes<kBits>() + (2 * kBlockN + kBlockM) * 4;
+  return kBlockM * kSplitRowBytes + kBlockN * slice_row_bytes<kBits>() + (2 * kBlockN + kBlockM) * 4;
 }
 
-struct GemmArgs {
-  const uint4* split;
-  const float* sums;
-  const float* inverse;  // 1 / P per row of x
-  const uint8_t* w;
-  const uint8_t* scales;
-  const uint8_t* biases;
-  DType scale_dtype;
-  int64_t T, rows, cols;
-  int group_size;
-  float* y;
-};
+// Queues, for 64-column slice j: the scales, then the biases, of weight rows n0 .. n0 + kRowsN (past `rows`:
+// the last row) in the group `group`, as the 4-byte words that hold them (16-bit types: the aligned pair,
+// scale_from_word picks the half), into words[0, 2 kRowsN); then slice j's sums of activation rows m0 ..
+// m0 + kRowsM (past T: the last row) into words[2 kRowsN, 2 kRowsN + kRowsM).
+template <int kRowsN, int kRowsM, int kThreads>
+__device__ __forceinline__ void load_slice_scales(uint32_t* words, const uint8_t* scales,
+                                                  const uint8_t* biases, DType dtype, const float* sums,
+                                                  int64_t n0, int64_t rows, int64_t groups, int64_t group,
+                                                  int64_t m0, int64_t T, int64_t slices, int64_t j, int tid) {
+  for (int i = tid; i < 2 * kRowsN; i += kThreads) {
+    const int64_t gi = (n0 + i % kRowsN < rows ? n0 + i % kRowsN : rows - 1) * groups + group;
+    const int64_t offset = dtype == DType::F32 ? gi * 4 : (gi * 2) & ~int64_t{3};
+    copy_async4(words + i, (i < kRowsN ? scales : biases) + offset);
+  }
+  for (int i = tid; i < kRowsM; i += kThreads)
+    copy_async4(words + 2 * kRowsN + i, sums + (m0 + i < T ? m0 + i : T - 1) * slices + j);
+}
 
 // kWarpsM 2: a 128 x 128 tile, 8 warps, one block per SM (shared memory and registers); kWarpsM 1: 64 x
 // 128, 4 warps, two blocks per SM, so one block's slice barrier and fp32 epilogue overlap the other's mma.
@@ -130,7 +131,7 @@ template <int kBits, int kWarpsM>
 __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(GemmArgs a) {
   constexpr int kBlockM = kWarpM * kWarpsM, kThreads = 128 * kWarpsM;
   constexpr bool kQuantized = kBits <= 8;
-  constexpr int kRowBytes = row_bytes<kBits>();
+  constexpr int kRowBytes = slice_row_bytes<kBits>();
   extern __shared__ __align__(16) uint8_t shared[];
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane / 4, c = lane % 4;
@@ -358,18 +359,7 @@ SplitActivations split_activations(const float* x, int64_t T, int64_t cols, void
 }
 
 void gemm_mma(const WeightMatrix& w, const SplitActivations& split, float* y, int64_t T, Queue queue) {
-  const GemmArgs args{static_cast<const uint4*>(split.chunks),
-                      split.sums,
-                      split.inverse,
-                      static_cast<const uint8_t*>(w.data),
-                      static_cast<const uint8_t*>(w.scales),
-                      static_cast<const uint8_t*>(w.biases),
-                      w.scale_dtype,
-                      T,
-                      w.rows,
-                      w.cols,
-                      w.group_size,
-                      y};
+  const GemmArgs args = gemm_args(w, split, y, T);
   if (!w.quantized())
     launch_gemm<16>(args, queue.mma_tile_rows, queue);
   else if (w.bits == 8)

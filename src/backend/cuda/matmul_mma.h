@@ -1,4 +1,5 @@
-// Internal to the CUDA backend: the tensor-core GEMM for T > 8 rows (matmul_mma.cu), called by matmul.cu.
+// Internal to the CUDA backend: the tensor-core GEMMs for T > 8 rows, called by matmul.cu: mma.sync
+// (matmul_mma.cu) and warpgroup MMAs (matmul_wgmma.cu), with the activation split they share.
 #pragma once
 
 #include <cstdint>
@@ -39,9 +40,14 @@ SplitActivations split_activations(const float* x, int64_t T, int64_t cols, void
 // y = x W^T for T rows on tensor cores, x given split (kFragments), for a matrix gemm_mma_supported accepts.
 void gemm_mma(const WeightMatrix& w, const SplitActivations& x, float* y, int64_t T, Queue queue);
 
-// Whether gemm_wgmma serves `w` on this device: 8-bit or 4-bit affine codes with groups of a multiple of 64
-// columns, on a device of compute capability 9.0 (the sm_90a code; elsewhere gemm_mma serves).
-bool gemm_wgmma_supported(const WeightMatrix& w, const Context& context);
+// Whether gemm_wgmma serves `w` at T rows here: 8-bit or 4-bit affine codes with groups of a multiple of 64
+// columns, a matrix and a split within the kernel's 32-bit offsets, on a device that runs the sm_90a code
+// (Context::wgmma_code; elsewhere gemm_mma serves).
+bool gemm_wgmma_supported(const WeightMatrix& w, int64_t T, const Context& context);
+
+// Whether this device runs matmul_wgmma.cu's sm_90a code (rather than a JIT of the compute_90 PTX, where
+// that kernel traps): a probe kernel's answer, asked once when the Context is made.
+bool wgmma_code_loaded();
 
 // The same product with warpgroup MMAs (matmul_wgmma.cu), x given split (kTiles).
 void gemm_wgmma(const WeightMatrix& w, const SplitActivations& x, float* y, int64_t T, Queue queue);

@@ -15,11 +15,8 @@
 // consumer warpgroups of 64 rows take the stages as they land, each at its own pace (full/empty barriers, no
 // block barrier), so one warpgroup's scaling overlaps the other's MMAs: per slice 8 wgmma (4 k steps x hi,
 // lo) into a fresh fp32 product, a wait, then acc += scale * product + bias * sum(x).
-//
-// Measured against forms not kept (H200, pp4096 of the Qwen3.5-4B q8 shape, docs/benchmarks.md): the same
-// product with both warpgroups loading by cp.async and meeting at a block barrier per slice ran 9.7-10.3k
-// tok/s (128 rows a block) and 11.0k (256 rows, two products per warpgroup), against 13.0k here; two products
-// in flight per warpgroup (slices in pairs) measured no faster.
+// (Why this form: docs/benchmarks.md, "Prefill on warpgroup MMAs": a lockstep form with a block barrier per
+// slice, at 128 or 256 rows a block, and two products in flight per warpgroup measured slower or no faster.)
 #include <algorithm>
 
 #include "backend/cuda/device_util.cuh"
@@ -36,31 +33,14 @@ constexpr int kRows = kConsumers * kRowsPerMma;   // weight rows per block
 constexpr int kThreads = (kConsumers + 1) * 128;  // and the producer warpgroup
 constexpr int kStages = 4;
 constexpr int kPlaneBytes = kBlockTokens * 128;  // one slice of hi (or lo) for the block's tokens
-
-template <int kBits>
-constexpr int code_row_bytes() {
-  return kSlice * kBits / 8;
-}
+static_assert(kBlockTokens == kTileTokens && 2 * kPlaneBytes == kTileBytes, "a stage holds one split tile");
 // A stage: the hi plane, the lo plane (each 1024-byte aligned, as the swizzle needs), the codes, then the
 // scales, biases and activation sums; rounded up to 1024 bytes.
 template <int kBits>
 constexpr int stage_bytes() {
-  const int bytes = 2 * kPlaneBytes + kRows * code_row_bytes<kBits>() + (2 * kRows + kBlockTokens) * 4;
+  const int bytes = 2 * kPlaneBytes + kRows * slice_row_bytes<kBits>() + (2 * kRows + kBlockTokens) * 4;
   return (bytes + 1023) / 1024 * 1024;
 }
-
-struct WgmmaArgs {
-  const uint4* split;
-  const float* sums;
-  const float* inverse;
-  const uint8_t* w;
-  const uint8_t* scales;
-  const uint8_t* biases;
-  DType scale_dtype;
-  int64_t T, rows, cols;
-  int group_size;
-  float* y;
-};
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 // Shared-memory matrix descriptor of a K-major operand with 128-byte swizzle: rows of 128 bytes, 8-row groups
@@ -116,7 +96,7 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], const uint32_t 
 // frag[s] = {row, columns 16c + 4s + 0, 1 | row + 8, the same | row, + 2, 3 | row + 8, + 2, 3}.
 template <int kBits>
 __device__ __forceinline__ void code_fragments(const uint8_t* codes, int row, int c, uint32_t (&frag)[4][4]) {
-  constexpr int kRowBytes = code_row_bytes<kBits>();
+  constexpr int kRowBytes = slice_row_bytes<kBits>();
   if constexpr (kBits == 8) {
     const uint4 top = *reinterpret_cast<const uint4*>(codes + row * kRowBytes + 16 * c);
     const uint4 bottom = *reinterpret_cast<const uint4*>(codes + (row + 8) * kRowBytes + 16 * c);
@@ -162,10 +142,10 @@ __device__ __forceinline__ void issue_slice(const uint8_t* stage, int row, int c
 // Once slice j's product has landed in `part`: acc += scale * part + bias * sum(x) per token, with the
 // scales, biases and sums the stage holds.
 template <int kBits>
-__device__ __forceinline__ void finish_slice(const uint8_t* stage, const WgmmaArgs& a, int64_t n0, int row,
+__device__ __forceinline__ void finish_slice(const uint8_t* stage, const GemmArgs& a, int64_t n0, int row,
                                              int c, int64_t j, float (&acc)[64], float (&part)[64]) {
   const auto* words =
-      reinterpret_cast<const uint32_t*>(stage + 2 * kPlaneBytes + kRows * code_row_bytes<kBits>());
+      reinterpret_cast<const uint32_t*>(stage + 2 * kPlaneBytes + kRows * slice_row_bytes<kBits>());
   const auto* sums = reinterpret_cast<const float*>(words + 2 * kRows);
   const int64_t groups = a.cols / a.group_size, group = j * kSlice / a.group_size;
   float scale[2], bias[2];
@@ -189,7 +169,7 @@ __device__ __forceinline__ void finish_slice(const uint8_t* stage, const WgmmaAr
 }
 
 // y for weight row n and n + 8 of this thread's tokens m0 + 8i + 2c + {0, 1}, times 1 / P of each token.
-__device__ __forceinline__ void store_rows(const float (&acc)[64], const WgmmaArgs& a, int64_t n, int64_t m0,
+__device__ __forceinline__ void store_rows(const float (&acc)[64], const GemmArgs& a, int64_t n, int64_t m0,
                                            int c) {
 #pragma unroll
   for (int i = 0; i < 16; ++i)
@@ -205,21 +185,21 @@ __device__ __forceinline__ void store_rows(const float (&acc)[64], const WgmmaAr
 }
 
 // A producer lane's share of the cp.async copies of a stage (codes, scales, biases, sums), as sources at
-// slice 0 worked out once: per slice only an offset is added (the warp-specialised kernel's one producer warp
-// issues them all, so their address arithmetic is on the critical path).
+// slice 0 worked out once: per slice only an offset is added (one producer warp issues them all, so their
+// address arithmetic is on the critical path).
 template <int kBits>
 struct ProducerLane {
-  static constexpr int kRowBytes = code_row_bytes<kBits>();
+  static constexpr int kRowBytes = slice_row_bytes<kBits>();
   static constexpr int kChunks = kRows * kRowBytes / 16 / 32, kScales = kRows / 32, kSums = kBlockTokens / 32;
-  // 32-bit offsets (a matrix's codes, scales and a split's sums stay far below 4 GiB), so the lane fits the
-  // few registers the producer warpgroup keeps.
+  // 32-bit offsets, so the lane fits the few registers the producer warpgroup keeps: gemm_wgmma_supported
+  // keeps a matrix's codes (its last row block included) and a split's sums within them.
   uint32_t code;             // chunk lane (row lane / (kRowBytes / 16)): byte offset at slice 0
   uint32_t code_step;        // from chunk lane + 32k to lane + 32 (k + 1): rows of bytes
-  uint32_t last_code;        // the byte offset of the last row's chunk p (rows past the matrix repeat it)
+  uint32_t last_code;        // the same chunk of the matrix's last row (rows past the matrix repeat it)
   uint32_t group0[kScales];  // row lane + 32k: the index of its first group's scale
   uint32_t sum[kSums];       // token lane + 32k: index of its slice-0 sum
 
-  __device__ ProducerLane(const WgmmaArgs& a, int64_t n0, int64_t m0, int lane) {
+  __device__ ProducerLane(const GemmArgs& a, int64_t n0, int64_t m0, int lane) {
     const int64_t weight_row_bytes = a.cols * kBits / 8, groups = a.cols / a.group_size;
     constexpr int kPerRow = kRowBytes / 16;
     code = static_cast<uint32_t>((n0 + lane / kPerRow) * weight_row_bytes + lane % kPerRow * 16);
@@ -234,7 +214,7 @@ struct ProducerLane {
   }
 
   // Slice j into a stage's codes (then scales, biases, sums behind them, as finish_slice reads them).
-  __device__ void load(uint8_t* codes, const WgmmaArgs& a, int64_t j, int lane) const {
+  __device__ void load(uint8_t* codes, const GemmArgs& a, int64_t j, int lane) const {
 #pragma unroll
     for (int k = 0; k < kChunks; ++k)
       copy_async16(codes + (lane + 32 * k) * 16,
@@ -256,7 +236,7 @@ struct ProducerLane {
 };
 
 // The activation tile of slice j for token tile `tile` (SplitLayout::kTiles).
-__device__ __forceinline__ const uint8_t* activation_tile(const WgmmaArgs& a, int64_t tile, int64_t j) {
+__device__ __forceinline__ const uint8_t* activation_tile(const GemmArgs& a, int64_t tile, int64_t j) {
   return reinterpret_cast<const uint8_t*>(a.split) + (tile * (a.cols / kSlice) + j) * kTileBytes;
 }
 
@@ -307,10 +287,13 @@ __device__ __forceinline__ void bulk_copy(void* shared, const void* global, unsi
 // consumers (setmaxnreg); at 384 threads a block the compiler caps every thread at 168, under what a
 // consumer holds (128 accumulators and product registers).
 template <int kBits>
-__global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(WgmmaArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(GemmArgs a) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   constexpr int kStage = stage_bytes<kBits>();
-  constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;  // 128 * 40 + 256 * 232 <= 65,536
+  constexpr int kProducerRegisters = 40, kConsumerRegisters = 232;
+  // Within what the block holds at launch: kThreads at the compiler's cap (65,536 / kThreads in steps of 8).
+  static_assert(128 * kProducerRegisters + kConsumers * 128 * kConsumerRegisters <=
+                kThreads * ((65536 / kThreads) & ~7));
   extern __shared__ uint8_t shared_raw[];
   uint8_t* shared = aligned_shared(shared_raw);
   auto* full = reinterpret_cast<uint64_t*>(shared + kStages * kStage);  // stage landed
@@ -323,6 +306,8 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(WgmmaArgs a) {
       barrier_init(&full[s], 32 + 1);  // the producer's lanes after their copies, and the bulk copy's arrival
       barrier_init(&empty[s], kConsumers * 4);
     }
+    // The copy engine, which completes the bulk copies on these barriers, sees them initialised.
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
   }
   __syncthreads();
   begin_dependent();
@@ -341,15 +326,14 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(WgmmaArgs a) {
       sources.load(base + 2 * kPlaneBytes, a, j, lane);
       barrier_arrive_after_copies(&full[s]);
     }
-    wait_async<0>();
-    return;
+    return;  // copies still in flight land on their barriers, which the consumers wait for
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kConsumerRegisters));
   const int c = lane % 4;
   const int row = (warp / 4) * kRowsPerMma + (warp % 4) * 16 + lane / 4;
   float acc[64], part[64];
 #pragma unroll
-  for (float& v : acc) v = 0;
+  for (int i = 0; i < 64; ++i) acc[i] = part[i] = 0;  // part: the first MMA of a slice overwrites it
   for (int64_t j = 0; j < slices; ++j) {
     const int s = static_cast<int>(j % kStages);
     barrier_wait(&full[s], static_cast<unsigned>((j / kStages) & 1));
@@ -366,7 +350,7 @@ __global__ void __launch_bounds__(kThreads, 1) gemm_wgmma_kernel(WgmmaArgs a) {
 }
 
 template <int kBits>
-void launch_wgmma(const WgmmaArgs& args, Queue queue) {
+void launch_wgmma(const GemmArgs& args, Queue queue) {
   // The stages (1024-byte aligned, with room to align the first), then a full and an empty barrier each.
   constexpr int kShared = kStages * stage_bytes<kBits>() + 1024 + kStages * 16;
   check(cudaFuncSetAttribute(gemm_wgmma_kernel<kBits>, cudaFuncAttributeMaxDynamicSharedMemorySize, kShared),
@@ -378,25 +362,39 @@ void launch_wgmma(const WgmmaArgs& args, Queue queue) {
 
 }  // namespace
 
-bool gemm_wgmma_supported(const WeightMatrix& w, const Context& context) {
-  // The producer's 32-bit offsets hold a matrix's code bytes and scale indices.
-  return context.compute_capability == 90 && w.cols % kSlice == 0 && w.quantized() &&
-         (w.bits == 8 || w.bits == 4) && w.group_size % kSlice == 0 && w.rows * w.cols < (int64_t{1} << 32);
+bool gemm_wgmma_supported(const WeightMatrix& w, int64_t T, const Context& context) {
+  constexpr int64_t kOffsets = int64_t{1} << 32;  // the producer's 32-bit offsets (ProducerLane)
+  return context.wgmma_code && w.cols % kSlice == 0 && w.quantized() && (w.bits == 8 || w.bits == 4) &&
+         w.group_size % kSlice == 0 && (w.rows + kRows) * w.cols < kOffsets &&
+         T * (w.cols / kSlice) < kOffsets;
+}
+
+namespace {
+
+__global__ void sm90a_probe_kernel(int* answer) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  *answer = 1;
+#else
+  *answer = 0;
+#endif
+}
+
+}  // namespace
+
+bool wgmma_code_loaded() {
+  void* memory = nullptr;
+  check(cudaMalloc(&memory, sizeof(int)), "cudaMalloc", "sm_90a probe");
+  const DeviceBuffer owned(memory);
+  auto* answer = static_cast<int*>(memory);
+  int host = 0;
+  sm90a_probe_kernel<<<1, 1>>>(answer);
+  check(cudaGetLastError(), "sm90a_probe_kernel", "sm_90a probe");
+  check(cudaMemcpy(&host, answer, sizeof(int), cudaMemcpyDeviceToHost), "cudaMemcpy", "sm_90a probe");
+  return host == 1;
 }
 
 void gemm_wgmma(const WeightMatrix& w, const SplitActivations& split, float* y, int64_t T, Queue queue) {
-  const WgmmaArgs args{static_cast<const uint4*>(split.chunks),
-                       split.sums,
-                       split.inverse,
-                       static_cast<const uint8_t*>(w.data),
-                       static_cast<const uint8_t*>(w.scales),
-                       static_cast<const uint8_t*>(w.biases),
-                       w.scale_dtype,
-                       T,
-                       w.rows,
-                       w.cols,
-                       w.group_size,
-                       y};
+  const GemmArgs args = gemm_args(w, split, y, T);
   if (w.bits == 8)
     launch_wgmma<8>(args, queue);
   else

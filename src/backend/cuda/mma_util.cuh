@@ -1,23 +1,59 @@
-// Device pieces of the tensor-core GEMM (matmul_mma.cu, T > 8 rows): the fp16 mma, exact fp16 codes, and the
-// layout of the split activations.
+// Device pieces shared by the tensor-core GEMMs (matmul_mma.cu and matmul_wgmma.cu, T > 8 rows): the layout
+// of the split activations, the kernels' arguments, exact fp16 codes, the mma.sync call, cp.async, scales.
 #pragma once
 
 #include <cuda_fp16.h>
 
 #include <cstdint>
 
+#include "backend/cuda/matmul_mma.h"
 #include "base/dtype.h"
 
 namespace mtplx::cuda {
 
-// Split activations (split_activations, matmul_mma.h): per activation row and 64-column slice, 16 chunks of
-// 16 bytes; chunk p = 4s + c holds columns 16c + 4s .. + 3 of x P as hi[4] then lo[4] (fp16), i.e. the
-// operand a lane with c = lane % 4 feeds to mma step s (k slots 2c, 2c+1 | 2c+8, 2c+9).
+// Split activations (split_activations, matmul_mma.h: the two layouts): 256 bytes of hi/lo fp16 halves per
+// activation row and 64-column slice. SplitLayout::kFragments: 16 chunks of 16 bytes; chunk p = 4s + c holds
+// columns 16c + 4s .. + 3 of x P as hi[4] then lo[4], i.e. the operand a lane with c = lane % 4 feeds to
+// mma step s (k slots 2c, 2c+1 | 2c+8, 2c+9). SplitLayout::kTiles: 128 rows of a slice as one 32 KiB tile.
 constexpr int kSlice = 64;           // columns per slice (a quantization group, or part of one)
-constexpr int kChunkBytes = 16;      // hi[4] + lo[4] fp16: four columns of one row
-constexpr int kSplitRowBytes = 256;  // one row of one slice: 16 chunks
-constexpr int kTileTokens = 128;     // SplitLayout::kTiles: rows per tile
+constexpr int kChunkBytes = 16;      // kFragments: hi[4] + lo[4] fp16, four columns of one row
+constexpr int kSplitRowBytes = 256;  // one row of one slice
+constexpr int kTileTokens = 128;     // kTiles: rows per tile
 constexpr int kTileBytes = kTileTokens * kSplitRowBytes;  // one tile of one slice: hi plane, then lo
+
+// Bytes of one weight row within a slice.
+template <int kBits>
+constexpr int slice_row_bytes() {
+  return kSlice * kBits / 8;
+}
+
+// Arguments of both GEMM kernels: the split activations, the weight's device arrays, the output.
+struct GemmArgs {
+  const uint4* split;
+  const float* sums;
+  const float* inverse;  // 1 / P per row of x
+  const uint8_t* w;
+  const uint8_t* scales;
+  const uint8_t* biases;
+  DType scale_dtype;
+  int64_t T, rows, cols;
+  int group_size;
+  float* y;
+};
+inline GemmArgs gemm_args(const WeightMatrix& w, const SplitActivations& split, float* y, int64_t T) {
+  return {static_cast<const uint4*>(split.chunks),
+          split.sums,
+          split.inverse,
+          static_cast<const uint8_t*>(w.data),
+          static_cast<const uint8_t*>(w.scales),
+          static_cast<const uint8_t*>(w.biases),
+          w.scale_dtype,
+          T,
+          w.rows,
+          w.cols,
+          w.group_size,
+          y};
+}
 
 __device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                     uint32_t b0, uint32_t b1) {
@@ -71,24 +107,6 @@ __device__ __forceinline__ float scale_from_word(uint32_t word, DType dtype, int
     default:
       return __uint_as_float((word >> (16 * (index & 1))) << 16);
   }
-}
-
-// Queues, for 64-column slice j: the scales, then the biases, of weight rows n0 .. n0 + kRowsN (past `rows`:
-// the last row) in the group `group`, as the 4-byte words that hold them (16-bit types: the aligned pair,
-// scale_from_word picks the half), into words[0, 2 kRowsN); then slice j's sums of activation rows m0 ..
-// m0 + kRowsM (past T: the last row) into words[2 kRowsN, 2 kRowsN + kRowsM).
-template <int kRowsN, int kRowsM, int kThreads>
-__device__ __forceinline__ void load_slice_scales(uint32_t* words, const uint8_t* scales,
-                                                  const uint8_t* biases, DType dtype, const float* sums,
-                                                  int64_t n0, int64_t rows, int64_t groups, int64_t group,
-                                                  int64_t m0, int64_t T, int64_t slices, int64_t j, int tid) {
-  for (int i = tid; i < 2 * kRowsN; i += kThreads) {
-    const int64_t gi = (n0 + i % kRowsN < rows ? n0 + i % kRowsN : rows - 1) * groups + group;
-    const int64_t offset = dtype == DType::F32 ? gi * 4 : (gi * 2) & ~int64_t{3};
-    copy_async4(words + i, (i < kRowsN ? scales : biases) + offset);
-  }
-  for (int i = tid; i < kRowsM; i += kThreads)
-    copy_async4(words + 2 * kRowsN + i, sums + (m0 + i < T ? m0 + i : T - 1) * slices + j);
 }
 
 }  // namespace mtplx::cuda
