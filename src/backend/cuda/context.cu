@@ -82,8 +82,7 @@ Context::Context(int dev) : device(dev) {
   int major = 0, minor = 0;
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  compute_capability = major * 10 + minor;
-  wgmma_code = compute_capability == 90 && wgmma_code_loaded();
+  wgmma_code = major == 9 && minor == 0 && wgmma_code_loaded();
   MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   for (cudaStream_t& s : side) MTPLX_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
   for (cudaEvent_t& e : events) MTPLX_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));

@@ -170,8 +170,8 @@ struct Context {
 
   int device = 0;
   int sm_count = 0;
-  int compute_capability = 0;  // major * 10 + minor
-  bool wgmma_code = false;     // the sm_90a code of matmul_wgmma.cu runs here (not a JIT of the PTX)
+  bool wgmma_code =
+      false;  // the sm_90a code of matmul_wgmma.cu runs here (compute capability 9.0, no PTX JIT)
   cudaStream_t stream = nullptr;
   // Streams that run independent matmuls beside `stream` (matmul_many), forked from it and joined back
   // through `events` (events[0] the fork, events[1 + i] side[i]'s join).

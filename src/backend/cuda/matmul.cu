@@ -426,15 +426,15 @@ void matmul(const WeightMatrix& w, const float* x, float* y, int64_t T, Queue st
     gemv_imma(w, imma_activations(x, T, w.cols, w.bits, scratch.get(), stream), y, T, stream);
     return;
   }
-  if (T > kMaxT && stream.mma_gemm && stream.wgmma_gemm && gemm_wgmma_supported(w, T, *stream.context)) {
-    const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
-    gemm_wgmma(w, split_activations(x, T, w.cols, scratch.get(), stream, SplitLayout::kTiles), y, T, stream);
-    return;
-  }
-  if (T > kMaxT && stream.mma_gemm && gemm_mma_supported(w)) {
-    const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
-    gemm_mma(w, split_activations(x, T, w.cols, scratch.get(), stream), y, T, stream);
-    return;
+  if (T > kMaxT && stream.mma_gemm) {
+    const bool wgmma = stream.wgmma_gemm && gemm_wgmma_supported(w, T, *stream.context);
+    if (wgmma || gemm_mma_supported(w)) {
+      const auto scratch = stream.context->scratch(gemm_mma_scratch_bytes(T, w.cols));
+      const SplitLayout layout = wgmma ? SplitLayout::kTiles : SplitLayout::kFragments;
+      const SplitActivations split = split_activations(x, T, w.cols, scratch.get(), stream, layout);
+      (wgmma ? gemm_wgmma : gemm_mma)(w, split, y, T, stream);
+      return;
+    }
   }
   if (T > kMaxT) {
     const dim3 grid(static_cast<unsigned>((w.rows + kTile - 1) / kTile),

@@ -107,24 +107,6 @@ constexpr int stage_bytes() {
   return kBlockM * kSplitRowBytes + kBlockN * slice_row_bytes<kBits>() + (2 * kBlockN + kBlockM) * 4;
 }
 
-// Queues, for 64-column slice j: the scales, then the biases, of weight rows n0 .. n0 + kRowsN (past `rows`:
-// the last row) in the group `group`, as the 4-byte words that hold them (16-bit types: the aligned pair,
-// scale_from_word picks the half), into words[0, 2 kRowsN); then slice j's sums of activation rows m0 ..
-// m0 + kRowsM (past T: the last row) into words[2 kRowsN, 2 kRowsN + kRowsM).
-template <int kRowsN, int kRowsM, int kThreads>
-__device__ __forceinline__ void load_slice_scales(uint32_t* words, const uint8_t* scales,
-                                                  const uint8_t* biases, DType dtype, const float* sums,
-                                                  int64_t n0, int64_t rows, int64_t groups, int64_t group,
-                                                  int64_t m0, int64_t T, int64_t slices, int64_t j, int tid) {
-  for (int i = tid; i < 2 * kRowsN; i += kThreads) {
-    const int64_t gi = (n0 + i % kRowsN < rows ? n0 + i % kRowsN : rows - 1) * groups + group;
-    const int64_t offset = dtype == DType::F32 ? gi * 4 : (gi * 2) & ~int64_t{3};
-    copy_async4(words + i, (i < kRowsN ? scales : biases) + offset);
-  }
-  for (int i = tid; i < kRowsM; i += kThreads)
-    copy_async4(words + 2 * kRowsN + i, sums + (m0 + i < T ? m0 + i : T - 1) * slices + j);
-}
-
 // kWarpsM 2: a 128 x 128 tile, 8 warps, one block per SM (shared memory and registers); kWarpsM 1: 64 x
 // 128, 4 warps, two blocks per SM, so one block's slice barrier and fp32 epilogue overlap the other's mma.
 template <int kBits, int kWarpsM>
@@ -163,9 +145,12 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
     }
     if constexpr (kQuantized) {
       auto* words = reinterpret_cast<uint32_t*>(wbase + kBlockN * kRowBytes);
-      load_slice_scales<kBlockN, kBlockM, kThreads>(words, a.scales, a.biases, a.scale_dtype, a.sums, n0,
-                                                    a.rows, groups, j * kSlice / a.group_size, m0, a.T,
-                                                    slices, j, tid);
+      for (int i = tid; i < 2 * kBlockN; i += kThreads) {  // scales of the block's rows, then biases
+        const int64_t gi = std::min(n0 + i % kBlockN, a.rows - 1) * groups + j * kSlice / a.group_size;
+        copy_async4(words + i, (i < kBlockN ? a.scales : a.biases) + scale_word_offset(gi, a.scale_dtype));
+      }
+      for (int i = tid; i < kBlockM; i += kThreads)
+        copy_async4(words + 2 * kBlockN + i, a.sums + std::min(m0 + i, a.T - 1) * slices + j);
     }
   };
 
@@ -190,12 +175,8 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
     for (int nf = 0; nf < kFragsN; ++nf) {
       const int row = wn * kWarpN + nf * 8 + g;
       const uint8_t* p = wbase + row * kRowBytes;
-      if constexpr (kBits == 8) {
-        const uint4 v = *reinterpret_cast<const uint4*>(p + 16 * c);
-        raw[nf][0] = v.x, raw[nf][1] = v.y, raw[nf][2] = v.z, raw[nf][3] = v.w;
-      } else if constexpr (kBits == 4) {
-        const uint2 v = *reinterpret_cast<const uint2*>(p + 8 * c);
-        raw[nf][0] = v.x, raw[nf][1] = v.y;
+      if constexpr (kQuantized) {
+        lane_code_words<kBits>(p, c, raw[nf]);
       } else {
         const uint4 v0 = *reinterpret_cast<const uint4*>(p + ((2 * c) ^ (row & 1)) * 16);
         const uint4 v1 = *reinterpret_cast<const uint4*>(p + ((2 * c + 1) ^ (row & 1)) * 16);
@@ -211,12 +192,10 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
       uint32_t b[kFragsN][2];  // columns 16c + 4s + {0, 1} and {2, 3}
 #pragma unroll
       for (int nf = 0; nf < kFragsN; ++nf) {
-        if constexpr (kBits == 8) {
-          b[nf][0] = f16x2_of_bytes(raw[nf][s], 0);
-          b[nf][1] = f16x2_of_bytes(raw[nf][s], 2);
-        } else if constexpr (kBits == 4) {
-          b[nf][0] = f16x2_of_nibbles(raw[nf][s / 2], 4 * (s % 2));
-          b[nf][1] = f16x2_of_nibbles(raw[nf][s / 2], 4 * (s % 2) + 2);
+        if constexpr (kQuantized) {
+          const uint2 pairs = code_pairs<kBits>(raw[nf], s);
+          b[nf][0] = pairs.x;
+          b[nf][1] = pairs.y;
         } else {
           b[nf][0] = f16x2_of_bf16x2(raw[nf][2 * s]);
           b[nf][1] = f16x2_of_bf16x2(raw[nf][2 * s + 1]);
@@ -246,10 +225,10 @@ __global__ void __launch_bounds__(128 * kWarpsM, 3 - kWarpsM) gemm_mma_kernel(Ge
       for (int nf = 0; nf < kFragsN; ++nf)
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
-          const int row = wn * kWarpN + nf * 8 + 2 * c + e;
-          const int64_t gi = std::min(n0 + row, a.rows - 1) * groups + group;
-          scale[nf][e] = scale_from_word(words[row], a.scale_dtype, gi);
-          bias[nf][e] = scale_from_word(words[kBlockN + row], a.scale_dtype, gi);
+          const float2 scale_bias =
+              stage_scale_bias(words, kBlockN, wn * kWarpN + nf * 8 + 2 * c + e, a, n0, groups, group);
+          scale[nf][e] = scale_bias.x;
+          bias[nf][e] = scale_bias.y;
         }
 #pragma unroll
       for (int mf = 0; mf < kFragsM; ++mf)

@@ -97,29 +97,13 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[64], const uint32_t 
 template <int kBits>
 __device__ __forceinline__ void code_fragments(const uint8_t* codes, int row, int c, uint32_t (&frag)[4][4]) {
   constexpr int kRowBytes = slice_row_bytes<kBits>();
-  if constexpr (kBits == 8) {
-    const uint4 top = *reinterpret_cast<const uint4*>(codes + row * kRowBytes + 16 * c);
-    const uint4 bottom = *reinterpret_cast<const uint4*>(codes + (row + 8) * kRowBytes + 16 * c);
-    const uint32_t t[4] = {top.x, top.y, top.z, top.w}, b[4] = {bottom.x, bottom.y, bottom.z, bottom.w};
+  uint32_t top[kBits / 2], bottom[kBits / 2];
+  lane_code_words<kBits>(codes + row * kRowBytes, c, top);
+  lane_code_words<kBits>(codes + (row + 8) * kRowBytes, c, bottom);
 #pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      frag[s][0] = f16x2_of_bytes(t[s], 0);
-      frag[s][1] = f16x2_of_bytes(b[s], 0);
-      frag[s][2] = f16x2_of_bytes(t[s], 2);
-      frag[s][3] = f16x2_of_bytes(b[s], 2);
-    }
-  } else {
-    static_assert(kBits == 4);
-    const uint2 top = *reinterpret_cast<const uint2*>(codes + row * kRowBytes + 8 * c);
-    const uint2 bottom = *reinterpret_cast<const uint2*>(codes + (row + 8) * kRowBytes + 8 * c);
-    const uint32_t t[2] = {top.x, top.y}, b[2] = {bottom.x, bottom.y};
-#pragma unroll
-    for (int s = 0; s < 4; ++s) {
-      frag[s][0] = f16x2_of_nibbles(t[s / 2], 4 * (s % 2));
-      frag[s][1] = f16x2_of_nibbles(b[s / 2], 4 * (s % 2));
-      frag[s][2] = f16x2_of_nibbles(t[s / 2], 4 * (s % 2) + 2);
-      frag[s][3] = f16x2_of_nibbles(b[s / 2], 4 * (s % 2) + 2);
-    }
+  for (int s = 0; s < 4; ++s) {
+    const uint2 t = code_pairs<kBits>(top, s), b = code_pairs<kBits>(bottom, s);
+    frag[s][0] = t.x, frag[s][1] = b.x, frag[s][2] = t.y, frag[s][3] = b.y;
   }
 }
 
@@ -151,10 +135,9 @@ __device__ __forceinline__ void finish_slice(const uint8_t* stage, const GemmArg
   float scale[2], bias[2];
 #pragma unroll
   for (int e = 0; e < 2; ++e) {
-    const int r = row + 8 * e;
-    const int64_t gi = std::min(n0 + r, a.rows - 1) * groups + group;
-    scale[e] = scale_from_word(words[r], a.scale_dtype, gi);
-    bias[e] = scale_from_word(words[kRows + r], a.scale_dtype, gi);
+    const float2 scale_bias = stage_scale_bias(words, kRows, row + 8 * e, a, n0, groups, group);
+    scale[e] = scale_bias.x;
+    bias[e] = scale_bias.y;
   }
   pin(part);
   // part[4i + e]: weight row `row` + 8 (e / 2), token 8i + 2c + e % 2.
@@ -221,11 +204,9 @@ struct ProducerLane {
                    a.w + min(code + k * code_step, last_code) + static_cast<uint32_t>(j) * kRowBytes);
     auto* words = reinterpret_cast<uint32_t*>(codes + kRows * kRowBytes);
     const auto group = static_cast<uint32_t>(j * kSlice / a.group_size);
-    const bool wide = a.scale_dtype == DType::F32;
 #pragma unroll
     for (int k = 0; k < kScales; ++k) {
-      const uint32_t gi = group0[k] + group;
-      const uint32_t offset = wide ? gi * 4 : (gi * 2) & ~3u;  // 16-bit: the aligned pair
+      const uint32_t offset = scale_word_offset(group0[k] + group, a.scale_dtype);
       copy_async4(words + lane + 32 * k, a.scales + offset);
       copy_async4(words + kRows + lane + 32 * k, a.biases + offset);
     }

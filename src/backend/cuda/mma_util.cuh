@@ -4,6 +4,7 @@
 
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/matmul_mma.h"
@@ -78,6 +79,34 @@ __device__ __forceinline__ uint32_t f16x2_of_nibbles(uint32_t word, int j) {
   return minus_1024((t & 0xFu) | ((t << 12) & 0xF0000u) | 0x64006400u);
 }
 
+// A lane's codes of one row within a slice (`codes`: the row's slice bytes in shared memory), columns 16c ..
+// 16c + 15, as words: 4 of 8-bit codes or 2 of 4-bit (one 16- or 8-byte load).
+template <int kBits>
+__device__ __forceinline__ void lane_code_words(const uint8_t* codes, int c, uint32_t (&words)[kBits / 2]) {
+  if constexpr (kBits == 8) {
+    const uint4 v = *reinterpret_cast<const uint4*>(codes + 16 * c);
+    words[0] = v.x, words[1] = v.y, words[2] = v.z, words[3] = v.w;
+  } else {
+    static_assert(kBits == 4);
+    const uint2 v = *reinterpret_cast<const uint2*>(codes + 8 * c);
+    words[0] = v.x, words[1] = v.y;
+  }
+}
+
+// The two fp16 pairs of k step s (mma.sync or wgmma) from a lane's words of one row's codes, columns 16c ..
+// 16c + 15 (4 words of 8-bit codes, 2 of 4-bit): columns 16c + 4s + {0, 1} and + {2, 3}, which the split's k
+// order puts in the k slots {2c, 2c + 1} and {2c + 8, 2c + 9}.
+template <int kBits>
+__device__ __forceinline__ uint2 code_pairs(const uint32_t* words, int s) {
+  if constexpr (kBits == 8) {
+    return make_uint2(f16x2_of_bytes(words[s], 0), f16x2_of_bytes(words[s], 2));
+  } else {
+    static_assert(kBits == 4);
+    return make_uint2(f16x2_of_nibbles(words[s / 2], 4 * (s % 2)),
+                      f16x2_of_nibbles(words[s / 2], 4 * (s % 2) + 2));
+  }
+}
+
 // cp.async: 16 bytes (L2 only) or 4 bytes into shared memory, committed and waited for in groups.
 __device__ __forceinline__ void copy_async16(void* shared, const void* global) {
   const auto address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
@@ -95,6 +124,13 @@ __device__ __forceinline__ void wait_async() {
   asm volatile("cp.async.wait_group %0;" ::"n"(Pending));
 }
 
+// Byte offset of the 4-byte word a GEMM copies for scale (or bias) `index`: 16-bit types the aligned pair
+// that holds it (scale_from_word picks the half; weight uploads are padded to whole words).
+template <typename Index>
+__device__ __forceinline__ Index scale_word_offset(Index index, DType dtype) {
+  return dtype == DType::F32 ? index * 4 : (index * 2) & ~Index{3};
+}
+
 // A scale or bias read from the 4-byte word that holds element `index` (16-bit types: the aligned pair).
 __device__ __forceinline__ float scale_from_word(uint32_t word, DType dtype, int64_t index) {
   switch (dtype) {
@@ -107,6 +143,16 @@ __device__ __forceinline__ float scale_from_word(uint32_t word, DType dtype, int
     default:
       return __uint_as_float((word >> (16 * (index & 1))) << 16);
   }
+}
+
+// {scale, bias} of a stage's block row `row` (of weight row n0 + row, the last one past the matrix, as
+// copied) in `group`, from the stage's words: the scales of its rows_in_block rows, then their biases.
+__device__ __forceinline__ float2 stage_scale_bias(const uint32_t* words, int rows_in_block, int row,
+                                                   const GemmArgs& a, int64_t n0, int64_t groups,
+                                                   int64_t group) {
+  const int64_t gi = std::min(n0 + row, a.rows - 1) * groups + group;
+  return make_float2(scale_from_word(words[row], a.scale_dtype, gi),
+                     scale_from_word(words[rows_in_block + row], a.scale_dtype, gi));
 }
 
 }  // namespace mtplx::cuda
