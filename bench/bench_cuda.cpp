@@ -128,28 +128,35 @@ double median(std::vector<double> v) {
 
 // Prefill of N tokens + the logits of the last row: as before 2026-11-26 (fp32 tiled GEMM, attention with a
 // block per row and head, GDN on the block kernel), with each later path added in turn (the mma.sync GEMM,
-// tiled attention, the GDN column kernel, the warpgroup-MMA GEMM: the default); then where the default's time
-// goes, op by op.
+// tiled attention, the GDN column kernel, the warpgroup-MMA GEMM, attention tiles on tensor cores, GDN in
+// chunks: the default); then where the default's time goes, op by op.
 void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model, const Args& args) {
   const int64_t V = model.config().vocab_size;
   std::vector<float> host(static_cast<size_t>(V));
   struct Variant {
     const char* what;
-    bool mma, tiles, columns;  // set_mma_gemm, set_attention_tiles, set_gdn_columns
-    int tile_rows = 64;        // set_mma_gemm
-    bool wgmma = false;        // set_wgmma_gemm
+    bool mma, tiles, columns;    // set_mma_gemm, set_attention_tiles, set_gdn_columns
+    int tile_rows = 64;          // set_mma_gemm
+    bool wgmma = false;          // set_wgmma_gemm
+    bool attention_mma = false;  // set_attention_mma
+    bool gdn_chunks = false;     // set_gdn_chunks
   };
   for (int n : args.prefill) {
-    for (const auto& [what, mma, tiles, columns, tile_rows, wgmma] :
+    for (const auto& [what, mma, tiles, columns, tile_rows, wgmma, attention_mma, gdn_chunks] :
          {Variant{" (fp32 tiled GEMM, attention block per row, GDN block kernel: as before)", false, false,
                   false},
           Variant{" (tensor-core GEMM only)", true, false, false},
           Variant{" (tensor-core GEMM, tiled attention)", true, true, false},
           Variant{" (tensor-core GEMM with 128 T rows a block)", true, true, true, 128},
           Variant{" (mma.sync GEMM: the default before the warpgroup-MMA GEMM)", true, true, true},
-          Variant{"", true, true, true, 64, true}}) {
+          Variant{" (warpgroup-MMA GEMM, fp32 attention tiles: the default before tensor-core attention)",
+                  true, true, true, 64, true},
+          Variant{" (tensor-core attention tiles, GDN token by token)", true, true, true, 64, true, true},
+          Variant{"", true, true, true, 64, true, true, true}}) {
       gpu.set_mma_gemm(mma, tile_rows);
       gpu.set_wgmma_gemm(wgmma);
+      gpu.set_attention_mma(attention_mma);
+      gpu.set_gdn_chunks(gdn_chunks);
       gpu.set_attention_tiles(tiles);
       gpu.set_gdn_columns(columns);
       std::vector<double> tps;
@@ -167,6 +174,8 @@ void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model,
   }
   gpu.set_mma_gemm(true);
   gpu.set_wgmma_gemm(true);
+  gpu.set_attention_mma(true);
+  gpu.set_gdn_chunks(true);
   gpu.set_attention_tiles(true);
   gpu.set_gdn_columns(true);
   // Where the default's time goes at the longest N: every op of one prefill timed on its own (OpTimer waits

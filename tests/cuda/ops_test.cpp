@@ -855,39 +855,47 @@ TEST_F(CudaOps, AttentionPrepare) {
 }
 
 TEST_F(CudaOps, AttentionGqaAtOffsets) {
-  const int heads = 8, kv_heads = 2;
-  for (int D : {64, 128, 256}) {
-    // Capacities past 1024 take the split-K path at T <= 8 (a split per 512 positions of capacity).
-    for (auto [T, pos0] : {std::pair<int64_t, int64_t>{1, 0},
-                           {1, 37},
-                           {3, 100},
-                           {8, 500},
-                           {50, 0},
-                           {9, 1000},
-                           {100, 37},
-                           {300, 0},
-                           {130, 2000},
-                           {1, 3000},
-                           {3, 2000},
-                           {8, 4000},
-                           {1, 1030}}) {
-      const int64_t capacity = pos0 + T + 5;
-      auto [qc, qg] = random_pair(T, int64_t{heads} * D, -2, 2);
-      auto [kc, kg] = random_pair(capacity, int64_t{kv_heads} * D, -2, 2);
-      auto [vc, vg] = random_pair(capacity, int64_t{kv_heads} * D);
-      auto [oc, og] = outputs(T, int64_t{heads} * D);
-      const float scale = 1.0f / std::sqrt(float(D));
-      cpu_.attention({&qc, &kc, &vc, &oc, pos0, heads, kv_heads, D, scale});
-      gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale});
-      EXPECT_LT(compare(oc, og), 1e-5) << "D " << D << " T " << T << " pos0 " << pos0;
-      // With the output gate applied by the op (each path's own write: decode, split merge, prefill).
-      auto [gc, gg] = random_pair(T, int64_t{heads} * D, -4, 4);
-      gpu_->fill(og, NAN);
-      cpu_.attention({&qc, &kc, &vc, &oc, pos0, heads, kv_heads, D, scale, &gc});
-      gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale, &gg});
-      EXPECT_LT(compare(oc, og), 1e-5) << "gated D " << D << " T " << T << " pos0 " << pos0;
+  // Prefill rows on tensor cores (the default) and on the fp32 tiles; GQA groups of 4 and of 6 (which does
+  // not divide a block's 64 query vectors).
+  for (auto [mma, heads, kv_heads] :
+       {std::tuple{true, 8, 2}, std::tuple{false, 8, 2}, std::tuple{true, 12, 2}}) {
+    gpu_->set_attention_mma(mma);
+    for (int D : {64, 128, 256}) {
+      // Capacities past 1024 take the split-K path at T <= 8 (a split per 512 positions of capacity).
+      for (auto [T, pos0] : {std::pair<int64_t, int64_t>{1, 0},
+                             {1, 37},
+                             {3, 100},
+                             {8, 500},
+                             {50, 0},
+                             {9, 1000},
+                             {100, 37},
+                             {300, 0},
+                             {130, 2000},
+                             {1, 3000},
+                             {3, 2000},
+                             {8, 4000},
+                             {1, 1030}}) {
+        const int64_t capacity = pos0 + T + 5;
+        auto [qc, qg] = random_pair(T, int64_t{heads} * D, -2, 2);
+        auto [kc, kg] = random_pair(capacity, int64_t{kv_heads} * D, -2, 2);
+        auto [vc, vg] = random_pair(capacity, int64_t{kv_heads} * D);
+        auto [oc, og] = outputs(T, int64_t{heads} * D);
+        const float scale = 1.0f / std::sqrt(float(D));
+        cpu_.attention({&qc, &kc, &vc, &oc, pos0, heads, kv_heads, D, scale});
+        gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale});
+        EXPECT_LT(compare(oc, og), 1e-5)
+            << "D " << D << " T " << T << " pos0 " << pos0 << " mma " << mma << " heads " << heads;
+        // With the output gate applied by the op (each path's own write: decode, split merge, prefill).
+        auto [gc, gg] = random_pair(T, int64_t{heads} * D, -4, 4);
+        gpu_->fill(og, NAN);
+        cpu_.attention({&qc, &kc, &vc, &oc, pos0, heads, kv_heads, D, scale, &gc});
+        gpu_->attention({&qg, &kg, &vg, &og, pos0, heads, kv_heads, D, scale, &gg});
+        EXPECT_LT(compare(oc, og), 1e-5)
+            << "gated D " << D << " T " << T << " pos0 " << pos0 << " mma " << mma << " heads " << heads;
+      }
     }
   }
+  gpu_->set_attention_mma(true);
 }
 
 // A verify captures T - 1 rows: conv1d_silu, the fused gdn_prepare and gdn_recurrent given a row buffer
@@ -989,41 +997,47 @@ TEST_F(CudaOps, CopyBlocks) {
 }
 
 TEST_F(CudaOps, GdnRecurrentAndChunked) {
-  for (auto [Hk, Hv, Dk, Dv] :
-       {std::tuple{2, 4, 128, 128}, std::tuple{16, 32, 128, 128}, std::tuple{1, 3, 64, 96}}) {
-    for (int64_t T : {1, 3, 8, 100, 1000}) {
-      auto [qc, qg] = random_pair(T, int64_t{Hk} * Dk);
-      auto [kc, kg] = random_pair(T, int64_t{Hk} * Dk);
-      cpu_.l2_norm(qc, Dk, 1.0f / std::sqrt(float(Dk)));
-      gpu_->l2_norm(qg, Dk, 1.0f / std::sqrt(float(Dk)));
-      cpu_.l2_norm(kc, Dk, 1.0f);
-      gpu_->l2_norm(kg, Dk, 1.0f);
-      auto [vc, vg] = random_pair(T, int64_t{Hv} * Dv);
-      auto [gc, gg] = random_pair(T, Hv, -1.0f, -0.01f);
-      auto [bc, bg] = random_pair(T, Hv, 0.0f, 1.0f);
-      for (bool chunked : {false, true}) {
-        auto [sc, sg] = random_pair(Hv, int64_t{Dk} * Dv, -0.5f, 0.5f);
-        auto [oc, og] = outputs(T, int64_t{Hv} * Dv);
-        const bool rows = !chunked && T <= 8;
-        Tensor rc, rg;
-        if (rows) std::tie(rc, rg) = outputs(T, sc.numel());
-        GdnArgs ac{&qc, &kc, &vc, &gc, &bc, &sc, &oc, rows ? &rc : nullptr, Hk, Hv, Dk, Dv};
-        GdnArgs ag{&qg, &kg, &vg, &gg, &bg, &sg, &og, rows ? &rg : nullptr, Hk, Hv, Dk, Dv};
-        if (chunked) {
-          cpu_.gdn_chunked(ac);
-          gpu_->gdn_chunked(ag);
-        } else {
-          cpu_.gdn_recurrent(ac);
-          gpu_->gdn_recurrent(ag);
-        }
-        EXPECT_LT(compare(oc, og), 1e-5) << "T " << T << " chunked " << chunked << " Dv " << Dv;
-        EXPECT_LT(compare(sc, sg), 1e-5) << "T " << T << " chunked " << chunked;
-        if (rows) {
-          EXPECT_LT(compare(rc, rg), 1e-5) << "T " << T;
+  // gdn_chunked in chunks of 64 (the default from 64 rows; 2,100 rows take two windows) and token by token.
+  for (bool chunks : {true, false}) {
+    gpu_->set_gdn_chunks(chunks);
+    for (auto [Hk, Hv, Dk, Dv] :
+         {std::tuple{2, 4, 128, 128}, std::tuple{16, 32, 128, 128}, std::tuple{1, 3, 64, 96}}) {
+      for (int64_t T : {1, 3, 8, 64, 100, 1000, 2100}) {
+        auto [qc, qg] = random_pair(T, int64_t{Hk} * Dk);
+        auto [kc, kg] = random_pair(T, int64_t{Hk} * Dk);
+        cpu_.l2_norm(qc, Dk, 1.0f / std::sqrt(float(Dk)));
+        gpu_->l2_norm(qg, Dk, 1.0f / std::sqrt(float(Dk)));
+        cpu_.l2_norm(kc, Dk, 1.0f);
+        gpu_->l2_norm(kg, Dk, 1.0f);
+        auto [vc, vg] = random_pair(T, int64_t{Hv} * Dv);
+        auto [gc, gg] = random_pair(T, Hv, -1.0f, -0.01f);
+        auto [bc, bg] = random_pair(T, Hv, 0.0f, 1.0f);
+        for (bool chunked : {false, true}) {
+          auto [sc, sg] = random_pair(Hv, int64_t{Dk} * Dv, -0.5f, 0.5f);
+          auto [oc, og] = outputs(T, int64_t{Hv} * Dv);
+          const bool rows = !chunked && T <= 8;
+          Tensor rc, rg;
+          if (rows) std::tie(rc, rg) = outputs(T, sc.numel());
+          GdnArgs ac{&qc, &kc, &vc, &gc, &bc, &sc, &oc, rows ? &rc : nullptr, Hk, Hv, Dk, Dv};
+          GdnArgs ag{&qg, &kg, &vg, &gg, &bg, &sg, &og, rows ? &rg : nullptr, Hk, Hv, Dk, Dv};
+          if (chunked) {
+            cpu_.gdn_chunked(ac);
+            gpu_->gdn_chunked(ag);
+          } else {
+            cpu_.gdn_recurrent(ac);
+            gpu_->gdn_recurrent(ag);
+          }
+          EXPECT_LT(compare(oc, og), 1e-5)
+              << "T " << T << " chunked " << chunked << " Dv " << Dv << " chunks " << chunks;
+          EXPECT_LT(compare(sc, sg), 1e-5) << "T " << T << " chunked " << chunked << " chunks " << chunks;
+          if (rows) {
+            EXPECT_LT(compare(rc, rg), 1e-5) << "T " << T;
+          }
         }
       }
     }
   }
+  gpu_->set_gdn_chunks(true);
 }
 
 }  // namespace

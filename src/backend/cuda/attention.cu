@@ -210,9 +210,12 @@ void CudaBackend::attention(const AttentionArgs& args) {
   if (q.rows == 0) return;
   if (args.gate != nullptr && args.gate->numel() != q.numel())
     fail("internal error: cuda backend: attention gate");
-  // Prefill rows: a block per 64 query vectors of one KV head (attention_prefill.cu), the gate after.
+  // Prefill rows: a block per 64 query vectors of one KV head (attention_mma.cu on tensor cores, or
+  // attention_prefill.cu in fp32), the gate after.
+  const cuda::Position position = ctx_->position(args.pos0);
   if (q.rows > 8 && ctx_->attention_tiles &&
-      cuda::attention_prefill(args, ctx_->position(args.pos0), ctx_->queue())) {
+      ((ctx_->attention_mma && cuda::attention_prefill_mma(args, position, *ctx_, ctx_->queue())) ||
+       cuda::attention_prefill(args, position, ctx_->queue()))) {
     if (args.gate != nullptr) sigmoid_mul(*args.out, *args.gate);
     return;
   }
@@ -232,8 +235,8 @@ void CudaBackend::attention(const AttentionArgs& args) {
   const int group = args.heads / args.kv_heads;
   auto run = [&](auto kernel) {
     cuda::launch(kernel, grid, cuda::kWarps * 32, 0, ctx_->queue(), q.data, args.k_cache->data,
-                 args.v_cache->data, args.out->data, gate, ctx_->position(args.pos0), args.heads, group,
-                 kv_cols, args.scale, splits, static_cast<float*>(partial.get()));
+                 args.v_cache->data, args.out->data, gate, position, args.heads, group, kv_cols, args.scale,
+                 splits, static_cast<float*>(partial.get()));
   };
   switch (D) {
     case 32:

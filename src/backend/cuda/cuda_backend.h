@@ -156,9 +156,15 @@ class CudaBackend final : public Backend {
   // gdn_chunked on the warp-per-columns kernel (on by default) or the block kernel of gdn_recurrent.
   // Benchmarks and tests compare.
   void set_gdn_columns(bool on);
+  // gdn_chunked in chunks of 64 tokens with matrix products (gdn_chunks.cu; on by default, from 64 rows) or
+  // token by token on the kernel set_gdn_columns picks. Benchmarks and tests compare.
+  void set_gdn_chunks(bool on);
   // attention over more than 8 rows with a block per 64 query vectors of one KV head, K/V tiles in shared
   // memory (attention_prefill.cu; on by default), or a block per row and head as for decode.
   void set_attention_tiles(bool on);
+  // Those tiles on tensor cores (attention_mma.cu: fp16 hi/lo halves, fp32 sums; on by default) or in fp32
+  // on the CUDA cores (attention_prefill.cu). Benchmarks and tests compare.
+  void set_attention_mma(bool on);
   // rms_norm / add_rms_norm rows held in registers as float4 (on by default) or the earlier loop kernels.
   void set_vector_norms(bool on);
   // download() of 64 KiB and more through page-locked staging memory (on by default) or straight into the

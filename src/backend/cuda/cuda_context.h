@@ -201,7 +201,9 @@ struct Context {
   int mma_tile_rows = 64;
   bool wgmma_gemm = true;       // CudaBackend::set_wgmma_gemm
   bool gdn_columns = true;      // CudaBackend::set_gdn_columns
+  bool gdn_chunks = true;       // CudaBackend::set_gdn_chunks
   bool attention_tiles = true;  // CudaBackend::set_attention_tiles
+  bool attention_mma = true;    // CudaBackend::set_attention_mma
   Queue queue() const { return {stream, pdl, gemv, mma_gemm, mma_tile_rows, wgmma_gemm, this}; }
   std::optional<Capture> capture;
 };

@@ -15,6 +15,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/device_util.cuh"
+#include "backend/cuda/gdn_chunks.h"
 
 namespace mtplx {
 namespace cuda {
@@ -352,7 +353,13 @@ void CudaBackend::gdn_recurrent(const GdnArgs& args) {
 }
 
 void CudaBackend::gdn_chunked(const GdnArgs& args) {
+  cuda::check_args(args);
+  if (ctx_->gdn_chunks && cuda::gdn_chunks(args, ctx_->queue())) return;
   if (!ctx_->gdn_columns || !cuda::run_columns(args, ctx_->queue())) cuda::run_recurrent(args, ctx_->queue());
+}
+
+void CudaBackend::set_gdn_chunks(bool on) {
+  ctx_->gdn_chunks = on;
 }
 
 void CudaBackend::set_gdn_columns(bool on) {

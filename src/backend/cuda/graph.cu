@@ -114,6 +114,10 @@ void CudaBackend::set_attention_tiles(bool on) {
   ctx_->attention_tiles = on;
 }
 
+void CudaBackend::set_attention_mma(bool on) {
+  ctx_->attention_mma = on;
+}
+
 void CudaBackend::set_vector_norms(bool on) {
   ctx_->vector_norms = on;
 }
