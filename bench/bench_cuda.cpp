@@ -140,9 +140,10 @@ void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model,
     bool wgmma = false;          // set_wgmma_gemm
     bool attention_mma = false;  // set_attention_mma
     bool gdn_chunks = false;     // set_gdn_chunks
+    int64_t chunks_from = 1024;
   };
   for (int n : args.prefill) {
-    for (const auto& [what, mma, tiles, columns, tile_rows, wgmma, attention_mma, gdn_chunks] :
+    for (const auto& [what, mma, tiles, columns, tile_rows, wgmma, attention_mma, gdn_chunks, chunks_from] :
          {Variant{" (fp32 tiled GEMM, attention block per row, GDN block kernel: as before)", false, false,
                   false},
           Variant{" (tensor-core GEMM only)", true, false, false},
@@ -152,11 +153,12 @@ void bench_prefill(CudaBackend& gpu, const Checkpoint& ckpt, Qwen35Model& model,
           Variant{" (warpgroup-MMA GEMM, fp32 attention tiles: the default before tensor-core attention)",
                   true, true, true, 64, true},
           Variant{" (tensor-core attention tiles, GDN token by token)", true, true, true, 64, true, true},
+          Variant{" (GDN in chunks from 64 rows)", true, true, true, 64, true, true, true, 64},
           Variant{"", true, true, true, 64, true, true, true}}) {
       gpu.set_mma_gemm(mma, tile_rows);
       gpu.set_wgmma_gemm(wgmma);
       gpu.set_attention_mma(attention_mma);
-      gpu.set_gdn_chunks(gdn_chunks);
+      gpu.set_gdn_chunks(gdn_chunks, chunks_from);
       gpu.set_attention_tiles(tiles);
       gpu.set_gdn_columns(columns);
       std::vector<double> tps;

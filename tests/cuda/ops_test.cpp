@@ -997,9 +997,9 @@ TEST_F(CudaOps, CopyBlocks) {
 }
 
 TEST_F(CudaOps, GdnRecurrentAndChunked) {
-  // gdn_chunked in chunks of 64 (the default from 64 rows; 2,100 rows take two windows) and token by token.
+  // gdn_chunked in chunks of 64 (here from 64 rows; 2,100 rows take two windows) and token by token.
   for (bool chunks : {true, false}) {
-    gpu_->set_gdn_chunks(chunks);
+    gpu_->set_gdn_chunks(chunks, 64);
     for (auto [Hk, Hv, Dk, Dv] :
          {std::tuple{2, 4, 128, 128}, std::tuple{16, 32, 128, 128}, std::tuple{1, 3, 64, 96}}) {
       for (int64_t T : {1, 3, 8, 64, 100, 1000, 2100}) {

@@ -156,9 +156,9 @@ class CudaBackend final : public Backend {
   // gdn_chunked on the warp-per-columns kernel (on by default) or the block kernel of gdn_recurrent.
   // Benchmarks and tests compare.
   void set_gdn_columns(bool on);
-  // gdn_chunked in chunks of 64 tokens with matrix products (gdn_chunks.cu; on by default, from 64 rows) or
-  // token by token on the kernel set_gdn_columns picks. Benchmarks and tests compare.
-  void set_gdn_chunks(bool on);
+  // gdn_chunked in chunks of 64 tokens with matrix products (gdn_chunks.cu; on by default from `from_rows`
+  // rows, at least 64) or token by token on the kernel set_gdn_columns picks. Benchmarks and tests compare.
+  void set_gdn_chunks(bool on, int64_t from_rows = 1024);
   // attention over more than 8 rows with a block per 64 query vectors of one KV head, K/V tiles in shared
   // memory (attention_prefill.cu; on by default), or a block per row and head as for decode.
   void set_attention_tiles(bool on);

@@ -199,9 +199,10 @@ struct Context {
   const void* read_back(const void* device, size_t bytes);
   bool mma_gemm = true;  // CudaBackend::set_mma_gemm
   int mma_tile_rows = 64;
-  bool wgmma_gemm = true;       // CudaBackend::set_wgmma_gemm
-  bool gdn_columns = true;      // CudaBackend::set_gdn_columns
-  bool gdn_chunks = true;       // CudaBackend::set_gdn_chunks
+  bool wgmma_gemm = true;   // CudaBackend::set_wgmma_gemm
+  bool gdn_columns = true;  // CudaBackend::set_gdn_columns
+  bool gdn_chunks = true;   // CudaBackend::set_gdn_chunks
+  int64_t gdn_chunks_from = 1024;
   bool attention_tiles = true;  // CudaBackend::set_attention_tiles
   bool attention_mma = true;    // CudaBackend::set_attention_mma
   Queue queue() const { return {stream, pdl, gemv, mma_gemm, mma_tile_rows, wgmma_gemm, this}; }

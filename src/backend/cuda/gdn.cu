@@ -354,12 +354,14 @@ void CudaBackend::gdn_recurrent(const GdnArgs& args) {
 
 void CudaBackend::gdn_chunked(const GdnArgs& args) {
   cuda::check_args(args);
-  if (ctx_->gdn_chunks && cuda::gdn_chunks(args, ctx_->queue())) return;
+  if (ctx_->gdn_chunks && args.q->rows >= ctx_->gdn_chunks_from && cuda::gdn_chunks(args, ctx_->queue()))
+    return;
   if (!ctx_->gdn_columns || !cuda::run_columns(args, ctx_->queue())) cuda::run_recurrent(args, ctx_->queue());
 }
 
-void CudaBackend::set_gdn_chunks(bool on) {
+void CudaBackend::set_gdn_chunks(bool on, int64_t from_rows) {
   ctx_->gdn_chunks = on;
+  ctx_->gdn_chunks_from = from_rows;
 }
 
 void CudaBackend::set_gdn_columns(bool on) {

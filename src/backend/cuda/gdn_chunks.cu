@@ -32,7 +32,8 @@ constexpr int kParts = 4;             // lanes per value column in chunk_state_k
 constexpr int kColumnsPerWarp = 32 / kParts;
 constexpr int kStateWarps = 4;
 constexpr int kBlockColumns = kColumnsPerWarp * kStateWarps;
-constexpr int kRowGroup = 16;  // chunk rows whose column sums are in flight together
+constexpr int kSolveRows = 16;  // rows per block of chunk_prepare_kernel's triangular solve
+constexpr int kRowGroup = 16;   // chunk rows whose column sums are in flight together
 
 // Scratch per (head, chunk), floats: U [kChunk][Dv], W [kChunk][Dk], QK [kChunk][kChunk] (the decayed
 // query-key products, zero above the diagonal), G [kChunk] (past the chunk's end: its last value).
@@ -148,22 +149,32 @@ __global__ void __launch_bounds__(kPrepareThreads)
     sx[e] = c < Dv ? sbeta[i] * sx[e] : sbeta[i] * expf(sg[i]) * sk[i * kPitch + c - Dv];
   }
   __syncthreads();
-  // (I + A) X = B down each column, a thread per column.
+  // (I + A) X = B down each column, a thread per column, in blocks of 16 rows: the rows above a block come
+  // off it as 16 independent sums, then the block's own triangle runs in registers. (Row by row, each step
+  // would wait on one chain of loads and FMAs.)
   const int col = threadIdx.x;
   if (col < width) {
     const bool is_u = col < Dv;
-    for (int i = 0; i < kChunk; ++i) {
-      float sum0 = 0, sum1 = 0;
-      const float* arow = sa + i * (kChunk + 1);
-      int j = 0;
-      for (; j + 1 < i; j += 2) {
-        sum0 = fmaf(arow[j], sx[j * width + col], sum0);
-        sum1 = fmaf(arow[j + 1], sx[(j + 1) * width + col], sum1);
+#pragma unroll 1
+    for (int i0 = 0; i0 < kChunk; i0 += kSolveRows) {
+      float x[kSolveRows];
+#pragma unroll
+      for (int r = 0; r < kSolveRows; ++r) x[r] = sx[(i0 + r) * width + col];
+      for (int j = 0; j < i0; ++j) {
+        const float xj = sx[j * width + col];
+#pragma unroll
+        for (int r = 0; r < kSolveRows; ++r) x[r] = fmaf(-sa[(i0 + r) * (kChunk + 1) + j], xj, x[r]);
       }
-      if (j < i) sum0 = fmaf(arow[j], sx[j * width + col], sum0);
-      const float x = sx[i * width + col] - (sum0 + sum1);
-      sx[i * width + col] = x;
-      out[(is_u ? layout.u + int64_t{i} * Dv + col : layout.w + int64_t{i} * DK + col - Dv)] = x;
+#pragma unroll
+      for (int r = 1; r < kSolveRows; ++r)
+#pragma unroll
+        for (int m = 0; m < r; ++m) x[r] = fmaf(-sa[(i0 + r) * (kChunk + 1) + i0 + m], x[m], x[r]);
+#pragma unroll
+      for (int r = 0; r < kSolveRows; ++r) {
+        const int i = i0 + r;
+        sx[i * width + col] = x[r];
+        out[is_u ? layout.u + int64_t{i} * Dv + col : layout.w + int64_t{i} * DK + col - Dv] = x[r];
+      }
     }
   }
   if (threadIdx.x < kChunk) out[layout.g + threadIdx.x] = sg[threadIdx.x];
