@@ -17,8 +17,11 @@
 //   + the final norm + the LM head (the embedding matrix when tied) + one embedding row (the gather)
 // i.e. weights().weight_bytes - embed.bytes() - (MTP head) + (tied ? lm_head.bytes() : 0) + one row. The
 // embedding table is not read beyond that row and the MTP head is not used in plain decoding. Vectors are
-// counted as the fp32 copies the CPU backend reads. Activations, the KV cache and the GDN recurrent state
-// (read and written every step: layers x Hv x Dk x Dv x 4 B, e.g. 18 MiB for 0.8B) are not counted.
+// counted as the fp32 copies the CPU backend reads. Activations, the KV cache and the recurrent state are
+// not counted there. The last two columns count the recurrent state too, as a step must move it: every GDN
+// layer's Hv x Dk x Dv fp32 matrix and K - 1 convolution rows, read and written back (2 x 20.2 MB for
+// 0.8B); the KV cache, read up to the step's position, stays out (0.8B: 6 layers x 4 KB a position, ~0.8 MB a
+// step in a 32-token decode after a 16-token prompt).
 // For prefill the weights are read once per pass, so bytes/token there is that figure / N and the GB/s and
 // %-of-copy columns are left empty: prefill is bound by compute, not by memory.
 //
@@ -200,6 +203,7 @@ struct Row {
   Stats tps;
   double bytes_per_token = 0;
   bool bandwidth = false;
+  double state_bytes_per_token = 0;
 };
 
 void print_row(const std::string& prefix, const Row& r, double copy_bw, double read_bw) {
@@ -207,10 +211,12 @@ void print_row(const std::string& prefix, const Row& r, double copy_bw, double r
               human(r.bytes_per_token).c_str());
   if (r.bandwidth) {
     const double gbs = r.bytes_per_token * r.tps.mean / 1e9;
-    std::printf(" %.2f | %.2f | %.0f%% | %.2f | %.0f%% |\n", gbs, copy_bw / 1e9, 100.0 * gbs * 1e9 / copy_bw,
-                read_bw / 1e9, 100.0 * gbs * 1e9 / read_bw);
+    const double moved = (r.bytes_per_token + r.state_bytes_per_token) * r.tps.mean;
+    std::printf(" %.2f | %.2f | %.0f%% | %.2f | %.0f%% | %s | %.0f%% |\n", gbs, copy_bw / 1e9,
+                100.0 * gbs * 1e9 / copy_bw, read_bw / 1e9, 100.0 * gbs * 1e9 / read_bw,
+                human(r.bytes_per_token + r.state_bytes_per_token).c_str(), 100.0 * moved / read_bw);
   } else {
-    std::printf(" — | — | — | — | — |\n");
+    std::printf(" — | — | — | — | — | — | — |\n");
   }
   std::fflush(stdout);
 }
@@ -224,6 +230,7 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend) 
   const ModelWeights& w = model.weights();
   const std::string layout = str(layout_name(ckpt.layout), " ", format_of(w.layers.front().mlp.gate_proj));
   const double per_token = static_cast<double>(decode_bytes_per_token(w));
+  const double state = static_cast<double>(decode_state_bytes_per_token(model.config()));
   auto prefix = [&](const cpu::MatmulOptions& isa) {
     const std::string path = args.isas.size() > 1 ? str(" (", cpu::matmul_path_name(isa), ")") : "";
     return str("| ", model_name(ckpt), " | ", layout, path, " | ", human(static_cast<double>(w.weight_bytes)),
@@ -264,7 +271,8 @@ void bench_model(const std::string& dir, const Args& args, CpuBackend& backend) 
   std::fprintf(stderr, "bench_decode: copy / read bandwidth around tg%d: %.2f ± %.2f / %.2f ± %.2f GB/s\n",
                args.decode, copy.mean / 1e9, copy.sd / 1e9, read.mean / 1e9, read.sd / 1e9);
   for (size_t k = 0; k < s.size(); ++k)
-    print_row(prefix(args.isas[k]), {str("tg", args.decode), s[k], per_token, true}, copy.mean, read.mean);
+    print_row(prefix(args.isas[k]), {str("tg", args.decode), s[k], per_token, true, state}, copy.mean,
+              read.mean);
   if (args.split) print_split(ckpt, args, backend);
 }
 
@@ -277,8 +285,8 @@ int run(int argc, char** argv) {
       args.threads, args.copy_mib, args.threads, args.copy_mib);
   std::printf(
       "| model | layout | size | threads | test | t/s (mean ± sd) | bytes/token | GB/s | copy bw GB/s | %% "
-      "of copy bw | read bw GB/s | %% of read bw |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+      "of copy bw | read bw GB/s | %% of read bw | bytes/token with state | %% of read bw with state |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& dir : args.models) bench_model(dir, args, backend);
   return 0;
 }
