@@ -98,6 +98,25 @@ class CudaOps : public ::testing::Test {
     return {c, g};
   }
 
+  // Gated DeltaNet inputs as the model makes them (q and k L2-normed, log-decays in [-1, -0.01], beta in
+  // [0, 1]), on both backends.
+  struct GdnInputs {
+    Tensor qc, qg, kc, kg, vc, vg, gc, gg, bc, bg;
+  };
+  GdnInputs gdn_inputs(int64_t T, int Hk, int Hv, int Dk, int Dv) {
+    GdnInputs in;
+    std::tie(in.qc, in.qg) = random_pair(T, int64_t{Hk} * Dk);
+    std::tie(in.kc, in.kg) = random_pair(T, int64_t{Hk} * Dk);
+    cpu_.l2_norm(in.qc, Dk, 1.0f / std::sqrt(float(Dk)));
+    gpu_->l2_norm(in.qg, Dk, 1.0f / std::sqrt(float(Dk)));
+    cpu_.l2_norm(in.kc, Dk, 1.0f);
+    gpu_->l2_norm(in.kg, Dk, 1.0f);
+    std::tie(in.vc, in.vg) = random_pair(T, int64_t{Hv} * Dv);
+    std::tie(in.gc, in.gg) = random_pair(T, Hv, -1.0f, -0.01f);
+    std::tie(in.bc, in.bg) = random_pair(T, Hv, 0.0f, 1.0f);
+    return in;
+  }
+
   ManyMatmuls many_matmuls(const std::vector<HostWeight>& hosts, const std::vector<WeightMatrix>& devs,
                            const Tensor& xc);
 
@@ -855,8 +874,8 @@ TEST_F(CudaOps, AttentionPrepare) {
 }
 
 TEST_F(CudaOps, AttentionGqaAtOffsets) {
-  // Prefill rows on tensor cores (the default) and on the fp32 tiles; GQA groups of 4 and of 6 (which does
-  // not divide a block's 64 query vectors).
+  // Prefill rows on tensor cores (the default from 64 rows) and on the fp32 tiles; GQA groups of 4 and of 6
+  // (which does not divide a block's 64 query vectors).
   for (auto [mma, heads, kv_heads] :
        {std::tuple{true, 8, 2}, std::tuple{false, 8, 2}, std::tuple{true, 12, 2}}) {
     gpu_->set_attention_mma(mma);
@@ -871,6 +890,9 @@ TEST_F(CudaOps, AttentionGqaAtOffsets) {
                              {100, 37},
                              {300, 0},
                              {130, 2000},
+                             {64, 0},
+                             {96, 32},
+                             {700, 0},
                              {1, 3000},
                              {3, 2000},
                              {8, 4000},
@@ -942,22 +964,14 @@ TEST_F(CudaOps, CapturesOnlyTheRowsAsked) {
     check(rc, rg, T - 1, "gdn_prepare");
   }
   {
-    auto [qc, qg] = random_pair(T, int64_t{Hk} * Dk);
-    auto [kc, kg] = random_pair(T, int64_t{Hk} * Dk);
-    cpu_.l2_norm(qc, Dk, 1.0f / std::sqrt(float(Dk)));
-    gpu_->l2_norm(qg, Dk, 1.0f / std::sqrt(float(Dk)));
-    cpu_.l2_norm(kc, Dk, 1.0f);
-    gpu_->l2_norm(kg, Dk, 1.0f);
-    auto [vc, vg] = random_pair(T, int64_t{Hv} * Dk);
-    auto [gc, gg] = random_pair(T, Hv, -1.0f, -0.01f);
-    auto [bc, bg] = random_pair(T, Hv, 0.0f, 1.0f);
+    const int D = static_cast<int>(Dk);
+    const GdnInputs in = gdn_inputs(T, Hk, Hv, D, D);
     auto [sc, sg] = random_pair(Hv, Dk * Dk, -0.5f, 0.5f);
     auto [oc, og] = outputs(T, int64_t{Hv} * Dk);
     auto [rc, rg] = outputs(T, sc.numel());
     Tensor rc2 = rc.row_view(0, T - 1), rg2 = rg.row_view(0, T - 1);
-    const int D = static_cast<int>(Dk);
-    cpu_.gdn_recurrent({&qc, &kc, &vc, &gc, &bc, &sc, &oc, &rc2, Hk, Hv, D, D});
-    gpu_->gdn_recurrent({&qg, &kg, &vg, &gg, &bg, &sg, &og, &rg2, Hk, Hv, D, D});
+    cpu_.gdn_recurrent({&in.qc, &in.kc, &in.vc, &in.gc, &in.bc, &sc, &oc, &rc2, Hk, Hv, D, D});
+    gpu_->gdn_recurrent({&in.qg, &in.kg, &in.vg, &in.gg, &in.bg, &sg, &og, &rg2, Hk, Hv, D, D});
     EXPECT_LT(compare(rc.row_view(0, T - 1), rg.row_view(0, T - 1)), 1e-5);
     const std::vector<float> rest = host(*gpu_, rg.row_view(T - 1, 1));
     EXPECT_TRUE(std::all_of(rest.begin(), rest.end(), [](float x) { return std::isnan(x); }));
@@ -997,29 +1011,22 @@ TEST_F(CudaOps, CopyBlocks) {
 }
 
 TEST_F(CudaOps, GdnRecurrentAndChunked) {
-  // gdn_chunked in chunks of 64 (here from 64 rows; 2,100 rows take two windows) and token by token.
+  // gdn_chunked in chunks of 64 (here from 64 rows; 2,049 rows take two windows, the second of one row) and
+  // token by token.
   for (bool chunks : {true, false}) {
     gpu_->set_gdn_chunks(chunks, 64);
-    for (auto [Hk, Hv, Dk, Dv] :
-         {std::tuple{2, 4, 128, 128}, std::tuple{16, 32, 128, 128}, std::tuple{1, 3, 64, 96}}) {
-      for (int64_t T : {1, 3, 8, 64, 100, 1000, 2100}) {
-        auto [qc, qg] = random_pair(T, int64_t{Hk} * Dk);
-        auto [kc, kg] = random_pair(T, int64_t{Hk} * Dk);
-        cpu_.l2_norm(qc, Dk, 1.0f / std::sqrt(float(Dk)));
-        gpu_->l2_norm(qg, Dk, 1.0f / std::sqrt(float(Dk)));
-        cpu_.l2_norm(kc, Dk, 1.0f);
-        gpu_->l2_norm(kg, Dk, 1.0f);
-        auto [vc, vg] = random_pair(T, int64_t{Hv} * Dv);
-        auto [gc, gg] = random_pair(T, Hv, -1.0f, -0.01f);
-        auto [bc, bg] = random_pair(T, Hv, 0.0f, 1.0f);
+    for (auto [Hk, Hv, Dk, Dv] : {std::tuple{2, 4, 128, 128}, std::tuple{16, 32, 128, 128},
+                                  std::tuple{1, 3, 64, 96}, std::tuple{2, 4, 128, 64}}) {
+      for (int64_t T : {1, 3, 8, 64, 100, 1000, 2049}) {
+        const GdnInputs in = gdn_inputs(T, Hk, Hv, Dk, Dv);
         for (bool chunked : {false, true}) {
           auto [sc, sg] = random_pair(Hv, int64_t{Dk} * Dv, -0.5f, 0.5f);
           auto [oc, og] = outputs(T, int64_t{Hv} * Dv);
           const bool rows = !chunked && T <= 8;
           Tensor rc, rg;
           if (rows) std::tie(rc, rg) = outputs(T, sc.numel());
-          GdnArgs ac{&qc, &kc, &vc, &gc, &bc, &sc, &oc, rows ? &rc : nullptr, Hk, Hv, Dk, Dv};
-          GdnArgs ag{&qg, &kg, &vg, &gg, &bg, &sg, &og, rows ? &rg : nullptr, Hk, Hv, Dk, Dv};
+          GdnArgs ac{&in.qc, &in.kc, &in.vc, &in.gc, &in.bc, &sc, &oc, rows ? &rc : nullptr, Hk, Hv, Dk, Dv};
+          GdnArgs ag{&in.qg, &in.kg, &in.vg, &in.gg, &in.bg, &sg, &og, rows ? &rg : nullptr, Hk, Hv, Dk, Dv};
           if (chunked) {
             cpu_.gdn_chunked(ac);
             gpu_->gdn_chunked(ag);

@@ -1,9 +1,11 @@
 // Causal GQA attention for prefill on tensor cores: mma.sync m16n8k16 with fp16 operands and fp32 sums, kept
 // close to the fp32 CPU reference by splitting every operand into two fp16 halves, x = hi + lo (hi =
-// fp16(x), lo = fp16(x - hi)), and summing three products, hi hi + hi lo + lo hi (lo lo lies below fp32
-// rounding): ~22 significant bits for |x| >= 1/8, an absolute error under 2^-25 below that (lo is then
-// subnormal). The probabilities are split as 2^12 p (exact), so that their lo halves stay normal down to
-// p ~ 2^-15; the output divides by 2^12 l at the end.
+// fp16(x), lo = fp16(x - hi)), and summing three products, hi hi + hi lo + lo hi (the dropped lo lo is
+// ~2^-22 of a product): ~22 significant bits for |x| >= 1/8, an absolute error under 2^-25 below that (lo is
+// then subnormal). The halves hold |x| < 65504 (fp16's range): far above what the normed queries and keys
+// and a trained model's values reach, but a checkpoint whose values did would get inf here. The probabilities
+// are split as 2^12 p (exact), so that their lo halves stay normal down to p ~ 2^-15; the output divides by
+// 2^12 l at the end.
 //
 // A pre-pass (split_kv_kernel) writes K and V once as four fp16 planes (K hi, K lo, V hi, V lo), each
 // [kv_heads][keys, rounded up to a tile][D], zero past the last key (masked keys then add 0 * 0, never NaN).
@@ -36,6 +38,7 @@ constexpr int kWarps = 2 * kVectors / 16;  // two per 16 vectors
 constexpr int kKeys = 32;                  // keys per tile
 constexpr int kPlanes = 4;                 // K hi, K lo, V hi, V lo
 constexpr float kProbabilityScale = 4096.0f;
+constexpr int64_t kMinRows = 64;  // query rows from which the tensor-core path is taken
 // Per lane of a scoring warp, what it hands its partner each tile: P's fragments (hi, lo) and the two rows'
 // rescaling; at the end the two rows' sums.
 constexpr int kSlotWords = 2 * (kKeys / 16) * 4 + 2;
@@ -82,6 +85,24 @@ __device__ __forceinline__ void mma3(float (&d)[4], const uint32_t (&a_hi)[4], c
   mma(d, a_lo[0], a_lo[1], a_lo[2], a_lo[3], b_hi0, b_hi1);
   mma(d, a_hi[0], a_hi[1], a_hi[2], a_hi[3], b_lo0, b_lo1);
   mma(d, a_hi[0], a_hi[1], a_hi[2], a_hi[3], b_hi0, b_hi1);
+}
+
+// d0, d1 += a b for two n8 tiles of one k16 step: b's hi and lo halves as four 8 x 8 matrices each at
+// `offset` in their planes (ldmatrix; transposed for V, whose rows are keys), each tile through mma3.
+template <bool kTransposed>
+__device__ __forceinline__ void mma3_two_tiles(float (&d0)[4], float (&d1)[4], const uint32_t (&a_hi)[4],
+                                               const uint32_t (&a_lo)[4], const __half* b_hi_plane,
+                                               const __half* b_lo_plane, int offset) {
+  uint32_t b_hi[4], b_lo[4];
+  if constexpr (kTransposed) {
+    load_matrices_transposed(b_hi, b_hi_plane + offset);
+    load_matrices_transposed(b_lo, b_lo_plane + offset);
+  } else {
+    load_matrices(b_hi, b_hi_plane + offset);
+    load_matrices(b_lo, b_lo_plane + offset);
+  }
+  mma3(d0, a_hi, a_lo, b_hi[0], b_hi[1], b_lo[0], b_lo[1]);
+  mma3(d1, a_hi, a_lo, b_hi[2], b_hi[3], b_lo[2], b_lo[3]);
 }
 
 // K and V rows [0, keys) of every KV head as the four planes; rows [keys, keys_pad) zero. A thread per four
@@ -161,8 +182,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     *reinterpret_cast<uint2*>(q_hi + v * kPitch + d) = hi;
     *reinterpret_cast<uint2*>(q_lo + v * kPitch + d) = lo;
   }
-  const int pair = warp % (kWarps / 2), half = warp / (kWarps / 2);
-  const bool scorer = half == 0;
+  const int pair = warp % (kWarps / 2), side = warp / (kWarps / 2);  // side: which half of the dims
+  const bool scorer = side == 0;
   uint32_t* slot = slots + (pair * 32 + lane) * kSlotStride;
   float* slot_floats = reinterpret_cast<float*>(slot);
   // This lane's two rows of the pair's 16 vectors: g and g + 8.
@@ -173,7 +194,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const int a_row = pair * 16 + lane % 16, a_col = lane / 16 * 8;          // ldmatrix of Q
   const int b_key = lane / 16 * 8 + lane % 8, b_dim = (lane / 8) % 2 * 8;  // of K
   const int v_key = (lane / 8) % 2 * 8 + lane % 8,
-            v_dim = lane / 16 * 8 + half * (D / 2);  // of V (transposed)
+            v_dim = lane / 16 * 8 + side * (D / 2);  // of V (transposed)
   for (int64_t tile = 0; tile < tiles; ++tile) {
     if (tile + 1 < tiles)
       load_tile(tile + 1, static_cast<int>((tile + 1) % 2));
@@ -196,14 +217,9 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
           load_matrices(a_hi, q_hi + a_row * kPitch + step * 16 + a_col);
           load_matrices(a_lo, q_lo + a_row * kPitch + step * 16 + a_col);
 #pragma unroll
-          for (int np = 0; np < kKeys / 16; ++np) {
-            uint32_t b_hi[4], b_lo[4];
-            const int offset = (np * 16 + b_key) * kPitch + step * 16 + b_dim;
-            load_matrices(b_hi, k_hi + offset);
-            load_matrices(b_lo, k_lo + offset);
-            mma3(part[2 * np], a_hi, a_lo, b_hi[0], b_hi[1], b_lo[0], b_lo[1]);
-            mma3(part[2 * np + 1], a_hi, a_lo, b_hi[2], b_hi[3], b_lo[2], b_lo[3]);
-          }
+          for (int np = 0; np < kKeys / 16; ++np)
+            mma3_two_tiles<false>(part[2 * np], part[2 * np + 1], a_hi, a_lo, k_hi, k_lo,
+                                  (np * 16 + b_key) * kPitch + step * 16 + b_dim);
         }
 #pragma unroll
         for (int j = 0; j < kKeys / 8; ++j)
@@ -262,13 +278,9 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       for (int i = 0; i < 4; ++i) p_hi[i] = slot[kk * 8 + i], p_lo[i] = slot[kk * 8 + 4 + i];
 #pragma unroll
       for (int np = 0; np < kHalfTiles / 2; ++np) {
-        uint32_t b_hi[4], b_lo[4];
-        const int offset = (kk * 16 + v_key) * kPitch + np * 16 + v_dim;
-        load_matrices_transposed(b_hi, v_hi + offset);
-        load_matrices_transposed(b_lo, v_lo + offset);
         float part[2][4] = {};
-        mma3(part[0], p_hi, p_lo, b_hi[0], b_hi[1], b_lo[0], b_lo[1]);
-        mma3(part[1], p_hi, p_lo, b_hi[2], b_hi[3], b_lo[2], b_lo[3]);
+        mma3_two_tiles<true>(part[0], part[1], p_hi, p_lo, v_hi, v_lo,
+                             (kk * 16 + v_key) * kPitch + np * 16 + v_dim);
 #pragma unroll
         for (int h = 0; h < 2; ++h)
 #pragma unroll
@@ -294,7 +306,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     const int64_t t = t0 + v / group;
     if (t >= T || v >= rows * group) continue;
     const float inv = 1.0f / (slot_floats[r] * kProbabilityScale);
-    float* row = out + t * q_cols + int64_t{head_of(v)} * D + half * (D / 2) + 2 * c;
+    float* row = out + t * q_cols + int64_t{head_of(v)} * D + side * (D / 2) + 2 * c;
 #pragma unroll
     for (int n = 0; n < kHalfTiles; ++n)
       *reinterpret_cast<float2*>(row + 8 * n) = make_float2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
@@ -327,8 +339,12 @@ void launch_mma(const AttentionArgs& a, Position position, const Context& contex
 bool attention_prefill_mma(const AttentionArgs& args, Position position, const Context& context,
                            Queue queue) {
   const int group = args.heads / args.kv_heads;
-  // The split pre-pass sizes its planes by the host's position, which a step graph would move.
-  if (group > kVectors || context.capture || args.k_cache->cols != int64_t{args.kv_heads} * args.head_dim)
+  // The split pre-pass sizes its planes by the host's position, which a step graph would move; it splits
+  // every key, so it pays for itself over many query rows only (verify widths keep the fp32 tiles).
+  const size_t shared = args.head_dim == 256 ? Layout<256>::kBytes : Layout<128>::kBytes;
+  if (args.q->rows < kMinRows || group > kVectors || context.capture ||
+      shared > static_cast<size_t>(context.shared_per_block) ||
+      args.k_cache->cols != int64_t{args.kv_heads} * args.head_dim)
     return false;
   if (args.head_dim == 256)
     launch_mma<256>(args, position, context, queue);

@@ -79,6 +79,7 @@ Context::Context(int dev) : device(dev) {
           "pick a device number below the count nvidia-smi shows");
   MTPLX_CUDA_CHECK(cudaSetDevice(dev));
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev));
+  MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&shared_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   int major = 0, minor = 0;
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   MTPLX_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));

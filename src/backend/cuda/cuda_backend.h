@@ -153,14 +153,16 @@ class CudaBackend final : public Backend {
   // Whether the warpgroup GEMM can serve a matmul of T > 8 rows of `w` on this device (whatever the
   // set_* switches say).
   bool runs_wgmma_gemm(const WeightMatrix& w, int64_t T) const;
-  // gdn_chunked on the warp-per-columns kernel (on by default) or the block kernel of gdn_recurrent.
-  // Benchmarks and tests compare.
+  // gdn_chunked token by token (below set_gdn_chunks' threshold, or with it off) on the warp-per-columns
+  // kernel (on by default) or the block kernel of gdn_recurrent. Benchmarks and tests compare.
   void set_gdn_columns(bool on);
-  // gdn_chunked in chunks of 64 tokens with matrix products (gdn_chunks.cu; on by default from `from_rows`
-  // rows, at least 64) or token by token on the kernel set_gdn_columns picks. Benchmarks and tests compare.
+  // gdn_chunked in chunks of 64 tokens with matrix products (gdn_chunks.cu; on by default) from `from_rows`
+  // rows (and never below 64), or token by token on the kernel set_gdn_columns picks. Benchmarks and tests
+  // compare.
   void set_gdn_chunks(bool on, int64_t from_rows = 1024);
   // attention over more than 8 rows with a block per 64 query vectors of one KV head, K/V tiles in shared
-  // memory (attention_prefill.cu; on by default), or a block per row and head as for decode.
+  // memory (attention_mma.cu or attention_prefill.cu, below; on by default), or a block per row and head as
+  // for decode.
   void set_attention_tiles(bool on);
   // Those tiles on tensor cores (attention_mma.cu: fp16 hi/lo halves, fp32 sums; on by default) or in fp32
   // on the CUDA cores (attention_prefill.cu). Benchmarks and tests compare.

@@ -170,6 +170,7 @@ struct Context {
 
   int device = 0;
   int sm_count = 0;
+  int shared_per_block = 0;  // the most dynamic shared memory a block may opt in to
   bool wgmma_code =
       false;  // the sm_90a code of matmul_wgmma.cu runs here (compute capability 9.0, no PTX JIT)
   cudaStream_t stream = nullptr;

@@ -4,11 +4,11 @@
 // registers for all T rows: lane = column, each of the 4 warps holds a quarter of the Dk rows. The two
 // column sums per token (S^T k and S^T q) are reduced over the warps through shared memory.
 //
-// Long prefills (gdn_chunked) take gdn_columns_kernel instead: a warp owns 8 value columns and all Dk rows
-// of them (a lane holds a quarter of a column's rows in registers), so each column sum is a thread's own
-// plus two shuffles and a step needs no barrier; q, k, g and beta of 32 tokens at a time are staged in shared
-// memory. The per-step cost drops from three block barriers and dependent global loads to ~Dk register FMAs a
-// lane.
+// Prefills (gdn_chunked) below the chunked kernels' threshold (gdn_chunks.cu) take gdn_columns_kernel
+// instead: a warp owns 8 value columns and all Dk rows of them (a lane holds a quarter of a column's rows in
+// registers), so each column sum is a thread's own plus two shuffles and a step needs no barrier; q, k, g and
+// beta of 32 tokens at a time are staged in shared memory. The per-step cost drops from three block
+// barriers and dependent global loads to ~Dk register FMAs a lane.
 #include <algorithm>
 #include <cmath>
 
@@ -282,7 +282,8 @@ __global__ void gdn_columns_kernel(const float* __restrict__ q, const float* __r
   }
 }
 
-// gdn_chunked's kernel where it applies (no per-row states, Dk of 64 or 128); false otherwise.
+// gdn_chunked token by token on the column kernel where it applies (no per-row states, Dk of 64 or 128);
+// false otherwise.
 bool run_columns(const GdnArgs& a, Queue stream) {
   check_args(a);
   const int64_t T = a.q->rows;

@@ -8,10 +8,10 @@
 //     and W (a thread per column runs the substitution down its column, no barrier), the decayed
 //     query-key products, G.
 //   - chunk_state_kernel, a block per 32 value columns of a head, walking the chunks in order with its
-//     slice of S in registers (4 lanes a column, each a quarter of the Dk rows): V' and the new S are sums
-//     over 64 rows with independent accumulators (where the token-by-token recurrence waits on a chain of
-//     dependent sums per token); the next chunk's W, K and U stream in by cp.async meanwhile. It leaves V'
-//     and S as each chunk found it.
+//     slice of S in registers (4 lanes a column, each a quarter of the Dk rows): V' is 16 row sums at a
+//     time and the new S one update per register over the chunk's rows, with no sum over the rows of S per
+//     token (the token-by-token recurrence needs two, each a chain of dependent FMAs and shuffles); the next
+//     chunk's W, K and U stream in by cp.async meanwhile. It leaves V' and S as each chunk found it.
 //   - chunk_output_kernel, a block per (chunk, head), every chunk at once: O from those.
 // All in fp32 on the CUDA cores, as the CPU reference. Long prompts go through in windows of 2,048 tokens,
 // which bounds the scratch memory (~190 MB for Qwen3.5-4B's 32 heads of 128 x 128).
@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kPrepareThreads)
                          const float* __restrict__ v, const float* __restrict__ g,
                          const float* __restrict__ beta, float* __restrict__ scratch, int64_t T, int Hk,
                          int Hv, int Dv) {
-  constexpr int kPitch = DK + 4;  // rows 16 apart read together start 4 banks apart
+  constexpr int kPitch = DK + 4;  // adjacent rows start 4 banks apart: 8 lanes' float4 rows, no conflict
   extern __shared__ __align__(16) float shared[];
   float* sq = shared;                      // [kChunk][kPitch]
   float* sk = sq + kChunk * kPitch;        // [kChunk][kPitch]
@@ -372,17 +372,17 @@ void run(const GdnArgs& a, Queue queue) {
   float* prep = static_cast<float*>(scratch.get());
   float* starts = prep + prep_floats;
   float* vprime = starts + start_floats;
-  const size_t prepare_bytes = prepare_shared_bytes<DK>(a.value_dim);
+  const size_t prepare_bytes = prepare_shared_bytes<DK>(a.value_dim);  // at most the limits set below
   constexpr size_t kStateBytes = sizeof(float) * 2 * state_stage_floats<DK>();
   const size_t output_bytes = output_shared_bytes<DK>(a.value_dim);
   check(cudaFuncSetAttribute(chunk_prepare_kernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(prepare_bytes)),
+                             static_cast<int>(prepare_shared_bytes<DK>(kOutputColumns))),
         "cudaFuncSetAttribute", "gdn chunk_prepare");
   check(cudaFuncSetAttribute(chunk_state_kernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(kStateBytes)),
         "cudaFuncSetAttribute", "gdn chunk_state");
   check(cudaFuncSetAttribute(chunk_output_kernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             static_cast<int>(output_bytes)),
+                             static_cast<int>(output_shared_bytes<DK>(kOutputColumns))),
         "cudaFuncSetAttribute", "gdn chunk_output");
   const int64_t qk_cols = a.q->cols, v_cols = a.v->cols;
   for (int64_t w0 = 0; w0 < T; w0 += kWindow) {
@@ -406,11 +406,20 @@ void run(const GdnArgs& a, Queue queue) {
   }
 }
 
+// The most dynamic shared memory the three kernels take for Dk = DK (at Dv = 128).
+template <int DK>
+constexpr size_t most_shared_bytes() {
+  return std::max({prepare_shared_bytes<DK>(kOutputColumns), sizeof(float) * 2 * state_stage_floats<DK>(),
+                   output_shared_bytes<DK>(kOutputColumns)});
+}
+
 }  // namespace
 
 bool gdn_chunks(const GdnArgs& a, Queue queue) {
+  const size_t shared = a.key_dim == 128 ? most_shared_bytes<128>() : most_shared_bytes<64>();
   if (a.row_states != nullptr || (a.key_dim != 64 && a.key_dim != 128) || a.value_dim > kOutputColumns ||
-      a.value_dim > kPrepareThreads - a.key_dim || a.value_dim % kBlockColumns != 0 || a.q->rows < kChunk)
+      a.value_dim % kBlockColumns != 0 || a.q->rows < kChunk ||
+      shared > static_cast<size_t>(queue.context->shared_per_block))
     return false;
   if (a.key_dim == 128)
     run<128>(a, queue);

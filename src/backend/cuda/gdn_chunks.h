@@ -8,8 +8,8 @@
 namespace mtplx::cuda {
 
 // gdn_chunked's function in chunks with matrix products. False (nothing queued) where it does not apply:
-// per-row states asked for, Dk other than 64 or 128, Dv over 128 or not a multiple of 32, or fewer rows than
-// one chunk.
+// per-row states asked for, Dk other than 64 or 128, Dv over 128 or not a multiple of 32, fewer rows than
+// one chunk, or a device with less shared memory than the kernels need.
 bool gdn_chunks(const GdnArgs& args, Queue queue);
 
 }  // namespace mtplx::cuda
