@@ -131,14 +131,9 @@ inline uint64_t decode_bytes_per_token(const ModelWeights& w) {
   return b;
 }
 
-// Bytes of recurrent state one decode step reads and writes back (fp32): each Gated DeltaNet layer's
-// Hv x Dk x Dv matrix and its K - 1 rows of convolution inputs.
+// Bytes of recurrent state one decode step reads and writes back.
 inline uint64_t decode_state_bytes_per_token(const ModelConfig& c) {
-  const int64_t gdn_layers = c.num_hidden_layers - c.full_attention_layers();
-  const int64_t per_layer =
-      int64_t{c.linear_num_value_heads} * c.linear_key_head_dim * c.linear_value_head_dim +
-      int64_t{c.linear_conv_kernel_dim - 1} * c.conv_dim();
-  return static_cast<uint64_t>(2 * gdn_layers * per_layer * 4);
+  return static_cast<uint64_t>(2 * c.recurrent_state_bytes());
 }
 
 inline std::string human(double bytes) {

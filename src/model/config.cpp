@@ -100,6 +100,12 @@ int ModelConfig::full_attention_layers() const {
   return static_cast<int>(std::count(layer_types.begin(), layer_types.end(), LayerKind::kFullAttention));
 }
 
+int64_t ModelConfig::recurrent_state_bytes() const {
+  const int64_t per_layer = int64_t{linear_num_value_heads} * linear_key_head_dim * linear_value_head_dim +
+                            (linear_conv_kernel_dim - 1) * conv_dim();
+  return int64_t{num_hidden_layers - full_attention_layers()} * per_layer * 4;
+}
+
 ModelConfig parse_model_config(const nlohmann::json& config, const std::string& where) {
   require(config.is_object(), "config is not a JSON object", where);
   const nlohmann::json& text =

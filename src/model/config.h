@@ -43,6 +43,9 @@ struct ModelConfig {
   int64_t kv_dim() const { return int64_t{num_key_value_heads} * head_dim; }
   int64_t attn_out_dim() const { return int64_t{num_attention_heads} * head_dim; }
   int full_attention_layers() const;
+  // fp32 bytes of the Gated DeltaNet layers' recurrent state: each layer's Hv x Dk x Dv matrix and its K - 1
+  // rows of convolution inputs.
+  int64_t recurrent_state_bytes() const;
 };
 
 // Reads the text hyper-parameters from a config.json object (text_config when present). `where` names the

@@ -113,11 +113,7 @@ nlohmann::json summarize_model(const Checkpoint& ckpt, const Qwen35Model& model)
   // Memory at run time: mapped weights plus per-token caches (fp32 KV on CPU).
   const int64_t kv_bytes_per_token = int64_t{2} * c.full_attention_layers() * c.kv_dim() * 4;
   out["kv_cache_bytes_per_token_fp32"] = kv_bytes_per_token;
-  out["gdn_state_bytes"] =
-      int64_t{c.num_hidden_layers - c.full_attention_layers()} *
-      (int64_t{c.linear_num_value_heads} * c.linear_key_head_dim * c.linear_value_head_dim +
-       (c.linear_conv_kernel_dim - 1) * c.conv_dim()) *
-      4;
+  out["gdn_state_bytes"] = c.recurrent_state_bytes();
   return out;
 }
 

@@ -214,7 +214,7 @@ void CudaBackend::attention(const AttentionArgs& args) {
   // attention_prefill.cu in fp32), the gate after.
   const cuda::Position position = ctx_->position(args.pos0);
   if (q.rows > 8 && ctx_->attention_tiles &&
-      ((ctx_->attention_mma && cuda::attention_prefill_mma(args, position, *ctx_, ctx_->queue())) ||
+      ((ctx_->attention_mma && cuda::attention_prefill_mma(args, position, ctx_->queue())) ||
        cuda::attention_prefill(args, position, ctx_->queue()))) {
     if (args.gate != nullptr) sigmoid_mul(*args.out, *args.gate);
     return;

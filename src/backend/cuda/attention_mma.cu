@@ -53,14 +53,6 @@ struct Layout {
       sizeof(__half) * (kQuery + 2 * kStage) + sizeof(uint32_t) * kWarps / 2 * 32 * kSlotStride;
 };
 
-// x = hi + lo for two values, as two fp16x2 words.
-__device__ __forceinline__ void split2(float x, float y, uint32_t& hi, uint32_t& lo) {
-  const __half2 h = __floats2half2_rn(x, y);
-  const __half2 l = __floats2half2_rn(x - __low2float(h), y - __high2float(h));
-  hi = *reinterpret_cast<const uint32_t*>(&h);
-  lo = *reinterpret_cast<const uint32_t*>(&l);
-}
-
 __device__ __forceinline__ void load_matrices(uint32_t (&r)[4], const __half* shared) {
   const auto address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
@@ -123,12 +115,12 @@ __global__ void split_kv_kernel(const float* __restrict__ k_cache, const float* 
   const int64_t plane = int64_t{kv_heads} * keys_pad * D;
   __half* out = planes + (int64_t{head} * keys_pad + key) * D + d;
   uint2 hi, lo;
-  split2(kx.x, kx.y, hi.x, lo.x);
-  split2(kx.z, kx.w, hi.y, lo.y);
+  split_fp16x2(kx.x, kx.y, hi.x, lo.x);
+  split_fp16x2(kx.z, kx.w, hi.y, lo.y);
   *reinterpret_cast<uint2*>(out) = hi;
   *reinterpret_cast<uint2*>(out + plane) = lo;
-  split2(vx.x, vx.y, hi.x, lo.x);
-  split2(vx.z, vx.w, hi.y, lo.y);
+  split_fp16x2(vx.x, vx.y, hi.x, lo.x);
+  split_fp16x2(vx.z, vx.w, hi.y, lo.y);
   *reinterpret_cast<uint2*>(out + 2 * plane) = hi;
   *reinterpret_cast<uint2*>(out + 3 * plane) = lo;
 }
@@ -177,8 +169,8 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     const int v = i / (D / 4), d = i % (D / 4) * 4;
     const float4 x = *reinterpret_cast<const float4*>(q + row_of(v) * q_cols + int64_t{head_of(v)} * D + d);
     uint2 hi, lo;
-    split2(x.x, x.y, hi.x, lo.x);
-    split2(x.z, x.w, hi.y, lo.y);
+    split_fp16x2(x.x, x.y, hi.x, lo.x);
+    split_fp16x2(x.z, x.w, hi.y, lo.y);
     *reinterpret_cast<uint2*>(q_hi + v * kPitch + d) = hi;
     *reinterpret_cast<uint2*>(q_lo + v * kPitch + d) = lo;
   }
@@ -262,10 +254,10 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
         uint32_t* hi = slot + kk * 8;
         const float(&s0)[4] = s[2 * kk];
         const float(&s1)[4] = s[2 * kk + 1];
-        split2(s0[0] * kProbabilityScale, s0[1] * kProbabilityScale, hi[0], hi[4]);
-        split2(s0[2] * kProbabilityScale, s0[3] * kProbabilityScale, hi[1], hi[5]);
-        split2(s1[0] * kProbabilityScale, s1[1] * kProbabilityScale, hi[2], hi[6]);
-        split2(s1[2] * kProbabilityScale, s1[3] * kProbabilityScale, hi[3], hi[7]);
+        split_fp16x2(s0[0] * kProbabilityScale, s0[1] * kProbabilityScale, hi[0], hi[4]);
+        split_fp16x2(s0[2] * kProbabilityScale, s0[3] * kProbabilityScale, hi[1], hi[5]);
+        split_fp16x2(s1[0] * kProbabilityScale, s1[1] * kProbabilityScale, hi[2], hi[6]);
+        split_fp16x2(s1[2] * kProbabilityScale, s1[3] * kProbabilityScale, hi[3], hi[7]);
       }
     }
     pair_barrier(pair);  // the scorer's slot is written
@@ -314,13 +306,13 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 }
 
 template <int D>
-void launch_mma(const AttentionArgs& a, Position position, const Context& context, Queue queue) {
+void launch_mma(const AttentionArgs& a, Position position, Queue queue) {
   using L = Layout<D>;
   check(cudaFuncSetAttribute(attention_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(L::kBytes)),
         "cudaFuncSetAttribute", "attention_mma");
   const int64_t T = a.q->rows, keys = a.pos0 + T, keys_pad = (keys + kKeys - 1) / kKeys * kKeys;
-  const auto planes = context.scratch(sizeof(__half) * kPlanes * a.kv_heads * keys_pad * D);
+  const auto planes = queue.context->scratch(sizeof(__half) * kPlanes * a.kv_heads * keys_pad * D);
   auto* halves = static_cast<__half*>(planes.get());
   constexpr int kSplitThreads = 256;
   launch(split_kv_kernel<D>, blocks_for(keys_pad * a.kv_heads * D / 4, kSplitThreads), kSplitThreads, 0,
@@ -336,8 +328,8 @@ void launch_mma(const AttentionArgs& a, Position position, const Context& contex
 
 }  // namespace
 
-bool attention_prefill_mma(const AttentionArgs& args, Position position, const Context& context,
-                           Queue queue) {
+bool attention_prefill_mma(const AttentionArgs& args, Position position, Queue queue) {
+  const Context& context = *queue.context;
   const int group = args.heads / args.kv_heads;
   // The split pre-pass sizes its planes by the host's position, which a step graph would move; it splits
   // every key, so it pays for itself over many query rows only (verify widths keep the fp32 tiles).
@@ -347,9 +339,9 @@ bool attention_prefill_mma(const AttentionArgs& args, Position position, const C
       args.k_cache->cols != int64_t{args.kv_heads} * args.head_dim)
     return false;
   if (args.head_dim == 256)
-    launch_mma<256>(args, position, context, queue);
+    launch_mma<256>(args, position, queue);
   else if (args.head_dim == 128)
-    launch_mma<128>(args, position, context, queue);
+    launch_mma<128>(args, position, queue);
   else
     return false;
   return true;

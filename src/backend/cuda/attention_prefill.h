@@ -15,6 +15,6 @@ bool attention_prefill(const AttentionArgs& args, Position position, Queue queue
 // products per pair of operands. False (nothing queued) where it does not apply: fewer than 64 rows,
 // head_dim other than 128 or 256, a GQA group over 64, a step graph being captured (the planes are sized by
 // the host's position), or a device with less shared memory than a block needs.
-bool attention_prefill_mma(const AttentionArgs& args, Position position, const Context& context, Queue queue);
+bool attention_prefill_mma(const AttentionArgs& args, Position position, Queue queue);
 
 }  // namespace mtplx::cuda

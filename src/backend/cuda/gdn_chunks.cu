@@ -186,6 +186,10 @@ template <int DK>
 constexpr int state_stage_floats() {
   return 2 * kChunk * DK + kChunk * kBlockColumns + kChunk;
 }
+template <int DK>
+constexpr size_t state_shared_bytes() {  // two stages
+  return sizeof(float) * 2 * state_stage_floats<DK>();
+}
 
 // Column sums over the 4 parts of a column (lanes 8 apart).
 __device__ __forceinline__ float part_sum(float x) {
@@ -312,8 +316,8 @@ __global__ void __launch_bounds__(kOutputThreads)
                         const float* __restrict__ starts, const float* __restrict__ vprime,
                         float* __restrict__ out, int64_t T, int Hk, int Hv, int Dv) {
   extern __shared__ __align__(16) float shared[];
-  float* seq = shared;                // [kChunk][DK]: Q
-  float* ss = seq + kChunk * DK;      // [DK][Dv]: S as the chunk found it
+  float* sq = shared;                 // [kChunk][DK]: Q
+  float* ss = sq + kChunk * DK;       // [DK][Dv]: S as the chunk found it
   float* sqk = ss + DK * Dv;          // [kChunk][kChunk]
   float* sv = sqk + kChunk * kChunk;  // [kChunk][Dv]: V'
   begin_dependent();
@@ -324,7 +328,7 @@ __global__ void __launch_bounds__(kOutputThreads)
   const ChunkScratch layout(DK, Dv);
   const float* in = prep + (int64_t{hv} * chunks + chunk) * layout.total;
   const float* start = starts + (int64_t{hv} * chunks + chunk) * DK * Dv;
-  stage_rows(seq, DK, q + t0 * qk_cols + int64_t{kh} * DK, qk_cols, DK, L);
+  stage_rows(sq, DK, q + t0 * qk_cols + int64_t{kh} * DK, qk_cols, DK, L);
   stage_rows(sv, Dv, vprime + t0 * v_cols + int64_t{hv} * Dv, v_cols, Dv, L);
   for (int e = threadIdx.x; e < DK * Dv / 4; e += kOutputThreads) copy_async16(ss + 4 * e, start + 4 * e);
   for (int e = threadIdx.x; e < kChunk * kChunk / 4; e += kOutputThreads)
@@ -341,7 +345,7 @@ __global__ void __launch_bounds__(kOutputThreads)
                 s3 = ss[(d + 3) * Dv + j];
 #pragma unroll
     for (int r = 0; r < kOutputRows; ++r) {
-      const float4 x = *reinterpret_cast<const float4*>(seq + (first + kStride * r) * DK + d);
+      const float4 x = *reinterpret_cast<const float4*>(sq + (first + kStride * r) * DK + d);
       acc[r] = fmaf(x.x, s0, acc[r]);
       acc[r] = fmaf(x.y, s1, acc[r]);
       acc[r] = fmaf(x.z, s2, acc[r]);
@@ -373,7 +377,7 @@ void run(const GdnArgs& a, Queue queue) {
   float* starts = prep + prep_floats;
   float* vprime = starts + start_floats;
   const size_t prepare_bytes = prepare_shared_bytes<DK>(a.value_dim);  // at most the limits set below
-  constexpr size_t kStateBytes = sizeof(float) * 2 * state_stage_floats<DK>();
+  constexpr size_t kStateBytes = state_shared_bytes<DK>();
   const size_t output_bytes = output_shared_bytes<DK>(a.value_dim);
   check(cudaFuncSetAttribute(chunk_prepare_kernel<DK>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              static_cast<int>(prepare_shared_bytes<DK>(kOutputColumns))),
@@ -409,7 +413,7 @@ void run(const GdnArgs& a, Queue queue) {
 // The most dynamic shared memory the three kernels take for Dk = DK (at Dv = 128).
 template <int DK>
 constexpr size_t most_shared_bytes() {
-  return std::max({prepare_shared_bytes<DK>(kOutputColumns), sizeof(float) * 2 * state_stage_floats<DK>(),
+  return std::max({prepare_shared_bytes<DK>(kOutputColumns), state_shared_bytes<DK>(),
                    output_shared_bytes<DK>(kOutputColumns)});
 }
 

@@ -71,12 +71,7 @@ __global__ void __launch_bounds__(kSplitThreads)
     const float4 v = xr[(slice * kSlice + 16 * c + 4 * s) / 4];
     const float f[4] = {v.x * scale, v.y * scale, v.z * scale, v.w * scale};
     uint32_t hi[2], lo[2];
-    for (int j = 0; j < 2; ++j) {
-      const __half2 h = __floats2half2_rn(f[2 * j], f[2 * j + 1]);
-      const __half2 l = __floats2half2_rn(f[2 * j] - __low2float(h), f[2 * j + 1] - __high2float(h));
-      hi[j] = *reinterpret_cast<const uint32_t*>(&h);
-      lo[j] = *reinterpret_cast<const uint32_t*>(&l);
-    }
+    for (int j = 0; j < 2; ++j) split_fp16x2(f[2 * j], f[2 * j + 1], hi[j], lo[j]);
     if constexpr (kLayout == SplitLayout::kFragments) {
       split[(row * slices + slice) * 16 + p] = make_uint4(hi[0], hi[1], lo[0], lo[1]);
     } else {  // word c of chunk 2s + h of each plane: columns 16c + 4s + 2h, + 1; the chunk swizzled

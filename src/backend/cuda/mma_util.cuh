@@ -79,6 +79,15 @@ __device__ __forceinline__ uint32_t f16x2_of_nibbles(uint32_t word, int j) {
   return minus_1024((t & 0xFu) | ((t << 12) & 0xF0000u) | 0x64006400u);
 }
 
+// x = hi + lo for two values, as two fp16x2 words (hi = fp16(x), lo = fp16(x - hi)): ~22 significant bits
+// through two fp16 operands.
+__device__ __forceinline__ void split_fp16x2(float x, float y, uint32_t& hi, uint32_t& lo) {
+  const __half2 h = __floats2half2_rn(x, y);
+  const __half2 l = __floats2half2_rn(x - __low2float(h), y - __high2float(h));
+  hi = *reinterpret_cast<const uint32_t*>(&h);
+  lo = *reinterpret_cast<const uint32_t*>(&l);
+}
+
 // A lane's codes of one row within a slice (`codes`: the row's slice bytes in shared memory), columns 16c ..
 // 16c + 15, as words: 4 of 8-bit codes or 2 of 4-bit (one 16- or 8-byte load).
 template <int kBits>
