@@ -45,11 +45,14 @@
 //                 device sampler, q kept there); the greedy step with 4-bit
 //                 codes at one row on the classic GEMV, with the classic GEMV unpipelined, and with the
 //                 step's input copied before the graph instead of in its params kernel (as before
-//                 2026-11-27), and its split (MTP forward, head GEMV, pick). --draft-only 1: the AR step
-//                 and these rows alone.
+//                 2026-11-27), and its split (MTP forward, head GEMV, pick); greedy and device-sampled drafts
+//                 as the generator runs them, 1..4 steps with the ids kept on the GPU and one wait at the
+//                 end (ms per step).
+//                 --draft-only 1: the AR step and these rows alone.
 //   rollback      a 3-row verify's rollback to 1 row: in one copy_blocks launch, and a copy per state tensor.
 //   projected     MTP speedup from these step costs at published acceptance (see docs/benchmarks.md):
-//                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR).
+//                 E[tokens/cycle] / ((K t_draft + t_verify(K+1)) / t_AR), for each head with t_draft the
+//                 downloaded-logits step and ("greedy chained") the per-step time of 3 chained greedy steps.
 //   ppN           prefill of N tokens + the logits of the last row; t/s = N / time (one run past 8192); with
 //                 the paths before 2026-11-26 and with the tensor-core GEMM, tiled attention and the GDN
 //                 column kernel added in turn (the default has all three), and the split of the longest
@@ -70,6 +73,7 @@
 #include "op_timer.h"
 #if MTPLX_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "decode/accept.h"
 #include "decode/draft_head.h"
 #include "decode/rng.h"
 #include "decode/sampling.h"
@@ -391,6 +395,48 @@ std::vector<std::pair<std::string, double>> bench_drafts(CudaBackend& gpu, Qwen3
     const double sampled_device =
         step_ms([&](const Tensor& h) { device_sampler->draw_draft(head.project(h), 0, rng.uniform()); });
     drafts.push_back({spec, draft});
+    // Drafts as the generator runs them (GenerationConfig::device_draft_ids): `steps` draft steps whose ids
+    // stay in token slots (`pick` puts step s's there), each step reading the previous one's there, then
+    // one wait for the device (`finish`); median ms per step.
+    const auto slots = head.token_slots(kMaxDraftTokens);
+    const auto chained_ms = [&](int steps, const auto& pick, const auto& finish) {
+      std::vector<double> ms;
+      const int32_t placeholder = 0;
+      for (int rep = 0; rep < 16; ++rep) {
+        const int32_t token = tokens[rep % kPrompt];
+        Stopwatch clock;
+        Tensor h = model.mtp_forward(std::span(&token, 1), hidden.row_view(kPrompt - 1, 1), 0, state);
+        for (int s = 0; s < steps; ++s) {
+          pick(h, s);
+          const SlotRows previous{slots.get(), s, 0, 1};
+          if (s + 1 < steps) h = model.mtp_forward(std::span(&placeholder, 1), h, s + 1, state, &previous);
+        }
+        finish(steps);
+        ms.push_back(clock.seconds() * 1e3 / steps);
+      }
+      ms.erase(ms.begin());
+      return median(ms);
+    };
+    // Greedy: the ids read at the end. Sampled on the device: each draw left in its slot, then a wait.
+    const auto chained_sampler = gpu.device_sampler(draft_filter, &draft_filter, head.ids(), 4);
+    require(chained_sampler != nullptr, "no device sampler for the draft head");
+    const auto greedy_into_slot = [&](const Tensor& h, int s) { head.greedy_pick(h, *slots, s); };
+    const auto draw_into_slot = [&](const Tensor& h, int s) {
+      chained_sampler->draw_draft_into(head.project(h), s, rng.uniform(), *slots, s);
+    };
+    const auto read_ids = [&](int steps) { slots->read(0, steps); };
+    const auto wait = [&](int) { gpu.synchronize(); };
+    for (const bool picked : {true, false}) {
+      std::printf("draft %s %s, ids kept on the device (per step):", spec.c_str(),
+                  picked ? "greedy" : "sampled (device sampler)");
+      for (const int steps : {1, 2, 3, 4}) {
+        const double per_step =
+            greedy ? chained_ms(steps, greedy_into_slot, read_ids) : chained_ms(steps, draw_into_slot, wait);
+        std::printf(" %d steps %.3f ms (%.3fx)%s", steps, per_step, per_step * ar / 1e3,
+                    steps < 4 ? "," : "\n");
+        if (steps == 3 && picked) drafts.push_back({spec + " greedy chained", per_step});
+      }
+    }
     // Where a greedy draft step's time goes: the MTP forward alone (graph replay, waited for), then with
     // the head's GEMV (waited for); the rest of the greedy row is the pick and the id's download.
     const double forward = step_ms([&](const Tensor&) { gpu.synchronize(); });

@@ -36,6 +36,50 @@ std::vector<int32_t> Backend::greedy_tokens(const Tensor& logits) {
   return ids;
 }
 
+namespace {
+
+// Token slots in host memory: the default for backends whose picks come to the host anyway.
+class HostTokenSlots final : public TokenSlots {
+ public:
+  HostTokenSlots(int count, std::span<const int32_t> id_map)
+      : ids_(static_cast<size_t>(count), 0), map_(id_map.begin(), id_map.end()) {}
+  int size() const override { return static_cast<int>(ids_.size()); }
+  std::span<const int32_t> read(int first, int count) override {
+    check_range(first, count);
+    return std::span<const int32_t>(ids_).subspan(static_cast<size_t>(first), static_cast<size_t>(count));
+  }
+  void write(int first, std::span<const int32_t> picks, bool mapped) {
+    check_range(first, static_cast<int>(picks.size()));
+    for (size_t r = 0; r < picks.size(); ++r) {
+      const auto pick = static_cast<size_t>(picks[r]);
+      require(!mapped || map_.empty() || pick < map_.size(),
+              "internal error: greedy pick outside the id map");
+      ids_[static_cast<size_t>(first) + r] = mapped && !map_.empty() ? map_[pick] : picks[r];
+    }
+  }
+
+ private:
+  void check_range(int first, int count) const {
+    require(first >= 0 && count >= 0 && first + count <= size(),
+            str("internal error: token slots [", first, ", ", first + count, ") of ", size()));
+  }
+  std::vector<int32_t> ids_;
+  std::vector<int32_t> map_;
+};
+
+}  // namespace
+
+std::unique_ptr<TokenSlots> Backend::token_slots(int count, std::span<const int32_t> id_map) {
+  require(count >= 0, "internal error: negative token slot count");
+  return std::make_unique<HostTokenSlots>(count, id_map);
+}
+
+void Backend::greedy_pick(const Tensor& logits, TokenSlots& slots, int first, bool mapped) {
+  auto* host = dynamic_cast<HostTokenSlots*>(&slots);
+  require(host != nullptr, str("internal error: token slots of another backend given to ", name()));
+  host->write(first, greedy_tokens(logits), mapped);
+}
+
 void Backend::top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) {
   require(k >= 0, str("top_k needs k >= 0, got ", k), "Backend::top_k");
   std::vector<float> host(static_cast<size_t>(logits.numel()));
@@ -102,7 +146,7 @@ std::unique_ptr<Backend::Graph> Backend::end_capture() {
   fail(str("internal error: the ", name(), " backend has no step graphs"));
 }
 
-void Backend::replay(Graph&, std::span<const int32_t>, int64_t, const Tensor*, Tensor*) {
+void Backend::replay(Graph&, std::span<const int32_t>, int64_t, const Tensor*, Tensor*, const SlotRows*) {
   fail(str("internal error: the ", name(), " backend has no step graphs"));
 }
 

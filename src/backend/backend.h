@@ -17,6 +17,27 @@
 
 namespace mtplx {
 
+// Token ids kept where a backend picked them (Backend::token_slots): drafts picked (greedy_pick) or drawn
+// (DeviceSampler::draw_draft_into) there feed the next draft step and the verify's rows without a host
+// round trip each, so a cycle waits for the device once.
+class TokenSlots {
+ public:
+  virtual ~TokenSlots() = default;
+  virtual int size() const = 0;
+  // The ids in slots [first, first + count), once the ops queued before have run (a wait for the device).
+  // Valid until the next read.
+  virtual std::span<const int32_t> read(int first, int count) = 0;
+};
+
+// Rows [first_row, first_row + count) of a step whose ids are slots [first_slot, first_slot + count) of
+// `slots` rather than the host span's entries there (placeholders, in range).
+struct SlotRows {
+  TokenSlots* slots = nullptr;
+  int first_slot = 0;
+  int first_row = 0;
+  int count = 0;
+};
+
 // A sampler config whose distribution a top-k cut decides (decode/sampling.h's Sampler::candidates_needed
 // > 0): logits / temperature -> the k best (row_pick.h's rank) -> top-p -> min-p -> renormalised, the same
 // steps and fp32/fp64 arithmetic as Sampler::filter_top_k.
@@ -38,13 +59,18 @@ class DeviceSampler {
   // distribution q_step is kept on the device for accept(); the token is drawn with `uniform` in [0, 1) by
   // the categorical rule of decode/rng.h (ascending ids, fp64 running sum). Returns the token id.
   virtual int32_t draw_draft(const Tensor& head_logits, int step, float uniform) = 0;
+  // The same draw left in token slots of this backend (Backend::token_slots) at `slot`, with no wait for
+  // the device: the next draft step and accept() read it there.
+  virtual void draw_draft_into(const Tensor& head_logits, int step, float uniform, TokenSlots& slots,
+                               int slot) = 0;
   // Target rows `logits` [drafts.size() + 1, vocab] of a verify (or one row and no drafts: a plain draw):
   // draft i is tested with uniforms[i], the recovered or bonus token drawn with the next one (at most
   // drafts.size() + 1 are used). Drafts come from draw_draft in this cycle, or are greedy when the sampler
   // was made without a draft filter. Writes the emitted tokens (accepted drafts, then the recovered or
-  // bonus token) to `tokens` [drafts.size() + 1] and returns the accepted count.
+  // bonus token) to `tokens` [drafts.size() + 1] and returns the accepted count. With `draft_slots`, the
+  // drafts' ids are its slots 0 .. drafts.size() - 1 (the span's entries are placeholders).
   virtual int accept(const Tensor& logits, std::span<const int32_t> drafts, std::span<const float> uniforms,
-                     std::span<int32_t> tokens) = 0;
+                     std::span<int32_t> tokens, TokenSlots* draft_slots = nullptr) = 0;
 };
 
 // Arguments of the gated delta rule over T tokens (one sequence), per value head hv using key head
@@ -218,6 +244,12 @@ class Backend {
   // The same rule as decode/sampling.h's argmax, so a greedy decode loop can take the token without the
   // row crossing to the host. Default: download the rows, then pick on the host.
   virtual std::vector<int32_t> greedy_tokens(const Tensor& logits);
+  // `count` token slots in this backend's memory; `id_map` (empty: the identity) maps the row indices a
+  // mapped greedy_pick writes (a trimmed draft head's rows to token ids). Default: host memory.
+  virtual std::unique_ptr<TokenSlots> token_slots(int count, std::span<const int32_t> id_map);
+  // slots[first + r] = greedy_tokens' pick of row r of `logits`, through the slots' id map when `mapped`;
+  // queued like any op, read with TokenSlots::read. `slots` must come from this backend's token_slots.
+  virtual void greedy_pick(const Tensor& logits, TokenSlots& slots, int first, bool mapped);
 
   // --- top-k candidates
   // The k entries of each row of `logits` [rows, vocab] that rank first by backend/row_pick.h's rule (larger
@@ -254,8 +286,9 @@ class Backend {
   // Queues the recorded ops with these ids (the captured count) at this base position. With `input`, its
   // rows are first copied into `graph_input` (a tensor of the same shape that the recorded ops read), in
   // the launch that sets the ids where the backend can (one queued op fewer than copy_rows before it).
+  // With `slot_rows`, those rows' ids are read from token slots of this backend where they are.
   virtual void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position,
-                      const Tensor* input, Tensor* graph_input);
+                      const Tensor* input, Tensor* graph_input, const SlotRows* slot_rows = nullptr);
 };
 
 // Backend::top_k's contract over rows already on the host ([row_count, cols], row-major): the default

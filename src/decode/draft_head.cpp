@@ -180,6 +180,14 @@ int32_t DraftHead::greedy_token(const Tensor& hidden_row) {
   return ids_.empty() ? index : ids_[static_cast<size_t>(index)];  // ids_ ascending: ties stay lowest-id
 }
 
+std::unique_ptr<TokenSlots> DraftHead::token_slots(int count) {
+  return model_.backend().token_slots(count, ids_);
+}
+
+void DraftHead::greedy_pick(const Tensor& hidden_row, TokenSlots& slots, int slot) {
+  model_.backend().greedy_pick(project(hidden_row), slots, slot, true);
+}
+
 void DraftHead::top_k(const Tensor& hidden_row, int k, std::vector<ScoredToken>& out) {
   model_.backend().top_k(project(hidden_row), k, out);
 }

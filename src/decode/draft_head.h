@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -47,6 +48,11 @@ class DraftHead {
   // The token a greedy draft picks from that row: the argmax of the draft logits (ties -> lowest id, as
   // Sampler's greedy rule), found by the backend where the logits are, so only the id comes to the host.
   int32_t greedy_token(const Tensor& hidden_row);
+  // Token slots whose mapped picks are this head's token ids (Backend::token_slots with ids()).
+  std::unique_ptr<TokenSlots> token_slots(int count);
+  // greedy_token's pick for that row queued into `slots` (made by token_slots) at `slot`: the id stays where
+  // the logits are, for the next draft step and the verify (no host round trip).
+  void greedy_pick(const Tensor& hidden_row, TokenSlots& slots, int slot);
   // The k best draft logits of that row, picked by the backend where the logits are (Backend::top_k), best
   // first; ids index this head's rows, like the entries of logits() (map them with ids() when trimmed).
   void top_k(const Tensor& hidden_row, int k, std::vector<ScoredToken>& out);

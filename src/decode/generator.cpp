@@ -72,6 +72,11 @@ class Run {
         draft_(config.draft, head ? static_cast<int>(head->size()) : vocab_),
         policy_(config.mtp_depth, config.adaptive_depth) {
     device_ = make_device_sampler();
+    // Drafts picked or drawn where the logits are stay there: greedy ones (DraftHead::greedy_pick) and the
+    // device sampler's draws (DeviceSampler::draw_draft_into).
+    if (config.device_draft_ids && config.mtp_depth > 0 && head != nullptr &&
+        (draft_.config().greedy() || device_ != nullptr))
+      slots_ = head->token_slots(2 * kMaxDraftTokens + 1);  // drafts, then the verify's greedy picks
     result_.stats.device_sampling = device_ != nullptr;
     result_.stats.prompt_tokens = static_cast<int64_t>(prompt.size());
     result_.stats.drafted_at.assign(config.mtp_depth, 0);
@@ -172,14 +177,15 @@ class Run {
 
   // Device acceptance of `drafts` (none: a plain draw) over the target rows `logits`. The uniforms are drawn
   // ahead, then the Rng is wound to where the host path would leave it: one per tested draft, plus one.
-  Verdict accept_on_device(const Tensor& logits, std::span<const int32_t> drafts) {
+  Verdict accept_on_device(const Tensor& logits, std::span<const int32_t> drafts,
+                           TokenSlots* draft_slots = nullptr) {
     const int K = static_cast<int>(drafts.size());
     const Rng start = rng_;
     for (int i = 0; i <= K; ++i) uniforms_[static_cast<size_t>(i)] = rng_.uniform();
     Verdict v;
     v.drafted = K;
-    v.accepted =
-        device_->accept(logits, drafts, std::span(uniforms_).first(K + 1), std::span(v.tokens).first(K + 1));
+    v.accepted = device_->accept(logits, drafts, std::span(uniforms_).first(K + 1),
+                                 std::span(v.tokens).first(K + 1), draft_slots);
     const int used = v.accepted + (v.accepted < K ? 1 : 0) + 1;
     rng_ = start;
     for (int i = 0; i < used; ++i) rng_.uniform();
@@ -234,7 +240,14 @@ class Run {
     int64_t position = pending_pos0_ + h.rows - 1;
     h = h.row_view(h.rows - 1, 1);
     for (int s = 0; s < K; ++s) {
-      if (draft_.config().greedy()) {  // q is a point mass: only the token leaves the device
+      const bool greedy = draft_.config().greedy();
+      if (slots_) {  // the id stays in slot s, read by the next step and the verify where it is
+        if (greedy)
+          head_->greedy_pick(h, *slots_, s);
+        else
+          device_->draw_draft_into(head_->project(h), s, rng_.uniform(), *slots_, s);
+        drafts_.push_back(0);  // a placeholder in range
+      } else if (greedy) {     // q is a point mass: only the token leaves the device
         drafts_.push_back(head_->greedy_token(h));
         q_[s].reset_sparse(vocab_);
         q_[s].push(drafts_.back(), 1.0f);
@@ -245,7 +258,8 @@ class Run {
         drafts_.push_back(sample(q_[s], rng_));
       }
       if (s + 1 < K) {
-        h = model_.mtp_forward({&drafts_.back(), 1}, h, ++position, state_);
+        const SlotRows picked{slots_.get(), s, 0, 1};
+        h = model_.mtp_forward({&drafts_.back(), 1}, h, ++position, state_, slots_ ? &picked : nullptr);
       }
     }
   }
@@ -270,13 +284,17 @@ class Run {
     rows_.assign(1, lead_);
     rows_.insert(rows_.end(), drafts_.begin(), drafts_.end());
     const int64_t pos0 = state_.position;
-    const Tensor hidden = model_.forward(rows_, state_, {GdnMode::kAuto, K > 0});
+    const bool slotted = slots_ && K > 0;
+    const SlotRows drafted{slots_.get(), 0, 1, K};
+    const Tensor hidden =
+        model_.forward(rows_, state_, {GdnMode::kAuto, K > 0, slotted ? &drafted : nullptr});
     const Tensor logits = model_.logits(hidden);
+    if (slotted && !device_) read_slotted_drafts(logits, K);  // the device sampler reads them where they are
     Verdict device_verdict;
     if (greedy_target()) {
-      argmaxes_ = model_.backend().greedy_tokens(logits);
+      if (!slotted) argmaxes_ = model_.backend().greedy_tokens(logits);
     } else if (device_) {
-      device_verdict = accept_on_device(logits, drafts_);
+      device_verdict = accept_on_device(logits, drafts_, slotted ? slots_.get() : nullptr);
     } else if (const int k = target_candidates()) {
       model_.backend().top_k(logits, k, candidates_);
     } else {
@@ -293,6 +311,20 @@ class Run {
       pending_tokens_.assign(verdict.emitted().begin(), verdict.emitted().end());
       pending_hidden_ = hidden.row_view(0, verdict.count());
       pending_pos0_ = pos0;
+    }
+  }
+
+  // The greedy drafts left in slots 0..K-1, and with a greedy target the verify rows' picks (slots
+  // K..2K), read in one wait for the device; q of each draft is the point mass on it.
+  void read_slotted_drafts(const Tensor& logits, int K) {
+    const bool targets = greedy_target();
+    if (targets) model_.backend().greedy_pick(logits, *slots_, K, false);
+    const auto ids = slots_->read(0, targets ? 2 * K + 1 : K);
+    drafts_.assign(ids.begin(), ids.begin() + K);
+    if (targets) argmaxes_.assign(ids.begin() + K, ids.end());
+    for (int s = 0; s < K; ++s) {
+      q_[s].reset_sparse(vocab_);
+      q_[s].push(drafts_[s], 1.0f);
     }
   }
 
@@ -379,6 +411,7 @@ class Run {
   std::vector<int32_t> history_;         // generated tokens + drafts before a row (penalties)
   Distribution local_q_, residual_;
   std::unique_ptr<DeviceSampler> device_;              // null: filters and acceptance on the host
+  std::unique_ptr<TokenSlots> slots_;                  // null: drafts come to the host one by one
   std::array<float, kMaxDraftTokens + 1> uniforms_{};  // a device acceptance's draws
 };
 

@@ -1,5 +1,6 @@
 #include "model/qwen35.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "base/error.h"
@@ -41,8 +42,21 @@ void Qwen35Model::reserve_verify_rows(ModelState& state, int64_t rows) {
   if (rows > 1) reserve_capture_rows(state, rows - 1);
 }
 
+std::span<const int32_t> Qwen35Model::read_slot_rows(std::span<const int32_t> tokens,
+                                                     const SlotRows* slot_rows,
+                                                     std::vector<int32_t>& storage) {
+  if (slot_rows == nullptr || slot_rows->count == 0) return tokens;
+  require(slot_rows->first_row >= 0 && slot_rows->first_row + slot_rows->count <= std::ssize(tokens),
+          "internal error: slot rows outside the step");
+  storage.assign(tokens.begin(), tokens.end());
+  const auto ids = slot_rows->slots->read(slot_rows->first_slot, slot_rows->count);
+  std::copy(ids.begin(), ids.end(), storage.begin() + slot_rows->first_row);
+  return storage;
+}
+
 Tensor Qwen35Model::graphed(int key, std::span<const int32_t> tokens, int64_t base, ModelState& state,
-                            const Tensor* input, const std::function<Tensor(const Tensor&)>& ops) {
+                            const Tensor* input, const SlotRows* slot_rows,
+                            const std::function<Tensor(const Tensor&)>& ops) {
   auto it = state.graphs->find(key);
   if (it == state.graphs->end()) {
     StepGraph step;
@@ -61,7 +75,7 @@ Tensor Qwen35Model::graphed(int key, std::span<const int32_t> tokens, int64_t ba
     it = state.graphs->emplace(key, std::move(step)).first;
   }
   StepGraph& step = it->second;
-  backend_.replay(*step.graph, tokens, base, input, input != nullptr ? &step.input : nullptr);
+  backend_.replay(*step.graph, tokens, base, input, input != nullptr ? &step.input : nullptr, slot_rows);
   Tensor out = backend_.alloc(step.output.rows, step.output.cols);
   backend_.copy_rows(step.output, out, 0);
   return out;
@@ -110,10 +124,11 @@ Tensor Qwen35Model::forward(std::span<const int32_t> tokens, ModelState& state,
   if (use_graph(T)) {
     const bool chunked = options.gdn_mode == GdnMode::kChunked;
     const int key = static_cast<int>(T) * 4 + (options.capture_rows ? 2 : 0) + (chunked ? 1 : 0);
-    hidden = graphed(key, tokens, state.position, state, nullptr,
+    hidden = graphed(key, tokens, state.position, state, nullptr, options.slot_rows,
                      [&](const Tensor&) { return trunk(tokens, state, options); });
   } else {
-    hidden = trunk(tokens, state, options);
+    std::vector<int32_t> storage;
+    hidden = trunk(read_slot_rows(tokens, options.slot_rows, storage), state, options);
   }
   state.captured_from = options.capture_rows ? state.position : -1;
   state.captured_rows = options.capture_rows ? T : 0;
@@ -307,16 +322,17 @@ Tensor Qwen35Model::gdn(const GdnWeights& w, const Tensor& h, LayerState& state,
 }
 
 Tensor Qwen35Model::mtp_forward(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0,
-                                ModelState& state) {
+                                ModelState& state, const SlotRows* slot_rows) {
   require(has_mtp(), "this checkpoint has no MTP head", "",
           "use a checkpoint with mtp.* weights or an MTPLX artifact");
   const auto T = static_cast<int64_t>(tokens.size());
   require(hidden.rows == T && hidden.cols == config_.hidden_size, "internal error: MTP hidden shape");
   require(pos0 >= 0 && pos0 <= state.mtp_length && pos0 + T <= state.capacity,
           "internal error: MTP position");
-  Tensor out = use_graph(T) ? graphed(1000 + static_cast<int>(T), tokens, pos0, state, &hidden,
+  std::vector<int32_t> storage;
+  Tensor out = use_graph(T) ? graphed(1000 + static_cast<int>(T), tokens, pos0, state, &hidden, slot_rows,
                                       [&](const Tensor& in) { return mtp_ops(tokens, in, pos0, state); })
-                            : mtp_ops(tokens, hidden, pos0, state);
+                            : mtp_ops(read_slot_rows(tokens, slot_rows, storage), hidden, pos0, state);
   state.mtp_length = pos0 + T;
   return out;
 }

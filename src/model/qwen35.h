@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "backend/backend.h"
 #include "io/checkpoint.h"
@@ -22,6 +23,9 @@ struct ForwardOptions {
   // Keep the GDN states after every row so rollback() can keep any prefix without re-running the trunk
   // (speculative verify). Implies the recurrent form.
   bool capture_rows = false;
+  // Rows whose ids are still in token slots (greedy drafts picked where the logits are); the token span's
+  // entries there are placeholders. A step graph reads them where they are; otherwise they are read first.
+  const SlotRows* slot_rows = nullptr;
 };
 
 class Qwen35Model {
@@ -56,8 +60,9 @@ class Qwen35Model {
   // Runs the MTP head over T slots at RoPE positions pos0..pos0+T-1: slot i pairs tokens[i] (the token after
   // the hidden's position) with hidden row i, and is written to row pos0 + i of the head's KV cache (rows
   // past it are dropped). Returns the post-mtp.norm states [T, H]; their logits predict the token after
-  // tokens[i].
-  Tensor mtp_forward(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0, ModelState& state);
+  // tokens[i]. `slot_rows` as in ForwardOptions.
+  Tensor mtp_forward(std::span<const int32_t> tokens, const Tensor& hidden, int64_t pos0, ModelState& state,
+                     const SlotRows* slot_rows = nullptr);
 
  private:
   Tensor trunk(std::span<const int32_t> tokens, ModelState& state, const ForwardOptions& options);
@@ -66,7 +71,11 @@ class Qwen35Model {
   // recorded on first use, replayed after with `tokens` at `base`. `input` (may be null) is copied into the
   // graph's own input buffer first. Returns a copy of the output (callers may keep it across steps).
   Tensor graphed(int key, std::span<const int32_t> tokens, int64_t base, ModelState& state,
-                 const Tensor* input, const std::function<Tensor(const Tensor&)>& ops);
+                 const Tensor* input, const SlotRows* slot_rows,
+                 const std::function<Tensor(const Tensor&)>& ops);
+  // `tokens` with the ids of `slot_rows` read into a copy (`storage`) when there are any.
+  static std::span<const int32_t> read_slot_rows(std::span<const int32_t> tokens, const SlotRows* slot_rows,
+                                                 std::vector<int32_t>& storage);
   bool use_graph(int64_t rows) const;
   // Sizes the GDN capture buffers for `rows` captured rows; drops the state's graphs when a buffer moved.
   void reserve_capture_rows(ModelState& state, int64_t rows);

@@ -411,6 +411,41 @@ TEST_F(CudaOps, GreedyTokensMatchOracle) {
   EXPECT_THROW(gpu_->greedy_tokens(gpu_->upload(nan_row, 3, 5000)), Error);
 }
 
+// greedy_pick writes greedy_tokens' picks into device token slots at any offset, through the slots' id map
+// when asked, and read() brings them back; ranges outside the slots, a map of another width, another
+// backend's slots and a row without comparable values are errors.
+TEST_F(CudaOps, GreedyPickIntoTokenSlots) {
+  const int64_t cols = 4100;
+  std::vector<int32_t> map(static_cast<size_t>(cols));
+  for (size_t i = 0; i < map.size(); ++i) map[i] = static_cast<int32_t>((i * 13 + 5) % 9000);
+  const auto slots = gpu_->token_slots(12, map);
+  ASSERT_EQ(slots->size(), 12);
+  for (const int64_t rows : {1, 3}) {
+    for (const int first : {0, 4, 9}) {
+      for (const bool mapped : {true, false}) {
+        const auto x = test::greedy_rows(rows, cols, static_cast<uint32_t>(rows * 100 + first));
+        gpu_->greedy_pick(gpu_->upload(x, rows, cols), *slots, first, mapped);
+        const auto ids = slots->read(first, static_cast<int>(rows));
+        for (int64_t r = 0; r < rows; ++r) {
+          const int32_t pick = test::oracle_greedy(std::span(x).subspan(r * cols, cols));
+          EXPECT_EQ(ids[r], mapped ? map[static_cast<size_t>(pick)] : pick)
+              << "row " << r << " of " << rows << " at " << first << " mapped " << mapped;
+        }
+      }
+    }
+  }
+  const auto three = gpu_->upload(test::greedy_rows(3, cols, 7), 3, cols);
+  EXPECT_THROW(gpu_->greedy_pick(three, *slots, 10, false), Error);
+  EXPECT_THROW(slots->read(11, 2), Error);
+  EXPECT_THROW(gpu_->greedy_pick(gpu_->upload(test::greedy_rows(1, 100, 3), 1, 100), *slots, 0, true), Error);
+  CpuBackend cpu(1);
+  const auto host_slots = cpu.token_slots(4, {});
+  EXPECT_THROW(gpu_->greedy_pick(three, *host_slots, 0, false), Error);
+  std::vector<float> nan_row(static_cast<size_t>(cols), NAN);
+  gpu_->greedy_pick(gpu_->upload(nan_row, 1, cols), *slots, 2, true);
+  EXPECT_THROW(slots->read(2, 1), Error);
+}
+
 // top_k on the device against the stable-sort oracle (tests/support/greedy_rows.h): the planted rows of the
 // greedy test and rows of few distinct values (most of a top-k in ties), at sizes around both chunk widths
 // (2,048 and 8,192 values), the trimmed draft head (31,040) and the Qwen3.5 vocabulary, k from 1 to past
@@ -667,6 +702,22 @@ TEST_F(CudaOps, StepGraphReplaysAtNewPositionsAndTokens) {
     EXPECT_EQ(rel_error(replayed, direct), 0.0) << "pos " << pos;
     EXPECT_EQ(rel_error(k_after, host(*gpu_, k2)), 0.0) << "pos " << pos;
   }
+  // Rows 1 and 2 from token slots (placeholders in the host span): the ids picked there, not the span's.
+  const auto slots = gpu_->token_slots(4, {});
+  const std::vector<int32_t> picked = {123, 7, 299};
+  std::vector<float> one_hot(3 * 300, 0.0f);
+  for (size_t r = 0; r < picked.size(); ++r) one_hot[r * 300 + static_cast<size_t>(picked[r])] = 1.0f;
+  gpu_->greedy_pick(gpu_->upload(one_hot, 3, 300), *slots, 1, false);
+  const SlotRows from_slots{slots.get(), 2, 1, 2};
+  const std::vector<int32_t> placeholders = {42, 0, 0};
+  const auto k0 = host(*gpu_, cache_k), v0 = host(*gpu_, cache_v);
+  gpu_->replay(*graph, placeholders, 17, nullptr, nullptr, &from_slots);
+  const auto replayed = host(*gpu_, graph_out);
+  Tensor k2 = gpu_->upload(k0, cap, kv_heads * D), v2 = gpu_->upload(v0, cap, kv_heads * D);
+  const std::vector<int32_t> want = {42, picked[1], picked[2]};
+  EXPECT_EQ(rel_error(replayed, host(*gpu_, step(want, 17, k2, v2))), 0.0);
+  const SlotRows past_the_step{slots.get(), 0, 2, 2};
+  EXPECT_THROW(gpu_->replay(*graph, placeholders, 17, nullptr, nullptr, &past_the_step), Error);
 }
 
 // A step graph that reads an input tensor (the MTP step's hidden row): replay copies each new input into

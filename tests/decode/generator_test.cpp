@@ -135,6 +135,20 @@ TEST(Generator, SampledTopKCandidatesEqualWholeRows) {
   EXPECT_GT(second_accepted, 0) << "no second draft accepted: verify rows past the first untested";
 }
 
+// Greedy drafts kept in token slots equal drafts brought to the host one by one (same tokens, drafts and
+// acceptance), on the trained default model so that chained drafts are accepted.
+TEST(Generator, GreedyDraftIdsInSlotsEqualHostDrafts) {
+  Checkpoint ckpt = open_checkpoint(testing::source_dir() / "models" / "qwen3.5-tiny-mtplx");
+  CpuBackend cpu(2);
+  Qwen35Model model(ckpt, cpu);
+  std::vector<int32_t> frequent(static_cast<size_t>(model.config().vocab_size));
+  // Token 0 last: a trimmed head keeps ids 1.., so its rows map to other ids (a map left out shows).
+  for (size_t i = 0; i < frequent.size(); ++i) frequent[i] = static_cast<int32_t>((i + 1) % frequent.size());
+  EXPECT_GT(test::expect_slotted_drafts_equal_host_drafts(model, kPrompt, frequent, {"full", "trim:2000"}, 3),
+            0)
+      << "no draft past the first accepted: chained draft steps untested";
+}
+
 TEST(Generator, AutoregressiveWorksWithoutMtpHead) {
   if (!fs::exists(testing::fixtures_dir() / "mlx-q4")) GTEST_SKIP();
   Loaded m("mlx-q4");

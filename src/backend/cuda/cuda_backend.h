@@ -95,6 +95,9 @@ class CudaBackend final : public Backend {
   void write_cache(const Tensor& src, Tensor& cache, int64_t position) override;
   // The argmax of each logits row on the device (greedy.cu); only the ids come back.
   std::vector<int32_t> greedy_tokens(const Tensor& logits) override;
+  // Slots in device memory; greedy_pick queues the same kernels as greedy_tokens, writing the ids there.
+  std::unique_ptr<TokenSlots> token_slots(int count, std::span<const int32_t> id_map) override;
+  void greedy_pick(const Tensor& logits, TokenSlots& slots, int first, bool mapped) override;
   // Each row's k best entries on the device (top_k.cu); only they come back. Falls back to the host
   // selection when k is too large for the merge block (k * chunks > 4096: k > 132 for a 248k vocabulary).
   void top_k(const Tensor& logits, int k, std::vector<ScoredToken>& out) override;
@@ -175,8 +178,9 @@ class CudaBackend final : public Backend {
   bool graphs() const override;
   void begin_capture(std::span<const int32_t> tokens, int64_t base_position) override;
   std::unique_ptr<Graph> end_capture() override;
+  // Ids in token slots are copied into the graph's ids by the kernel that sets them (no host sync).
   void replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position, const Tensor* input,
-              Tensor* graph_input) override;
+              Tensor* graph_input, const SlotRows* slot_rows = nullptr) override;
   // Whether replay copies a graph's input rows in the kernel that sets the ids (on by default) or with a
   // copy_rows before it (as before 2026-11-27). Benchmarks and tests compare.
   void set_graph_input_in_params(bool on);

@@ -17,6 +17,10 @@
 #include "backend/weight.h"
 #include "base/error.h"
 
+namespace mtplx {
+class TokenSlots;  // backend/backend.h
+}
+
 namespace mtplx::cuda {
 
 // Throws mtplx::Error naming the CUDA call that failed and where.
@@ -140,6 +144,10 @@ struct Position {
   }
 #endif
 };
+
+// Device address of token slots [first, first + count) made by CudaBackend::token_slots (greedy.cu); throws
+// for another backend's slots or a range outside them.
+int32_t* slot_ids(TokenSlots& slots, int first, int count);
 
 // The capture in progress (CudaBackend::begin_capture .. end_capture).
 struct Capture {

@@ -14,11 +14,24 @@ namespace mtplx {
 namespace cuda {
 namespace {
 
+// Ids of rows [first, first + count) of a step read from token slots in device memory.
+struct SlotSource {
+  const int32_t* ids = nullptr;
+  int first = 0;
+  int count = 0;
+};
+
 // Sets a step graph's ids and base position, and copies n floats of its input (src -> dst) if any.
-__global__ void set_params_kernel(StepParams* params, StepParams values, int count, const float* src,
-                                  float* dst, int64_t n) {
+// A slot holding -1 (a pick of a row without comparable values) enters as id 0 so the step stays in
+// bounds; TokenSlots::read reports the -1 before any token is emitted.
+__global__ void set_params_kernel(StepParams* params, StepParams values, int count, SlotSource slots,
+                                  const float* src, float* dst, int64_t n) {
   if (threadIdx.x == 0) params->position = values.position;
-  for (int i = threadIdx.x; i < count; i += blockDim.x) params->tokens[i] = values.tokens[i];
+  for (int i = threadIdx.x; i < count; i += blockDim.x) {
+    const int from_slot = i - slots.first;
+    params->tokens[i] =
+        from_slot >= 0 && from_slot < slots.count ? max(slots.ids[from_slot], 0) : values.tokens[i];
+  }
   for (int64_t i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
 }
 
@@ -164,7 +177,7 @@ std::unique_ptr<Backend::Graph> CudaBackend::end_capture() {
 }
 
 void CudaBackend::replay(Graph& graph, std::span<const int32_t> tokens, int64_t base_position,
-                         const Tensor* input, Tensor* graph_input) {
+                         const Tensor* input, Tensor* graph_input, const SlotRows* slot_rows) {
   auto& g = static_cast<cuda::CudaGraph&>(graph);
   if (tokens.size() != g.tokens) fail("internal error: cuda backend: step graph replayed with another width");
   if (input != nullptr &&
@@ -175,8 +188,16 @@ void CudaBackend::replay(Graph& graph, std::span<const int32_t> tokens, int64_t 
   cuda::StepParams values{};
   values.position = base_position;
   std::copy(tokens.begin(), tokens.end(), values.tokens);
+  cuda::SlotSource slots;
+  if (slot_rows != nullptr && slot_rows->count > 0) {
+    require(
+        slot_rows->first_row >= 0 && slot_rows->first_row + slot_rows->count <= static_cast<int>(g.tokens),
+        "internal error: cuda backend: slot rows outside the step");
+    slots = {cuda::slot_ids(*slot_rows->slots, slot_rows->first_slot, slot_rows->count), slot_rows->first_row,
+             slot_rows->count};
+  }
   cuda::set_params_kernel<<<1, in_params ? 256 : 32, 0, ctx_->stream>>>(
-      static_cast<cuda::StepParams*>(g.params.get()), values, static_cast<int>(tokens.size()),
+      static_cast<cuda::StepParams*>(g.params.get()), values, static_cast<int>(tokens.size()), slots,
       in_params ? input->data : nullptr, in_params ? graph_input->data : nullptr,
       in_params ? input->numel() : 0);
   cuda::check_launch("set_params");

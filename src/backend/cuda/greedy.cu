@@ -3,7 +3,10 @@
 //
 // Two kernels: the first splits every row into chunks of kChunk values, one block per (chunk, row), so a
 // single row still spreads over the GPU's SMs; the second reduces each row's chunk winners. Both are
-// ordinary stream-ordered launches; the only host sync is the download of the ids.
+// ordinary stream-ordered launches; the only host sync is the download of the ids. greedy_pick leaves the
+// ids in token slots instead (device memory, mapped through a trimmed draft head's ids on the way), where
+// the next step graph reads them (graph.cu) and TokenSlots::read fetches a cycle's worth at once.
+#include <algorithm>
 #include <cstring>
 
 #include "backend/cuda/cuda_backend.h"
@@ -78,9 +81,10 @@ __global__ void greedy_chunks_kernel(const float* logits, int64_t cols, int chun
   }
 }
 
-// Block row: the best of the row's chunk winners; -1 when the row has no comparable value.
+// Block row: the best of the row's chunk winners, through `map` when given; -1 when the row has no
+// comparable value.
 __global__ void greedy_rows_kernel(const float* partial_values, const int32_t* partial_indices, int chunks,
-                                   int32_t* ids) {
+                                   const int32_t* map, int32_t* ids) {
   begin_dependent();
   const int64_t row = blockIdx.x;
   Best b{0.0f, -1};
@@ -89,36 +93,114 @@ __global__ void greedy_rows_kernel(const float* partial_values, const int32_t* p
     if (better(c, b)) b = c;
   }
   b = block_best(b);
-  if (threadIdx.x == 0) ids[row] = b.index;
+  if (threadIdx.x == 0) ids[row] = b.index >= 0 && map != nullptr ? map[b.index] : b.index;
+}
+
+// Queues the picks of every row of `logits` into ids[0, rows) (device memory), mapped when `map` is given.
+void queue_greedy(Context& ctx, const Tensor& logits, const int32_t* map, int32_t* ids) {
+  const int64_t rows = logits.rows, cols = logits.cols;
+  require(rows <= 65535, "internal error: greedy_tokens takes at most 65535 rows");
+  const int chunks = static_cast<int>((cols + kChunk - 1) / kChunk);
+  // One scratch block: the chunk winners' values, then their indices (4-byte words).
+  const size_t partials = static_cast<size_t>(rows) * chunks;
+  const std::shared_ptr<void> scratch = ctx.scratch(2 * partials * sizeof(float));
+  auto* values = static_cast<float*>(scratch.get());
+  auto* indices = reinterpret_cast<int32_t*>(values + partials);
+  launch(greedy_chunks_kernel, dim3(chunks, static_cast<unsigned>(rows)), kThreads, 0, ctx.queue(),
+         logits.data, cols, chunks, values, indices);
+  check_launch("greedy_chunks");
+  launch(greedy_rows_kernel, dim3(static_cast<unsigned>(rows)), kThreads, 0, ctx.queue(), values, indices,
+         chunks, map, ids);
+  check_launch("greedy_rows");
+}
+
+void require_picked(std::span<const int32_t> ids) {
+  for (const int32_t id : ids)
+    require(id >= 0, "argmax of a row with no comparable entry (empty or all NaN)", "greedy_tokens");
+}
+
+// Token slots in device memory: picks stay there for the next step's ids (graph.cu reads them at replay);
+// read() brings a range to the host through the staging buffer.
+class CudaTokenSlots final : public TokenSlots {
+ public:
+  CudaTokenSlots(Context& ctx, int count, std::span<const int32_t> id_map)
+      : ctx_(ctx), count_(count), map_size_(static_cast<int64_t>(id_map.size())), host_(count) {
+    ids_ = Pool::get(ctx.pool, static_cast<size_t>(std::max(count, 1)) * sizeof(int32_t));
+    MTPLX_CUDA_CHECK(cudaMemsetAsync(ids_.get(), 0, static_cast<size_t>(std::max(count, 1)) * 4, ctx.stream));
+    if (!id_map.empty()) {
+      map_ = Pool::get(ctx.pool, id_map.size_bytes());
+      MTPLX_CUDA_CHECK(cudaMemcpyAsync(map_.get(), id_map.data(), id_map.size_bytes(), cudaMemcpyHostToDevice,
+                                       ctx.stream));
+      MTPLX_CUDA_CHECK(cudaStreamSynchronize(ctx.stream));  // the host span may go when we return
+    }
+  }
+  int size() const override { return count_; }
+  std::span<const int32_t> read(int first, int count) override {
+    check_range(first, count);
+    const size_t bytes = static_cast<size_t>(count) * sizeof(int32_t);
+    if (count > 0) std::memcpy(host_.data(), ctx_.read_back(at(first), bytes), bytes);
+    const std::span<const int32_t> ids(host_.data(), static_cast<size_t>(count));
+    require_picked(ids);
+    return ids;
+  }
+  void check_range(int first, int count) const {
+    require(first >= 0 && count >= 0 && first + count <= count_,
+            str("internal error: token slots [", first, ", ", first + count, ") of ", count_));
+  }
+  int32_t* at(int slot) const { return static_cast<int32_t*>(ids_.get()) + slot; }
+  const int32_t* map() const { return static_cast<const int32_t*>(map_.get()); }
+  int64_t map_size() const { return map_size_; }
+
+ private:
+  Context& ctx_;
+  int count_;
+  int64_t map_size_;
+  std::shared_ptr<void> ids_, map_;
+  std::vector<int32_t> host_;
+};
+
+CudaTokenSlots& device_slots(TokenSlots& slots) {
+  auto* device = dynamic_cast<CudaTokenSlots*>(&slots);
+  require(device != nullptr, "internal error: token slots of another backend given to the cuda backend");
+  return *device;
 }
 
 }  // namespace
+
+int32_t* slot_ids(TokenSlots& slots, int first, int count) {
+  CudaTokenSlots& device = device_slots(slots);
+  device.check_range(first, count);
+  return device.at(first);
+}
+
 }  // namespace cuda
 
 std::vector<int32_t> CudaBackend::greedy_tokens(const Tensor& logits) {
-  const int64_t rows = logits.rows, cols = logits.cols;
-  std::vector<int32_t> ids(static_cast<size_t>(rows), -1);
-  if (rows > 0 && cols > 0) {
-    require(rows <= 65535, "internal error: greedy_tokens takes at most 65535 rows");
-    const int chunks = static_cast<int>((cols + cuda::kChunk - 1) / cuda::kChunk);
-    // One scratch block: the chunk winners' values, their indices, then the row ids (all 4-byte words).
-    const size_t partials = static_cast<size_t>(rows) * chunks;
-    const std::shared_ptr<void> scratch = ctx_->scratch((2 * partials + rows) * sizeof(float));
-    auto* values = static_cast<float*>(scratch.get());
-    auto* indices = reinterpret_cast<int32_t*>(values + partials);
-    int32_t* device_ids = indices + partials;
-    cuda::launch(cuda::greedy_chunks_kernel, dim3(chunks, static_cast<unsigned>(rows)), cuda::kThreads, 0,
-                 ctx_->queue(), logits.data, cols, chunks, values, indices);
-    cuda::check_launch("greedy_chunks");
-    cuda::launch(cuda::greedy_rows_kernel, dim3(static_cast<unsigned>(rows)), cuda::kThreads, 0,
-                 ctx_->queue(), values, indices, chunks, device_ids);
-    cuda::check_launch("greedy_rows");
+  std::vector<int32_t> ids(static_cast<size_t>(logits.rows), -1);
+  if (logits.rows > 0 && logits.cols > 0) {
     const size_t bytes = ids.size() * sizeof(int32_t);
-    std::memcpy(ids.data(), ctx_->read_back(device_ids, bytes), bytes);
+    const std::shared_ptr<void> device_ids = ctx_->scratch(bytes);
+    cuda::queue_greedy(*ctx_, logits, nullptr, static_cast<int32_t*>(device_ids.get()));
+    std::memcpy(ids.data(), ctx_->read_back(device_ids.get(), bytes), bytes);
   }
-  for (const int32_t id : ids)
-    require(id >= 0, "argmax of a row with no comparable entry (empty or all NaN)", "greedy_tokens");
+  cuda::require_picked(ids);
   return ids;
+}
+
+std::unique_ptr<TokenSlots> CudaBackend::token_slots(int count, std::span<const int32_t> id_map) {
+  require(count >= 0, "internal error: negative token slot count");
+  return std::make_unique<cuda::CudaTokenSlots>(*ctx_, count, id_map);
+}
+
+void CudaBackend::greedy_pick(const Tensor& logits, TokenSlots& slots, int first, bool mapped) {
+  cuda::CudaTokenSlots& device = cuda::device_slots(slots);
+  device.check_range(first, static_cast<int>(logits.rows));
+  const int32_t* map = mapped ? device.map() : nullptr;
+  require(map == nullptr || device.map_size() == logits.cols,
+          str("internal error: greedy_pick over ", logits.cols, " columns with an id map of ",
+              device.map_size()));
+  require(logits.cols > 0, "argmax of a row with no comparable entry (empty or all NaN)", "greedy_pick");
+  if (logits.rows > 0) cuda::queue_greedy(*ctx_, logits, map, device.at(first));
 }
 
 }  // namespace mtplx

@@ -189,13 +189,17 @@ struct Cycle {
 // Verify, as the epilogue of the target rows' top-k selection (a block per row): the block that finishes
 // last (a counter) filters every row and copies q of every draft into shared memory, a warp per row, then
 // its thread 0 accepts (verify_sampled) and resets the counter. result[0] = the accepted count, result[1 ..]
-// the emitted tokens; result[0] = -1 - r when row r had no finite best value.
+// the emitted tokens; result[0] = -1 - r when row r had no finite best value, kNoDraft - i when draft i
+// (read from device token slots) is -1, a draw from a row without one.
+constexpr int32_t kNoDraft = -1000;
+
 struct AcceptStep {
   Filter f;
   DraftSlots slots;
   int draft_k;
   Cycle cycle;
-  unsigned* finished;  // blocks done; 0 between launches
+  const int32_t* draft_ids;  // the drafts in device memory (token slots), or null: cycle.tokens
+  unsigned* finished;        // blocks done; 0 between launches
   int32_t* result;
 
   // A RowSpace per target row, q of each draft (ids, probs), the residual.
@@ -244,10 +248,14 @@ struct AcceptStep {
       }
     }
     for (int i = 0; i < cycle.drafts; ++i) {
-      const int32_t d = cycle.tokens[i];
+      const int32_t d = draft_ids != nullptr ? draft_ids[i] : cycle.tokens[i];
+      if (d < 0) {
+        result[0] = kNoDraft - i;
+        return;
+      }
       const RowSpace p = row_space(i);
       const float one = 1.0f;
-      const int32_t* qi_ids = cycle.greedy_drafts ? &cycle.tokens[i] : q_ids + i * draft_k;
+      const int32_t* qi_ids = cycle.greedy_drafts ? &d : q_ids + i * draft_k;
       const float* qi_probs = cycle.greedy_drafts ? &one : q_probs + i * draft_k;
       const int qn = cycle.greedy_drafts ? 1 : slots.count[i];
       const float qd = prob_of(qi_ids, qi_probs, qn, d);
@@ -329,20 +337,19 @@ class CudaSampler final : public DeviceSampler {
   }
 
   int32_t draw_draft(const Tensor& head_logits, int step, float uniform) override {
-    require(!greedy_drafts_ && step >= 0 && step < max_drafts_,
-            "internal error: draw_draft on a greedy-draft sampler or past its depth");
-    require(top_k_fits(1, head_logits.cols, draft_.k),
-            "internal error: draft top-k past the device's limits");
-    const DrawStep draw{draft_, map_, slots_, step, uniform, result_};
-    queue_top_k(ctx_, head_logits.data, 1, head_logits.cols, draft_.k, cand_ids_, cand_values_, draw,
-                DrawStep::shared_bytes(draft_.k));
+    queue_draw(head_logits, step, uniform, result_);
     const int32_t token = fetch(1)[0];
     require(token >= 0, "logits have no finite maximum (all -inf, NaN or +inf)", "draft sampler");
     return token;
   }
 
+  void draw_draft_into(const Tensor& head_logits, int step, float uniform, TokenSlots& slots,
+                       int slot) override {
+    queue_draw(head_logits, step, uniform, slot_ids(slots, slot, 1));
+  }
+
   int accept(const Tensor& logits, std::span<const int32_t> drafts, std::span<const float> uniforms,
-             std::span<int32_t> tokens) override {
+             std::span<int32_t> tokens, TokenSlots* draft_slots) override {
     const int rows = static_cast<int>(drafts.size()) + 1;
     require(rows <= kMaxRows && rows <= max_drafts_ + 1 && logits.rows == rows &&
                 uniforms.size() >= static_cast<size_t>(rows) && tokens.size() >= static_cast<size_t>(rows),
@@ -354,10 +361,14 @@ class CudaSampler final : public DeviceSampler {
     cycle.greedy_drafts = greedy_drafts_;
     std::copy(drafts.begin(), drafts.end(), cycle.tokens);
     std::copy(uniforms.begin(), uniforms.begin() + rows, cycle.uniforms);
-    const AcceptStep verify{target_, slots_, draft_.k, cycle, finished_, result_};
+    const int32_t* draft_ids = draft_slots != nullptr ? slot_ids(*draft_slots, 0, rows - 1) : nullptr;
+    const AcceptStep verify{target_, slots_, draft_.k, cycle, draft_ids, finished_, result_};
     queue_top_k(ctx_, logits.data, rows, logits.cols, target_.k, cand_ids_, cand_values_, verify,
                 AcceptStep::shared_bytes(rows, target_.k, draft_.k));
     const int32_t* out = fetch(rows + 1);
+    require(out[0] > kNoDraft,
+            str("draft ", kNoDraft - out[0], " was drawn from logits without a finite maximum"),
+            "device sampler");
     require(out[0] >= 0, str("target row ", -1 - out[0], " has no finite maximum (all -inf, NaN or +inf)"),
             "device sampler");
     std::copy(out + 1, out + 2 + out[0], tokens.begin());
@@ -365,6 +376,17 @@ class CudaSampler final : public DeviceSampler {
   }
 
  private:
+  // Draft `step`'s draw from its head row into *token (device memory).
+  void queue_draw(const Tensor& head_logits, int step, float uniform, int32_t* token) {
+    require(!greedy_drafts_ && step >= 0 && step < max_drafts_,
+            "internal error: draw_draft on a greedy-draft sampler or past its depth");
+    require(top_k_fits(1, head_logits.cols, draft_.k),
+            "internal error: draft top-k past the device's limits");
+    const DrawStep draw{draft_, map_, slots_, step, uniform, token};
+    queue_top_k(ctx_, head_logits.data, 1, head_logits.cols, draft_.k, cand_ids_, cand_values_, draw,
+                DrawStep::shared_bytes(draft_.k));
+  }
+
   // The first n result words (the step's one wait for the device).
   const int32_t* fetch(int n) {
     const size_t bytes = static_cast<size_t>(n) * sizeof(int32_t);
