@@ -36,7 +36,9 @@
 //                 GPU, rolled back, N = 1..5 (median ms and the ratio to N = 1), with the classic GEMV and
 //                 loop norm kernels, with 8-bit codes at 2..4 rows on the classic GEMV (as at a0e9d0a), with
 //                 the GEMV's first weights after the PDL wait, with the rows downloaded (the host's argmax
-//                 not timed, as before), with each row's top-20 picked on the GPU, then the default.
+//                 not timed, as before), with each row's top-20 picked on the GPU, with the tensor-core GEMV
+//                 (every width, from 2 rows, large matrices off), with the interleaved GEMV's registers as
+//                 the compiler chose (before 2026-11-29) and under register bound 2, then the default.
 //   draft         one MTP head step (mtp_forward of one slot + the draft head's logits + download), median
 //                 ms and the ratio to one AR step, for the full, q4, trimmed (vocab / 8 rows) and trimmed +
 //                 4-bit (trim:N:q4) draft heads;
@@ -723,8 +725,9 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     int pick;  // 0: greedy tokens picked on the GPU; 1: the rows downloaded; 2: each row's top-20 on the GPU
     int mma_from;  // CudaBackend::set_gemv_mma_from: the tensor-core GEMV from this many rows (0: never)
     int mma_large_from = 3;  // CudaBackend::set_gemv_mma_large_from: the same for large matrices only
+    int bound = 1;           // CudaBackend::set_gemv_register_bound
   };
-  for (const auto& [what, classic, early, wide8_from, pick, mma_from, mma_large_from] :
+  for (const auto& [what, classic, early, wide8_from, pick, mma_from, mma_large_from, bound] :
        {VerifyRun{" (classic GEMV, loop norm kernels)", true, 0, 2, 0, 0, 0},
         VerifyRun{" (8-bit codes at 2..4 rows on the classic GEMV, as at a0e9d0a)", false, 0, 5, 0, 0, 0},
         VerifyRun{" (first GEMV weights after the PDL wait)", false, -1, 2, 0, 0},
@@ -733,6 +736,8 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
         VerifyRun{" (tensor-core GEMV at every width)", false, 0, 2, 0, 1},
         VerifyRun{" (tensor-core GEMV from 2 rows)", false, 0, 2, 0, 2},
         VerifyRun{" (tensor-core GEMV for large matrices off, as before)", false, 0, 2, 0, 0, 0},
+        VerifyRun{" (interleaved GEMV registers as the compiler chose, as before)", false, 0, 2, 0, 0, 3, 0},
+        VerifyRun{" (interleaved GEMV register bound 2)", false, 0, 2, 0, 0, 3, 2},
         VerifyRun{"", false, 0, 2, 0, 0}}) {
     gpu.set_gemv(classic);
     gpu.set_vector_norms(!classic);
@@ -740,6 +745,7 @@ void bench_model(const std::string& dir, const Args& args, double copy_bw) {
     gpu.set_gemv_wide8_from(wide8_from);
     gpu.set_gemv_mma_from(mma_from);
     gpu.set_gemv_mma_large_from(mma_large_from);
+    gpu.set_gemv_register_bound(bound);
     ModelState state = model.new_state(capacity);
     const auto tokens = prompt(kPrompt, V);
     model.forward(tokens, state);

@@ -472,9 +472,9 @@ TEST_F(CudaOps, TopKMatchesOracle) {
 
 // The fused GEMV's variants (CudaBackend::set_gemv): the classic kernel and the word-interleaved kernel with
 // every forced unit width, batch and warp count, with weights loaded before or after the PDL wait
-// (set_gemv_early), the classic kernel with one or two chunks in flight (set_gemv_pipelined), and 4-bit codes
-// at one row on either kernel (set_gemv_wide4_from), on shapes with several batches per lane and a partial
-// row group.
+// (set_gemv_early), the classic kernel with one or two chunks in flight (set_gemv_pipelined), 4-bit codes
+// at one row on either kernel (set_gemv_wide4_from), and the interleaved kernels under each register bound
+// (set_gemv_register_bound), on shapes with several batches per lane and a partial row group.
 TEST_F(CudaOps, MatmulGemvVariants) {
   const auto& formats = kFusedGemvFormats;
   const int64_t shapes[][2] = {{37, 9216}, {1030, 2560}, {4100, 512}};
@@ -485,6 +485,7 @@ TEST_F(CudaOps, MatmulGemvVariants) {
     int wide8_from = 2;     // set_gemv_wide8_from
     bool pipelined = true;  // set_gemv_pipelined
     int wide4_from = 1;     // set_gemv_wide4_from
+    int bound = 1;          // set_gemv_register_bound
   };
   std::vector<Variant> variants = {{true, 0, 0, 0},
                                    {false, 0, 0, 0},
@@ -498,7 +499,11 @@ TEST_F(CudaOps, MatmulGemvVariants) {
                                    {false, 0, 0, 0, 0, 5},
                                    {true, 0, 0, 0, 0, 2, false},
                                    {true, 0, 2, 0, -1, 2, false},
-                                   {false, 0, 0, 0, 0, 2, true, 2}};
+                                   {false, 0, 0, 0, 0, 2, true, 2},
+                                   {false, 0, 0, 0, 0, 2, true, 1, 0},
+                                   {false, 0, 0, 0, 0, 2, true, 1, 2},
+                                   {false, 2, 2, 2, 0, 2, true, 1, 0},
+                                   {false, 2, 2, 2, 0, 2, true, 1, 2}};
   for (int words : {2, 4})
     for (int batch : {1, 2, 4, 8})
       for (int warps : {1, 2, 4}) variants.push_back({false, batch, warps, words});
@@ -516,13 +521,14 @@ TEST_F(CudaOps, MatmulGemvVariants) {
           gpu_->set_gemv_wide8_from(v.wide8_from);
           gpu_->set_gemv_pipelined(v.pipelined);
           gpu_->set_gemv_wide4_from(v.wide4_from);
+          gpu_->set_gemv_register_bound(v.bound);
           gpu_->fill(yg, NAN);
           gpu_->matmul(dev, xg, yg);
           EXPECT_LT(compare(yc, yg), 1e-5)
               << "bits " << f.bits << " group " << f.group << " [" << shape[0] << "x" << shape[1] << "] T "
               << T << " classic " << v.classic << " batch " << v.batch << " warps " << v.warps << " words "
               << v.words << " early " << v.early << " wide8_from " << v.wide8_from << " pipelined "
-              << v.pipelined << " wide4_from " << v.wide4_from;
+              << v.pipelined << " wide4_from " << v.wide4_from << " register bound " << v.bound;
         }
       }
     }
@@ -532,6 +538,7 @@ TEST_F(CudaOps, MatmulGemvVariants) {
   gpu_->set_gemv_wide8_from(2);
   gpu_->set_gemv_pipelined(true);
   gpu_->set_gemv_wide4_from(1);
+  gpu_->set_gemv_register_bound(1);
 }
 
 // The MLP's first half, silu(x gate^T) * (x up^T): at one row the paired GEMV (gate and up rows in one

@@ -120,6 +120,10 @@ class CudaBackend final : public Backend {
   // Where either GEMV loads its first weights: before the wait on the previous kernel (PDL; 0, the default,
   // or 1), or after it (-1). Benchmarks and tests compare.
   void set_gemv_early(int mode);
+  // The interleaved GEMV at 2-8 rows as compiled for more blocks an SM (fewer registers): bound 1 (the
+  // default: 5 blocks from 4 rows on), 2 (8 blocks at 2-3 rows, 6 at 4, 5 past) or 0 (the compiler's
+  // choice, as before 2026-11-29). Benchmarks and tests compare.
+  void set_gemv_register_bound(int bound);
   // The fewest rows (T) at which 8-bit codes take the interleaved kernel by default: 2 (5 before
   // 2026-11-26, when 8-bit T = 2..4 stayed on the classic kernel). Benchmarks compare.
   void set_gemv_wide8_from(int rows);

@@ -52,6 +52,9 @@ struct GemvOptions {
   int mma_large_from = 3;
   bool paired_mlp = true;  // T = 1: the MLP's gate, up and silu in one GEMV (CudaBackend::matmul_silu_mul)
   bool grouped = true;  // T = 1: matmul_many's matrices in one GEMV grid (CudaBackend::set_grouped_matmuls)
+  // T >= 2: the interleaved GEMV compiled for more blocks an SM (fewer registers): 0 = the compiler's count,
+  // 1 or 2 (matmul_gemv.cu's min_blocks; CudaBackend::set_gemv_register_bound).
+  int register_bound = 1;
 };
 
 struct Context;

@@ -102,6 +102,11 @@ void CudaBackend::set_grouped_matmuls(bool on) {
   ctx_->gemv.grouped = on;
 }
 
+void CudaBackend::set_gemv_register_bound(int bound) {
+  require(bound >= 0 && bound <= 2, "internal error: GEMV register bound is 0, 1 or 2");
+  ctx_->gemv.register_bound = bound;
+}
+
 void CudaBackend::set_gemv_early(int mode) {
   ctx_->gemv.early = mode;
 }

@@ -134,8 +134,25 @@ __device__ __forceinline__ void unit_product(const WideArgs& a, const Unit<V> (&
   }
 }
 
-template <int BITS, int T, int V, int U>
-__global__ void __launch_bounds__(kThreads) gemv_wide_kernel(WideArgs a) {
+// Blocks an SM that a kernel's registers must allow (GemvOptions::register_bound; 0 leaves the count to the
+// compiler). Left to it, the kernels for T >= 4 rows take 110-175 registers (T accumulators and partial
+// dots per row): 3-4 blocks of 4 warps an SM, too few weight loads in flight for the memory. Bound 1 (the
+// default) asks 5 blocks (96 registers) from T = 4 on; bound 2 asks 8 at T = 2 and 3, 6 at T = 4 and 5
+// past it. A few registers spill (to L1) where the bound is tight. H200, 2026-11-29, one process, q8 4B
+// verify of 4 / 5 rows: 3.877 ms with 5 blocks at T = 4 (4.195 with 6, 4.501 as the compiler chose), 4.634
+// with 5 at T = 5 (4.823 with 4, 5.175 as chosen); 8 blocks at T = 2 and 3 ran slower (2.878 / 3.558 ms
+// against 2.830 / 3.301). 0 is not 1: asked for one block an SM, the compiler took more registers
+// everywhere (103 instead of 80 at T = 3, 105 instead of 64 for 4-bit codes at T = 1) and the 3-row verify
+// ran 3.95 ms instead of 3.30 in that build.
+template <int T, int kBound>
+constexpr int min_blocks() {
+  if (kBound == 1) return T < 4 ? 0 : 5;
+  if (kBound == 2) return T < 2 ? 0 : T <= 3 ? 8 : T == 4 ? 6 : 5;
+  return 0;
+}
+
+template <int BITS, int T, int V, int U, int kBound = 0>
+__global__ void __launch_bounds__(kThreads, min_blocks<T, kBound>()) gemv_wide_kernel(WideArgs a) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int kw = a.kw;
   const int slot = warp / kw;  // row group within the block
@@ -224,26 +241,35 @@ void launch_v(const WeightMatrix& w, const float* x, float* y, Queue queue) {
                       y};
   const int64_t per_block = 4 / kw;
   const auto blocks = static_cast<unsigned>((row_groups + per_block - 1) / per_block);
-  const auto run = [&](auto kernel) { launch(kernel, blocks, kThreads, 0, queue, args); };
+  const auto run = [&]<int UNITS>() {
+    // Only the bounds that differ from the compiler's choice get kernels of their own.
+    if constexpr (T >= 4)
+      if (queue.gemv.register_bound == 1)
+        return launch(gemv_wide_kernel<BITS, T, V, UNITS, 1>, blocks, kThreads, 0, queue, args);
+    if constexpr (T >= 2)
+      if (queue.gemv.register_bound == 2)
+        return launch(gemv_wide_kernel<BITS, T, V, UNITS, 2>, blocks, kThreads, 0, queue, args);
+    launch(gemv_wide_kernel<BITS, T, V, UNITS>, blocks, kThreads, 0, queue, args);
+  };
   if constexpr (V == 1) {
     if (U >= 8)
-      run(gemv_wide_kernel<BITS, T, 1, 8>);
+      run.template operator()<8>();
     else if (U >= 4)
-      run(gemv_wide_kernel<BITS, T, 1, 4>);
+      run.template operator()<4>();
     else
-      run(gemv_wide_kernel<BITS, T, 1, 2>);
+      run.template operator()<2>();
   } else if constexpr (V == 2) {
     if (U >= 4)
-      run(gemv_wide_kernel<BITS, T, 2, 4>);
+      run.template operator()<4>();
     else if (U >= 2)
-      run(gemv_wide_kernel<BITS, T, 2, 2>);
+      run.template operator()<2>();
     else
-      run(gemv_wide_kernel<BITS, T, 2, 1>);
+      run.template operator()<1>();
   } else {
     if (U >= 2)
-      run(gemv_wide_kernel<BITS, T, 4, 2>);
+      run.template operator()<2>();
     else
-      run(gemv_wide_kernel<BITS, T, 4, 1>);
+      run.template operator()<1>();
   }
 }
 
