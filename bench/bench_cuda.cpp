@@ -433,7 +433,7 @@ std::vector<std::pair<std::string, double>> bench_drafts(CudaBackend& gpu, Qwen3
                   picked ? "greedy" : "sampled (device sampler)");
       for (const int steps : {1, 2, 3, 4}) {
         const double per_step =
-            greedy ? chained_ms(steps, greedy_into_slot, read_ids) : chained_ms(steps, draw_into_slot, wait);
+            picked ? chained_ms(steps, greedy_into_slot, read_ids) : chained_ms(steps, draw_into_slot, wait);
         std::printf(" %d steps %.3f ms (%.3fx)%s", steps, per_step, per_step * ar / 1e3,
                     steps < 4 ? "," : "\n");
         if (steps == 3 && picked) drafts.push_back({spec + " greedy chained", per_step});

@@ -19,7 +19,7 @@ namespace mtplx {
 
 // Token ids kept where a backend picked them (Backend::token_slots): drafts picked (greedy_pick) or drawn
 // (DeviceSampler::draw_draft_into) there feed the next draft step and the verify's rows without a host
-// round trip each, so a cycle waits for the device once.
+// round trip each, so a cycle's drafts cost no wait of their own.
 class TokenSlots {
  public:
   virtual ~TokenSlots() = default;
@@ -65,10 +65,11 @@ class DeviceSampler {
                                int slot) = 0;
   // Target rows `logits` [drafts.size() + 1, vocab] of a verify (or one row and no drafts: a plain draw):
   // draft i is tested with uniforms[i], the recovered or bonus token drawn with the next one (at most
-  // drafts.size() + 1 are used). Drafts come from draw_draft in this cycle, or are greedy when the sampler
-  // was made without a draft filter. Writes the emitted tokens (accepted drafts, then the recovered or
-  // bonus token) to `tokens` [drafts.size() + 1] and returns the accepted count. With `draft_slots`, the
-  // drafts' ids are its slots 0 .. drafts.size() - 1 (the span's entries are placeholders).
+  // drafts.size() + 1 are used). Drafts come from draw_draft or draw_draft_into in this cycle, or are greedy
+  // when the sampler was made without a draft filter. Writes the emitted tokens (accepted drafts, then the
+  // recovered or bonus token) to `tokens` [drafts.size() + 1] and returns the accepted count. With
+  // `draft_slots`, the drafts' ids are its slots 0 .. drafts.size() - 1 (the span's entries are
+  // placeholders).
   virtual int accept(const Tensor& logits, std::span<const int32_t> drafts, std::span<const float> uniforms,
                      std::span<int32_t> tokens, TokenSlots* draft_slots = nullptr) = 0;
 };

@@ -231,7 +231,8 @@ class Run {
     verify(K);
   }
 
-  // Drafts K tokens with the MTP head; fills drafts_ and q_.
+  // Drafts K tokens with the MTP head; fills drafts_ and q_, or with token slots leaves the ids there
+  // (drafts_ holds placeholders until verify() reads them; the device sampler keeps q).
   void draft(int K) {
     drafts_.clear();
     q_.resize(K);

@@ -48,10 +48,10 @@ struct GenerationConfig {
   // can differ only where a uniform falls in that rounding gap). false: filtered and accepted on the host.
   bool device_sampling = true;
   // Drafts stay where the backend picked them (Backend::token_slots) when they are greedy or drawn by the
-  // device sampler: each feeds the next draft step and the verify without a host round trip, and a cycle
-  // waits for the device once (its drafts and greedy target picks read together, or the device sampler's
-  // verdict). false: each draft comes to the host as it is picked (the same tokens: for tests and
-  // benchmarks).
+  // device sampler: each feeds the next draft step and the verify without a host round trip. With step
+  // graphs and a greedy or device-sampled target a cycle waits for the device once (its drafts and greedy
+  // target picks read together, or the device sampler's verdict). false: each draft comes to the host as
+  // it is picked (the same tokens: for tests and benchmarks).
   bool device_draft_ids = true;
 
   void validate() const;

@@ -23,8 +23,9 @@ struct ForwardOptions {
   // Keep the GDN states after every row so rollback() can keep any prefix without re-running the trunk
   // (speculative verify). Implies the recurrent form.
   bool capture_rows = false;
-  // Rows whose ids are still in token slots (greedy drafts picked where the logits are); the token span's
-  // entries there are placeholders. A step graph reads them where they are; otherwise they are read first.
+  // Rows whose ids are still in token slots (drafts picked or drawn where the logits are); the token span's
+  // entries there are placeholders. A step graph reads them where they are; otherwise they are read first
+  // (a wait for the device).
   const SlotRows* slot_rows = nullptr;
 };
 

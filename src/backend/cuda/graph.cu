@@ -22,8 +22,9 @@ struct SlotSource {
 };
 
 // Sets a step graph's ids and base position, and copies n floats of its input (src -> dst) if any.
-// A slot holding -1 (a pick of a row without comparable values) enters as id 0 so the step stays in
-// bounds; TokenSlots::read reports the -1 before any token is emitted.
+// A slot holding -1 (a pick or draw from a row without comparable values) enters as id 0 so the step stays
+// in bounds; the cycle's read of the slots (TokenSlots::read, or the device sampler's acceptance) reports
+// the -1 before any token is emitted.
 __global__ void set_params_kernel(StepParams* params, StepParams values, int count, SlotSource slots,
                                   const float* src, float* dst, int64_t n) {
   if (threadIdx.x == 0) params->position = values.position;

@@ -190,7 +190,8 @@ struct Cycle {
 // last (a counter) filters every row and copies q of every draft into shared memory, a warp per row, then
 // its thread 0 accepts (verify_sampled) and resets the counter. result[0] = the accepted count, result[1 ..]
 // the emitted tokens; result[0] = -1 - r when row r had no finite best value, kNoDraft - i when draft i
-// (read from device token slots) is -1, a draw from a row without one.
+// (read from device token slots) is -1, a pick or draw from a row without one (checked for every draft
+// first, so a bad draft past a rejection is reported too).
 constexpr int32_t kNoDraft = -1000;
 
 struct AcceptStep {
@@ -247,12 +248,15 @@ struct AcceptStep {
         return;
       }
     }
-    for (int i = 0; i < cycle.drafts; ++i) {
-      const int32_t d = draft_ids != nullptr ? draft_ids[i] : cycle.tokens[i];
-      if (d < 0) {
+    const auto draft = [&](int i) { return draft_ids != nullptr ? draft_ids[i] : cycle.tokens[i]; };
+    for (int i = 0; i < cycle.drafts; ++i) {  // every draft, also those past a rejection
+      if (draft(i) < 0) {
         result[0] = kNoDraft - i;
         return;
       }
+    }
+    for (int i = 0; i < cycle.drafts; ++i) {
+      const int32_t d = draft(i);
       const RowSpace p = row_space(i);
       const float one = 1.0f;
       const int32_t* qi_ids = cycle.greedy_drafts ? &d : q_ids + i * draft_k;
@@ -367,7 +371,8 @@ class CudaSampler final : public DeviceSampler {
                 AcceptStep::shared_bytes(rows, target_.k, draft_.k));
     const int32_t* out = fetch(rows + 1);
     require(out[0] > kNoDraft,
-            str("draft ", kNoDraft - out[0], " was drawn from logits without a finite maximum"),
+            str("draft ", kNoDraft - out[0],
+                " has no token: its logits row had no finite maximum (all -inf, NaN or +inf)"),
             "device sampler");
     require(out[0] >= 0, str("target row ", -1 - out[0], " has no finite maximum (all -inf, NaN or +inf)"),
             "device sampler");
