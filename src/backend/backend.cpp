@@ -36,6 +36,11 @@ std::vector<int32_t> Backend::greedy_tokens(const Tensor& logits) {
   return ids;
 }
 
+void TokenSlots::check_range(int first, int count) const {
+  require(first >= 0 && count >= 0 && first + count <= size(),
+          str("internal error: token slots [", first, ", ", first + count, ") of ", size()));
+}
+
 namespace {
 
 // Token slots in host memory: the default for backends whose picks come to the host anyway.
@@ -59,10 +64,6 @@ class HostTokenSlots final : public TokenSlots {
   }
 
  private:
-  void check_range(int first, int count) const {
-    require(first >= 0 && count >= 0 && first + count <= size(),
-            str("internal error: token slots [", first, ", ", first + count, ") of ", size()));
-  }
   std::vector<int32_t> ids_;
   std::vector<int32_t> map_;
 };

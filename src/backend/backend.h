@@ -27,6 +27,8 @@ class TokenSlots {
   // The ids in slots [first, first + count), once the ops queued before have run (a wait for the device).
   // Valid until the next read.
   virtual std::span<const int32_t> read(int first, int count) = 0;
+  // Throws unless slots [first, first + count) exist.
+  void check_range(int first, int count) const;
 };
 
 // Rows [first_row, first_row + count) of a step whose ids are slots [first_slot, first_slot + count) of

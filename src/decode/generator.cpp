@@ -157,7 +157,8 @@ class Run {
 
   // Sampling and acceptance on the device (GenerationConfig::device_sampling): for a target under a top-k
   // cut and drafts that are greedy or under a top-k cut; null otherwise (the host path). One per generation:
-  // its device memory comes from the backend's pool, and a trimmed head's id map is uploaded with it.
+  // its device memory comes from the backend's pool; a trimmed head's id map goes with it for draws that
+  // come to the host (drafts kept in token slots map through the slots' copy).
   std::unique_ptr<DeviceSampler> make_device_sampler() {
     if (!config_.device_sampling || greedy_target() || target_candidates() == 0) return nullptr;
     const bool drafting = config_.mtp_depth > 0 && head_ != nullptr;

@@ -151,6 +151,8 @@ struct Position {
 // Device address of token slots [first, first + count) made by CudaBackend::token_slots (greedy.cu); throws
 // for another backend's slots or a range outside them.
 int32_t* slot_ids(TokenSlots& slots, int first, int count);
+// Device address of those slots' id map (null when made without one); throws unless it holds `size` ids.
+const int32_t* slot_id_map(TokenSlots& slots, int64_t size);
 
 // The capture in progress (CudaBackend::begin_capture .. end_capture).
 struct Capture {

@@ -143,10 +143,6 @@ class CudaTokenSlots final : public TokenSlots {
     require_picked(ids);
     return ids;
   }
-  void check_range(int first, int count) const {
-    require(first >= 0 && count >= 0 && first + count <= count_,
-            str("internal error: token slots [", first, ", ", first + count, ") of ", count_));
-  }
   int32_t* at(int slot) const { return static_cast<int32_t*>(ids_.get()) + slot; }
   const int32_t* map() const { return static_cast<const int32_t*>(map_.get()); }
   int64_t map_size() const { return map_size_; }
@@ -171,6 +167,13 @@ int32_t* slot_ids(TokenSlots& slots, int first, int count) {
   CudaTokenSlots& device = device_slots(slots);
   device.check_range(first, count);
   return device.at(first);
+}
+
+const int32_t* slot_id_map(TokenSlots& slots, int64_t size) {
+  const CudaTokenSlots& device = device_slots(slots);
+  require(device.map_size() == size,
+          str("internal error: token slots map ", device.map_size(), " ids where ", size, " are expected"));
+  return device.map();
 }
 
 }  // namespace cuda

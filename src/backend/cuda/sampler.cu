@@ -15,6 +15,7 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_context.h"
@@ -299,14 +300,17 @@ class CudaSampler final : public DeviceSampler {
  public:
   CudaSampler(Context& ctx, const TopKFilter& target, const TopKFilter* draft,
               std::span<const int32_t> draft_ids, int max_drafts)
-      : ctx_(ctx), target_(filter_of(target)), greedy_drafts_(draft == nullptr) {
+      : ctx_(ctx),
+        target_(filter_of(target)),
+        greedy_drafts_(draft == nullptr),
+        host_map_(draft_ids.begin(), draft_ids.end()) {
     if (draft) draft_ = filter_of(*draft);
     const int k = std::max(target_.k, draft_.k);
     const size_t slots = static_cast<size_t>(max_drafts) * draft_.k;
     // ids and probs of q, q's counts, candidates of up to max_drafts + 1 rows, the result, AcceptStep's
-    // counter, the draft id map.
+    // counter.
     const size_t candidates = static_cast<size_t>(max_drafts + 1) * k;
-    const size_t words = 2 * slots + max_drafts + 2 * candidates + (kMaxRows + 1) + 1 + draft_ids.size();
+    const size_t words = 2 * slots + max_drafts + 2 * candidates + (kMaxRows + 1) + 1;
     memory_ = ctx.scratch(words * 4);  // from the pool for the sampler's life (one generation)
     auto* next = static_cast<int32_t*>(memory_.get());
     const auto take = [&](size_t n) {
@@ -322,11 +326,6 @@ class CudaSampler final : public DeviceSampler {
     result_ = take(kMaxRows + 1);
     finished_ = reinterpret_cast<unsigned*>(take(1));
     MTPLX_CUDA_CHECK(cudaMemsetAsync(finished_, 0, sizeof(unsigned), ctx.stream));
-    if (!draft_ids.empty()) {
-      map_ = take(draft_ids.size());
-      MTPLX_CUDA_CHECK(cudaMemcpyAsync(map_, draft_ids.data(), draft_ids.size_bytes(), cudaMemcpyHostToDevice,
-                                       ctx.stream));
-    }
     max_drafts_ = max_drafts;
     // Dynamic shared memory of the selection's last kernel with each epilogue, set once (past 48 KB a kernel
     // must ask; CudaBackend::device_sampler checks the device's limit).
@@ -341,7 +340,7 @@ class CudaSampler final : public DeviceSampler {
   }
 
   int32_t draw_draft(const Tensor& head_logits, int step, float uniform) override {
-    queue_draw(head_logits, step, uniform, result_);
+    queue_draw(head_logits, step, uniform, host_path_map(), result_);
     const int32_t token = fetch(1)[0];
     require(token >= 0, "logits have no finite maximum (all -inf, NaN or +inf)", "draft sampler");
     return token;
@@ -349,7 +348,9 @@ class CudaSampler final : public DeviceSampler {
 
   void draw_draft_into(const Tensor& head_logits, int step, float uniform, TokenSlots& slots,
                        int slot) override {
-    queue_draw(head_logits, step, uniform, slot_ids(slots, slot, 1));
+    // The slots hold the same id map on the device (DraftHead::token_slots): no copy of the sampler's own.
+    const int32_t* map = host_map_.empty() ? nullptr : slot_id_map(slots, std::ssize(host_map_));
+    queue_draw(head_logits, step, uniform, map, slot_ids(slots, slot, 1));
   }
 
   int accept(const Tensor& logits, std::span<const int32_t> drafts, std::span<const float> uniforms,
@@ -382,14 +383,24 @@ class CudaSampler final : public DeviceSampler {
 
  private:
   // Draft `step`'s draw from its head row into *token (device memory).
-  void queue_draw(const Tensor& head_logits, int step, float uniform, int32_t* token) {
+  void queue_draw(const Tensor& head_logits, int step, float uniform, const int32_t* map, int32_t* token) {
     require(!greedy_drafts_ && step >= 0 && step < max_drafts_,
             "internal error: draw_draft on a greedy-draft sampler or past its depth");
     require(top_k_fits(1, head_logits.cols, draft_.k),
             "internal error: draft top-k past the device's limits");
-    const DrawStep draw{draft_, map_, slots_, step, uniform, token};
+    const DrawStep draw{draft_, map, slots_, step, uniform, token};
     queue_top_k(ctx_, head_logits.data, 1, head_logits.cols, draft_.k, cand_ids_, cand_values_, draw,
                 DrawStep::shared_bytes(draft_.k));
+  }
+
+  // The draft id map on the device for draws that come to the host (null for a full head), uploaded on the
+  // first: drafts kept in token slots use the slots' copy.
+  const int32_t* host_path_map() {
+    if (host_map_.empty() || map_ != nullptr) return static_cast<const int32_t*>(map_.get());
+    map_ = ctx_.scratch(host_map_.size() * sizeof(int32_t));
+    MTPLX_CUDA_CHECK(cudaMemcpyAsync(map_.get(), host_map_.data(), host_map_.size() * sizeof(int32_t),
+                                     cudaMemcpyHostToDevice, ctx_.stream));
+    return static_cast<const int32_t*>(map_.get());
   }
 
   // The first n result words (the step's one wait for the device).
@@ -409,8 +420,9 @@ class CudaSampler final : public DeviceSampler {
   int32_t* cand_ids_ = nullptr;
   float* cand_values_ = nullptr;
   int32_t* result_ = nullptr;
-  unsigned* finished_ = nullptr;  // AcceptStep's counter
-  int32_t* map_ = nullptr;
+  unsigned* finished_ = nullptr;   // AcceptStep's counter
+  std::vector<int32_t> host_map_;  // the trimmed head's ids (empty: a full head)
+  std::shared_ptr<void> map_;      // host_map_ on the device, once a draw needs it there
   std::array<int32_t, kMaxRows + 1> host_{};
 };
 
