@@ -42,6 +42,15 @@ __device__ __forceinline__ uint64_t max_key(uint64_t a, uint64_t b) {
   return a > b ? a : b;
 }
 
+// The largest key of the warp, on every lane: the largest high word, then the largest low word among the
+// lanes that hold it, each one redux.sync (sm_80+) instead of a five-step chain of 64-bit shuffles.
+__device__ __forceinline__ uint64_t warp_max_key(uint64_t key) {
+  const auto high = static_cast<uint32_t>(key >> 32);
+  const uint32_t top = __reduce_max_sync(0xffffffffu, high);
+  const uint32_t low = __reduce_max_sync(0xffffffffu, high == top ? static_cast<uint32_t>(key) : 0u);
+  return (uint64_t{top} << 32) | low;
+}
+
 // The largest of keys[first, first + N) (N a power of two), by a tree: log2(N) dependent steps instead of
 // N. A template recursion, so every index is a constant and the keys stay in registers.
 template <int N, int kPer>
@@ -62,9 +71,7 @@ __device__ void block_select(uint64_t (&keys)[kPer], int k, Emit emit) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   uint64_t head = tree_max<kPer>(keys);  // this thread's largest key left
   for (int i = 0; i < k; ++i) {
-    uint64_t mine = head;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) mine = max_key(mine, __shfl_xor_sync(0xffffffffu, mine, o));
+    const uint64_t mine = warp_max_key(head);
     if (lane == 0) winners[i & 1][warp] = mine;
     __syncthreads();
     uint64_t best = 0;
