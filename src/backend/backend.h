@@ -61,8 +61,9 @@ class DeviceSampler {
   // distribution q_step is kept on the device for accept(); the token is drawn with `uniform` in [0, 1) by
   // the categorical rule of decode/rng.h (ascending ids, fp64 running sum). Returns the token id.
   virtual int32_t draw_draft(const Tensor& head_logits, int step, float uniform) = 0;
-  // The same draw left in token slots of this backend (Backend::token_slots) at `slot`, with no wait for
-  // the device: the next draft step and accept() read it there.
+  // The same draw left in token slots of this backend (Backend::token_slots, made with this sampler's
+  // draft_ids as their id map) at `slot`, with no wait for the device: the next draft step and accept()
+  // read it there.
   virtual void draw_draft_into(const Tensor& head_logits, int step, float uniform, TokenSlots& slots,
                                int slot) = 0;
   // Target rows `logits` [drafts.size() + 1, vocab] of a verify (or one row and no drafts: a plain draw):

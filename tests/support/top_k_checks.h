@@ -116,20 +116,27 @@ inline int64_t expect_device_sampling_equals_host(Qwen35Model& model, std::span<
 
 // Greedy drafts kept in token slots (GenerationConfig::device_draft_ids: each draft step reads its id where
 // it was picked, the verify reads the cycle's ids at once) give the tokens and acceptance of drafts brought
-// to the host one by one, with a greedy and a sampled target, for each draft head spec. Returns the drafts
-// accepted past the first position, so a caller can require that chained draft steps decided tokens.
+// to the host one by one, with a greedy and a sampled target, for each draft head spec; so do sampled
+// drafts, which a device sampler draws into the slots (mapping a trimmed head's rows through the slots' id
+// map) or, one by one, to the host (through its own copy). Returns the greedy drafts accepted past the
+// first position, so a caller can require that chained draft steps decided tokens.
 inline int64_t expect_slotted_drafts_equal_host_drafts(Qwen35Model& model, std::span<const int32_t> prompt,
                                                        std::span<const int32_t> frequent,
                                                        std::initializer_list<const char*> specs,
                                                        uint64_t seed) {
-  const SamplerPair samplers[] = {{{0.0f}, {0.0f}}, {{0.6f, 20, 0.95f}, {0.0f}}};
-  const auto accepted = expect_same_generations(
-      model, prompt, frequent, specs, samplers, seed, [](GenerationConfig&) {},
-      [](GenerationConfig& c) { c.device_draft_ids = false; },
-      [](const GenerationResult& slotted, const GenerationResult& host) {
-        EXPECT_EQ(slotted.stats.drafted_at, host.stats.drafted_at);
-        EXPECT_EQ(slotted.stats.cycles, host.stats.cycles);
-      });
+  const auto compare = [&](std::span<const SamplerPair> samplers) {
+    return expect_same_generations(
+        model, prompt, frequent, specs, samplers, seed, [](GenerationConfig&) {},
+        [](GenerationConfig& c) { c.device_draft_ids = false; },
+        [](const GenerationResult& slotted, const GenerationResult& host) {
+          EXPECT_EQ(slotted.stats.drafted_at, host.stats.drafted_at);
+          EXPECT_EQ(slotted.stats.cycles, host.stats.cycles);
+        });
+  };
+  const SamplerPair greedy_drafts[] = {{{0.0f}, {0.0f}}, {{0.6f, 20, 0.95f}, {0.0f}}};
+  const SamplerPair sampled_drafts[] = {{{0.6f, 20, 0.95f}, {0.7f, 20, 0.95f}}};
+  const auto accepted = compare(greedy_drafts);
+  compare(sampled_drafts);
   return accepted[1] + accepted[2];
 }
 
